@@ -1,0 +1,1 @@
+"""SelectiveMAE / MAE pretraining on rs4m manifests."""

@@ -1,0 +1,1 @@
+"""Source adapters and maintenance tools for rs4m."""
