@@ -1,0 +1,128 @@
+"""The source-adapter interface and registry.
+
+An adapter knows one dataset as researchers download it: its facts (licence, GSD, citation, which splits are
+benchmark test splits) and how to enumerate its images, and only its images, under the root the user points at.
+Adapters are registered by name with :func:`register_source` and looked up with :func:`get_source`.
+
+Scene paths are POSIX paths relative to the source root. A member of an archive the dataset ships (.zip, .tar,
+.tar.gz, .tgz) is named ``<archive path>/<member path>``, e.g. ``Images_trainval.zip/trainval/000001.jpg``;
+:func:`rs4m.raster.gdal_path` turns such a path into a GDAL virtual path so it is read in place, never extracted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, ClassVar, Iterator
+
+from rs4m.errors import SourceError
+
+
+@dataclass(frozen=True)
+class SceneRef:
+    """One scene an adapter found.
+
+    Attributes:
+        scene_path: relative POSIX path of the scene (for stacked per-band scenes: the first band's path or a
+            scene folder; it names the scene in tables and tile ids).
+        split: the dataset split ("train", "val", "test", ...) or None where the dataset has none.
+        band_paths: for scenes stored as one single-band file per band: the red, green and blue files (relative
+            paths), stacked into RGB by the reader. Empty when ``scene_path`` is the raster itself.
+        rgb_bands: 1-based band indices of red, green, blue in a multi-band file, when the adapter knows them.
+    """
+
+    scene_path: str
+    split: str | None = None
+    band_paths: tuple[str, ...] = ()
+    rgb_bands: tuple[int, int, int] | None = None
+
+
+@dataclass(frozen=True)
+class ScanProblem:
+    """A file or folder the adapter could not enumerate (unreadable entry, symlink loop, broken archive)."""
+
+    path: str
+    reason: str
+    detail: str = ""
+
+
+class SourceAdapter:
+    """Base class: subclasses set the facts as class attributes and implement :meth:`scenes`."""
+
+    name: ClassVar[str]
+    title: ClassVar[str] = ""
+    citation: ClassVar[str] = ""
+    licence: ClassVar[str] = "unknown"
+    sensor: ClassVar[str] = ""
+    gsd_m: ClassVar[tuple[float, float] | None] = None
+    bands: ClassVar[str] = "RGB"
+    #: expected image counts per split where known (None = unknown), for the full dataset
+    splits: ClassVar[dict[str, int | None]] = {}
+    #: splits that are benchmark test splits: excluded from pretraining by default
+    test_splits: ClassVar[tuple[str, ...]] = ()
+    #: default tiling: "tile" (large scenes cut into tiles) or "whole" (small images kept whole)
+    tiling: ClassVar[str] = "tile"
+    #: free text: what was assumed about the layout where it is not known for sure
+    layout_notes: ClassVar[str] = ""
+
+    def __init__(self, glob: str | None = None, options: dict | None = None) -> None:
+        """``glob`` overrides the adapter's image pattern (from the recipe); ``options`` are adapter-specific."""
+        self.glob = glob
+        self.options = dict(options or {})
+
+    def source_name(self, root: Path) -> str:
+        """The ``source`` column value for tiles from ``root`` (the adapter name; ``folder`` adds the base name)."""
+        return self.name
+
+    def scenes(self, root: Path, splits: tuple[str, ...] | None = None) -> Iterator[SceneRef | ScanProblem]:
+        """Yield the dataset's scenes under ``root`` (only those of ``splits`` when given), sorted by path."""
+        raise NotImplementedError
+
+    @classmethod
+    def facts(cls) -> dict:
+        """The adapter's facts as a JSON-able dict (``rs4m sources --json``)."""
+        return {
+            "name": cls.name,
+            "title": cls.title,
+            "licence": cls.licence,
+            "sensor": cls.sensor,
+            "gsd_m": list(cls.gsd_m) if cls.gsd_m else None,
+            "bands": cls.bands,
+            "splits": dict(cls.splits),
+            "test_splits": list(cls.test_splits),
+            "tiling": cls.tiling,
+            "citation": cls.citation,
+            "layout_notes": cls.layout_notes,
+        }
+
+
+_REGISTRY: dict[str, type[SourceAdapter]] = {}
+
+
+def register_source(cls: type[SourceAdapter]) -> type[SourceAdapter]:
+    """Class decorator: register an adapter under ``cls.name``."""
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"two adapters named {cls.name!r}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_all() -> None:
+    # Importing the package registers every adapter module it lists.
+    import rs4m_tools.adapters  # noqa: F401
+
+
+def list_sources() -> list[type[SourceAdapter]]:
+    """All registered adapters, sorted by name."""
+    _load_all()
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def get_source(name: str) -> type[SourceAdapter]:
+    """The adapter class registered as ``name``; a :class:`SourceError` listing valid names otherwise."""
+    _load_all()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        valid = ", ".join(sorted(_REGISTRY))
+        raise SourceError(f"unknown source adapter {name!r}; valid names: {valid}") from None
