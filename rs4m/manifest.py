@@ -255,6 +255,10 @@ def read_table(path: Path, schema: pa.Schema | None = None, columns: list[str] |
     path = Path(path)
     if not path.exists():
         raise OutputError(f"{path} does not exist; run the stage that writes it first")
+    if columns is not None:
+        missing = [c for c in columns if c not in pq.read_schema(path).names]
+        if missing:
+            raise OutputError(f"{path} lacks column '{missing[0]}'")
     table = pq.read_table(path, columns=columns)
     if schema is not None:
         wanted = pa.schema([schema.field(c) for c in (columns or schema.names)])

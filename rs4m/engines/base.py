@@ -1,0 +1,132 @@
+"""The engine interface and the local engines (in-process and process pool)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Protocol
+
+from rs4m.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class UnitFailure:
+    """A unit that still failed after its retries: the error text is kept for the report."""
+
+    error: str
+
+
+class Engine(Protocol):
+    """Map ``fn`` over ``units``; yield ``(unit, result)`` as units finish (any order).
+
+    A unit whose call raises is retried up to ``retries`` times; after that its result is a
+    :class:`UnitFailure`. ``fn`` and units must be picklable and ``fn`` a pure function of its unit.
+    """
+
+    name: str
+
+    def map_units(self, fn: Callable[[Any], Any], units: Iterable[Any], retries: int = 2) -> Iterator[tuple[Any, Any]]:
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+def _describe(err: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(err), err)).strip()
+
+
+class InProcessEngine:
+    """Runs units one after another in this process (``--workers 1``; tests and debugging)."""
+
+    name = "inprocess"
+
+    def map_units(self, fn, units, retries=2):
+        for unit in units:
+            for attempt in range(retries + 1):
+                try:
+                    result = fn(unit)
+                    break
+                except Exception as err:  # noqa: BLE001 - a unit's failure is reported, not raised
+                    result = UnitFailure(_describe(err))
+            yield unit, result
+
+    def close(self) -> None:
+        pass
+
+
+class LocalPoolEngine:
+    """A local process pool. A worker that dies (killed, out of memory) breaks the pool: the pool is rebuilt
+    and the units that were in flight are retried."""
+
+    name = "local"
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._ctx = multiprocessing.get_context("spawn")  # no GDAL state inherited through fork
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=self._ctx)
+        return self._pool
+
+    def map_units(self, fn, units, retries=2):
+        pending = list(units)[::-1]
+        attempts: dict[int, int] = {}
+        running: dict[Future, Any] = {}
+        while pending or running:
+            while pending and len(running) < 2 * self.workers:
+                unit = pending.pop()
+                running[self._executor().submit(fn, unit)] = unit
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                unit = running.pop(fut)
+                try:
+                    yield unit, fut.result()
+                    continue
+                except BrokenProcessPool as err:
+                    error = f"worker process died: {err}"
+                    self._reset()
+                except Exception as err:  # noqa: BLE001
+                    error = _describe(err)
+                key = id(unit)
+                attempts[key] = attempts.get(key, 0) + 1
+                if attempts[key] > retries:
+                    yield unit, UnitFailure(error)
+                else:
+                    pending.append(unit)
+            if self._pool is None:
+                # the pool broke: every unit still marked running must be resubmitted
+                pending.extend(running.values())
+                running.clear()
+
+    def _reset(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def get_engine(name: str = "local", workers: int | None = None, address: str | None = None) -> Engine:
+    """The engine called ``name`` (``local`` or ``ray``)."""
+    if name == "local":
+        workers = workers or default_workers()
+        return InProcessEngine() if workers == 1 else LocalPoolEngine(workers)
+    if name == "ray":
+        from rs4m.engines.ray_engine import RayEngine
+
+        return RayEngine(address=address, workers=workers)
+    raise ConfigError(f"unknown engine {name!r}; valid: local, ray")
