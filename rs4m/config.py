@@ -96,8 +96,13 @@ def from_mapping(cls: type, data: Mapping[str, Any], where: str) -> Any:
     for key in data:
         if key not in valid:
             raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(sorted(valid))}")
+    data = dict(data)
     for key, value in data.items():
         default = valid[key].default
+        if valid[key].default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = valid[key].default_factory()  # type: ignore[misc]
+        if isinstance(default, tuple) and isinstance(value, list):
+            data[key] = value = tuple(value)
         if default is not dataclasses.MISSING and default is not None and not isinstance(value, type(default)):
             if not (isinstance(default, float) and isinstance(value, int)):
                 raise ConfigError(f"{where}: {key} must be {type(default).__name__}, not {value!r}")

@@ -221,16 +221,19 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
 
 
-def write_table(table: pa.Table, path: Path, schema: pa.Schema | None = None) -> None:
+def write_table(table: pa.Table, path: Path, schema: pa.Schema | None = None,
+                metadata: Mapping[str, Any] | None = None) -> None:
     """Write ``table`` (conformed to ``schema`` if given) to Parquet atomically, with GeoParquet metadata
-    when it has a ``geometry`` column."""
+    when it has a ``geometry`` column and ``metadata`` (JSON-encoded) under ``rs4m.<key>`` keys."""
     path = Path(path)
     if schema is not None:
         table = conform(table, schema)
+    meta = dict(table.schema.metadata or {})
     if GEOMETRY in table.column_names:
-        meta = dict(table.schema.metadata or {})
         meta[b"geo"] = json.dumps(geo_metadata(table)).encode()
-        table = table.replace_schema_metadata(meta)
+    for key, value in (metadata or {}).items():
+        meta[f"rs4m.{key}".encode()] = json.dumps(value).encode()
+    table = table.replace_schema_metadata(meta)
     tmp = atomic_path(path)
     try:
         pq.write_table(table, tmp, compression="zstd")
@@ -238,6 +241,13 @@ def write_table(table: pa.Table, path: Path, schema: pa.Schema | None = None) ->
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def read_metadata(path: Path, key: str) -> Any:
+    """The JSON value stored by :func:`write_table` under ``metadata[key]``, or None."""
+    meta = pq.read_schema(path).metadata or {}
+    raw = meta.get(f"rs4m.{key}".encode())
+    return json.loads(raw) if raw is not None else None
 
 
 def validate(table: pa.Table, schema: pa.Schema, what: str = "table") -> None:

@@ -15,6 +15,10 @@ from rs4m.cli.common import Rs4mGroup
 
 #: (module, attribute) of every command; a module is imported when the CLI starts, not at package import.
 COMMAND_MODULES: list[tuple[str, str]] = [
+    ("rs4m.cli.build", "build"),
+    ("rs4m.cli.build", "scan"),
+    ("rs4m.cli.build", "tile"),
+    ("rs4m.cli.catalog", "catalog"),
     ("rs4m.cli.verify", "verify"),
 ]
 

@@ -1,0 +1,174 @@
+"""``rs4m build``, ``rs4m scan`` and ``rs4m tile``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from rs4m.config import FORMATS, MODES, Recipe, load_recipe
+from rs4m.errors import ConfigError
+
+TILE_FLAGS = ("tile_size", "stride", "mode", "format", "out_size", "crop_min", "crop_max", "quality", "max_pixels")
+
+
+def source_options(fn):
+    """The options that say what to read and how to tile it (shared by ``build`` and ``scan``)."""
+    options = [
+        click.option("--recipe", type=click.Path(path_type=Path, dir_okay=False), help="Recipe TOML."),
+        click.option("--root", type=click.Path(path_type=Path, file_okay=False),
+                     help="Folder holding one folder per recipe source (default: current folder)."),
+        click.option("--source", "sources", multiple=True, metavar="ADAPTER=PATH",
+                     help="A source folder read by an adapter (see `rs4m sources`); repeatable."),
+        click.option("--strict", is_flag=True, help="A recipe source that is missing is an error."),
+        click.option("--tile-size", type=click.IntRange(1), help="Tile edge in pixels (default 512)."),
+        click.option("--stride", type=click.IntRange(1), help="Grid stride in pixels (default: tile size)."),
+        click.option("--mode", type=click.Choice(MODES), help="grid tiles or random multi-scale crops."),
+        click.option("--crop-min", type=click.IntRange(1), help="Smallest random crop (random mode)."),
+        click.option("--crop-max", type=click.IntRange(1), help="Largest random crop (random mode)."),
+        click.option("--out-size", type=click.IntRange(1), help="Resize every tile to this edge in pixels."),
+        click.option("--format", type=click.Choice(FORMATS), help="Stored tile format (default jpg)."),
+        click.option("--quality", type=click.IntRange(1, 100), help="JPEG quality (default 95)."),
+        click.option("--max-pixels", type=click.IntRange(1),
+                     help="Refuse whole-decode images (PNG, JPEG) larger than this (default 400e6)."),
+        click.option("--workers", type=click.IntRange(1), help="Worker processes (default: all cores)."),
+        click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True),
+        click.option("--ray-address", help="Ray cluster address (with --engine ray; default: start a local one)."),
+        click.option("--force", is_flag=True, help="Redo everything from scratch."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def resolve_inputs(recipe_path, root, sources, strict, tile_flags):
+    """Recipe or --source flags → (recipe, inputs, warnings); errors before any work."""
+    from rs4m.stages.sources import sources_from_flags, sources_from_recipe
+
+    overrides = {k: v for k, v in tile_flags.items() if v is not None}
+    if recipe_path and sources:
+        raise ConfigError("give either --recipe or --source, not both")
+    if recipe_path:
+        recipe = load_recipe(recipe_path)
+        inputs, warnings = sources_from_recipe(recipe, root, strict, overrides)
+        return recipe, inputs, warnings
+    if not sources:
+        raise ConfigError("nothing to read: give --recipe RECIPE.toml or --source ADAPTER=PATH")
+    from dataclasses import replace
+
+    recipe = Recipe()
+    recipe = replace(recipe, build=replace(recipe.build, **overrides))
+    return recipe, sources_from_flags(list(sources), recipe.build), []
+
+
+def prepare(out, recipe_path, root, sources, strict, force, tile_flags):
+    from rs4m.stages.build import plan_record, start_record
+
+    recipe, inputs, warnings = resolve_inputs(recipe_path, root, sources, strict, tile_flags)
+    for line in warnings:
+        click.echo(f"rs4m: warning: {line}", err=True)
+    for inp in inputs:
+        click.echo(f"source {inp.source}: {inp.root}", err=True)
+    start_record(out, plan_record(inputs, recipe, recipe_path), force)
+    return recipe, inputs
+
+
+def summary_line(counts: dict, seconds: float) -> str:
+    tile = counts.get("tile", {})
+    scenes = counts.get("scan", {}).get("scenes")
+    kept = tile.get("kept", 0)
+    errors = counts.get("errors", tile.get("errors", 0))
+    parts = [f"scenes {scenes}" if scenes is not None else "scenes (scanned before)",
+             f"tiles {kept}", f"filtered {tile.get('filtered', 0)}"]
+    if "dedup" in counts:
+        parts.append(f"duplicates {counts['dedup'].get('duplicates', 0)}")
+    if "catalog" in counts:
+        parts.append(f"manifest {counts['catalog'].get('tiles_kept', 0)}")
+    rate = kept / seconds if seconds > 0 else 0.0
+    parts += [f"errors {errors}", f"{seconds:.1f} s", f"{rate:.1f} tiles/s"]
+    return "done: " + ", ".join(parts)
+
+
+@click.command()
+@click.argument("out", type=click.Path(path_type=Path, file_okay=False))
+@source_options
+def build(out, recipe, root, sources, strict, workers, engine, ray_address, force, quiet, **tile_flags):
+    """Build a corpus in OUT: scan, tile, dedup, catalog. Re-run to resume a killed build."""
+    from rs4m.engines import get_engine
+    from rs4m.stages.build import finish_record, run_stages
+
+    started = time.perf_counter()
+    _, inputs = prepare(out, recipe, root, sources, strict, force, tile_flags)
+    eng = get_engine(engine, workers=workers, address=ray_address)
+    try:
+        counts = run_stages(out, inputs, eng, quiet=quiet)
+        counts.update(run_post_tile(out, quiet=quiet))
+    finally:
+        eng.close()
+    finish_record(out, started)
+    report_failures(counts)
+    click.echo(summary_line(counts, time.perf_counter() - started), err=True)
+    if counts["tile"]["units_failed"]:
+        raise SystemExit(1)
+
+
+def run_post_tile(out: Path, quiet: bool) -> dict:
+    """Dedup and catalog after tiling, where those stages are available."""
+    from rs4m.stages.build import run_post_stages
+
+    return run_post_stages(out, quiet=quiet)
+
+
+def report_failures(counts: dict) -> None:
+    for fail in counts.get("tile", {}).get("units_failed", []):
+        click.echo(f"rs4m: unit {fail['unit']} failed after retries: {fail['error']} "
+                   "(re-run the same command to retry it)", err=True)
+
+
+@click.command()
+@click.argument("out", type=click.Path(path_type=Path, file_okay=False))
+@source_options
+def scan(out, recipe, root, sources, strict, workers, engine, ray_address, force, quiet, **tile_flags):
+    """Scan the sources into OUT/scenes.parquet (one row per source file)."""
+    from tqdm import tqdm
+
+    from rs4m.engines import get_engine
+    from rs4m.stages.build import update_record
+    from rs4m.stages.scan import run_scan
+
+    _, inputs = prepare(out, recipe, root, sources, strict, force, tile_flags)
+    eng = get_engine(engine, workers=workers, address=ray_address)
+    try:
+        with tqdm(desc="scan", unit="scene", disable=quiet, leave=False) as bar:
+            counts = run_scan(out, inputs, eng, progress=bar.update)
+    finally:
+        eng.close()
+    update_record(out, stages={"scan": counts})
+    click.echo(f"scanned {counts['scenes']} scenes in {counts['units']} units, errors {counts['errors']}", err=True)
+
+
+@click.command()
+@click.argument("out", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--workers", type=click.IntRange(1), help="Worker processes (default: all cores).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--ray-address", help="Ray cluster address (with --engine ray).")
+@click.option("--force", is_flag=True, help="Redo every unit, not only the unfinished ones.")
+def tile(out, workers, engine, ray_address, force):
+    """Tile the scanned scenes of OUT into shards and tiles parts (resumes unfinished units)."""
+    from rs4m.engines import get_engine
+    from rs4m.stages.build import filters_of, read_record, tile_configs, update_record
+    from rs4m.stages.tile import run_tile
+
+    record = read_record(out)
+    eng = get_engine(engine, workers=workers, address=ray_address)
+    try:
+        counts = run_tile(out, tile_configs(record), filters_of(record), eng, force=force)
+    finally:
+        eng.close()
+    update_record(out, stages={"tile": counts})
+    report_failures({"tile": counts})
+    click.echo(summary_line({"tile": counts}, counts["seconds"]), err=True)
+    if counts["units_failed"]:
+        raise SystemExit(1)

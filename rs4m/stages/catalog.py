@@ -1,0 +1,74 @@
+"""Catalog stage: ``manifest.parquet`` = tiles − filtered − duplicates − leaked, sorted by ``tile_id``.
+
+The manifest carries every column of the tiles parts plus the dedup columns; it is what RS-4M *is*.
+``shards.parquet`` is rewritten from the shard facts in the tiles parts and ``build.json`` gets the counts
+per stage and per source.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rs4m import manifest as mf
+from rs4m.layout import OutputLayout
+from rs4m.stages.tile import write_shards_table
+
+
+def joined_tiles(layout: OutputLayout) -> pa.Table:
+    """Every tile row with its dedup columns (null where dedup has not run or the tile is in no group)."""
+    tiles = mf.read_parts(layout.tile_parts(), mf.TILES_SCHEMA)
+    if layout.dedup.exists():
+        dedup = mf.read_table(layout.dedup, mf.DEDUP_SCHEMA, columns=["tile_id", "dup_group", "dup_of", "dup_reason"])
+        joined = tiles.join(dedup, "tile_id", join_type="left outer")
+    else:
+        nulls = {f.name: pa.nulls(tiles.num_rows, f.type) for f in mf.DEDUP_FIELDS}
+        joined = tiles
+        for name, col in nulls.items():
+            joined = joined.append_column(name, col)
+    return mf.conform(joined, mf.MANIFEST_SCHEMA)
+
+
+def kept_mask(table: pa.Table) -> pa.ChunkedArray:
+    """True for rows that stay: not filtered, not a duplicate of another tile, not leaked."""
+    not_filtered = pc.is_null(table["filter_reason"])
+    not_dup = pc.is_null(table["dup_of"])
+    not_leak = pc.fill_null(pc.not_equal(table["dup_reason"], "leak"), True)
+    return pc.and_(pc.and_(not_filtered, not_dup), not_leak)
+
+
+def catalog_counts(table: pa.Table, keep: pa.ChunkedArray) -> dict:
+    """Counts for ``build.json``: totals, drops by reason, and the same per source."""
+    rows = table.select(["source", "filter_reason", "dup_of", "dup_reason"]).to_pylist()
+    kept = keep.to_pylist()
+    per_source: dict[str, Counter] = {}
+    for row, k in zip(rows, kept):
+        c = per_source.setdefault(row["source"], Counter())
+        c["tiles_total"] += 1
+        if k:
+            c["tiles_kept"] += 1
+        elif row["filter_reason"]:
+            c["filtered"] += 1
+        elif row["dup_reason"] == "leak":
+            c["leaked"] += 1
+        else:
+            c["duplicates"] += 1
+    total = sum(per_source.values(), Counter())
+    keys = ("tiles_total", "tiles_kept", "filtered", "duplicates", "leaked")
+    return {**{k: total[k] for k in keys},
+            "sources": {s: {k: c[k] for k in keys} for s, c in sorted(per_source.items())}}
+
+
+def run_catalog(out: Path) -> dict:
+    """Write ``manifest.parquet`` and ``shards.parquet``; return the counts."""
+    layout = OutputLayout(Path(out))
+    table = joined_tiles(layout)
+    keep = kept_mask(table)
+    manifest = table.filter(keep)
+    manifest = manifest.take(pc.sort_indices(manifest, [("tile_id", "ascending")]))
+    mf.write_table(manifest, layout.manifest, mf.MANIFEST_SCHEMA)
+    write_shards_table(layout)
+    return catalog_counts(table, keep)

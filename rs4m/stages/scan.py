@@ -1,0 +1,148 @@
+"""Scan stage: enumerate every source's scenes, probe each once, write ``scenes.parquet``.
+
+Each scene row records the file's size and sha256, raster size, bands, dtype, CRS, transform, GSD and
+footprint; scenes are sorted by (source, scene_path) and cut into work units (``unit``), never spanning two
+sources, so each unit carries one source's tiling. A file that cannot be opened becomes an error row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import shapely
+
+from rs4m import manifest as mf
+from rs4m.engines import Engine, UnitFailure
+from rs4m.errors import BadInput
+from rs4m.raster import gdal_path, open_scene
+from rs4m.stages.errors_table import replace_stage_errors
+from rs4m.stages.sources import SourceInput
+from rs4m.layout import OutputLayout
+from rs4m_tools.adapters import SceneRef, ScanProblem
+
+PROBE_BATCH = 32
+
+
+@dataclass(frozen=True)
+class ProbeTask:
+    """A batch of scenes of one source to probe (picklable; a pure function of its fields)."""
+
+    source: str
+    root: str
+    licence: str
+    max_pixels: int
+    refs: tuple[SceneRef, ...]
+
+
+def _file_facts(root: Path, ref: SceneRef) -> tuple[int | None, str | None]:
+    """Size and sha256 of the scene's file(s); (None, None) for archive members (read in place only)."""
+    rels = ref.band_paths or (ref.scene_path,)
+    if any(gdal_path(root, r).startswith("/vsi") for r in rels):
+        return None, None
+    h, size = hashlib.sha256(), 0
+    for rel in rels:
+        try:
+            with open(root / rel, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(block)
+                    size += len(block)
+        except PermissionError as err:
+            raise BadInput("permission denied: the file cannot be read", str(err)) from None
+        except OSError as err:
+            raise BadInput("the file cannot be read", str(err)) from None
+    return size, h.hexdigest()
+
+
+def probe_scene(task: ProbeTask, ref: SceneRef) -> dict:
+    """One scene row (without ``unit``); raises :class:`BadInput` for an unusable scene."""
+    root = Path(task.root)
+    size, sha = _file_facts(root, ref)
+    if size == 0:
+        raise BadInput("empty file (0 bytes)")
+    with open_scene(root, ref, max_pixels=task.max_pixels) as reader:
+        info = reader.info
+    return {
+        "scene_id": mf.make_scene_id(task.source, ref.scene_path), "source": task.source,
+        "source_root": task.root, "scene_path": ref.scene_path, "band_paths": list(ref.band_paths) or None,
+        "rgb_bands": list(ref.rgb_bands) if ref.rgb_bands else None, "split": ref.split, "licence": task.licence,
+        "bytes": size, "sha256": sha, "driver": info.driver, "width": info.width, "height": info.height,
+        "bands": info.bands, "dtype": info.dtype, "crs": info.crs,
+        "transform": list(info.transform) if info.transform else None, "gsd_m": info.gsd_m,
+        "geometry": shapely.to_wkb(info.footprint) if info.footprint is not None else None,
+    }
+
+
+def probe_batch(task: ProbeTask) -> tuple[list[dict], list[dict]]:
+    """Probe a batch: (scene rows, error rows)."""
+    rows, errors = [], []
+    for ref in task.refs:
+        try:
+            rows.append(probe_scene(task, ref))
+        except BadInput as err:
+            errors.append({"path": ref.scene_path, "source": task.source, "stage": "scan",
+                           "reason": err.reason, "detail": err.detail})
+    return rows, errors
+
+
+def _enumerate(inp: SourceInput) -> tuple[list[SceneRef], list[dict]]:
+    refs, errors = [], []
+    for item in inp.adapter().scenes(inp.root, inp.splits()):
+        if isinstance(item, ScanProblem):
+            errors.append({"path": item.path, "source": inp.source, "stage": "scan",
+                           "reason": item.reason, "detail": item.detail})
+        else:
+            refs.append(item)
+    refs.sort(key=lambda r: r.scene_path)
+    if inp.spec.max_images:
+        refs = refs[: inp.spec.max_images]
+    return refs, errors
+
+
+def _tasks(inputs: list[SourceInput], refs_by_source: dict[str, list[SceneRef]]) -> Iterator[ProbeTask]:
+    for inp in inputs:
+        refs = refs_by_source[inp.source]
+        for i in range(0, len(refs), PROBE_BATCH):
+            yield ProbeTask(inp.source, str(inp.root), inp.licence, inp.spec.tile.max_pixels,
+                            tuple(refs[i:i + PROBE_BATCH]))
+
+
+def assign_units(rows: list[dict], inputs: list[SourceInput]) -> list[dict]:
+    """Sort rows by (source, scene_path) and number work units per source in that order."""
+    per_unit = {inp.source: inp.spec.tile.scenes_per_unit for inp in inputs}
+    rows.sort(key=lambda r: (r["source"], r["scene_path"]))
+    unit, count, current = -1, 0, None
+    for row in rows:
+        if row["source"] != current or count == per_unit[row["source"]]:
+            unit, count, current = unit + 1, 0, row["source"]
+        row["unit"] = unit
+        count += 1
+    return rows
+
+
+def run_scan(out: Path, inputs: list[SourceInput], engine: Engine, progress=None) -> dict:
+    """Scan every source into ``OUT/scenes.parquet``; scan errors go to ``errors.parquet``. Returns counts."""
+    layout = OutputLayout(Path(out))
+    refs_by_source, errors = {}, []
+    for inp in inputs:
+        refs_by_source[inp.source], problems = _enumerate(inp)
+        errors.extend(problems)
+    rows: list[dict] = []
+    for task, result in engine.map_units(probe_batch, list(_tasks(inputs, refs_by_source))):
+        if isinstance(result, UnitFailure):
+            errors.extend({"path": r.scene_path, "source": task.source, "stage": "scan",
+                           "reason": "probing failed unexpectedly", "detail": result.error} for r in task.refs)
+            continue
+        rows.extend(result[0])
+        errors.extend(result[1])
+        if progress:
+            progress(len(task.refs))
+    rows = assign_units(rows, inputs)
+    mf.write_table(mf.table_from_rows(rows, mf.SCENES_SCHEMA), layout.scenes, mf.SCENES_SCHEMA)
+    replace_stage_errors(layout, "scan", errors)
+    per_source = {inp.source: sum(1 for r in rows if r["source"] == inp.source) for inp in inputs}
+    return {"scenes": len(rows), "errors": len(errors), "units": (rows[-1]["unit"] + 1) if rows else 0,
+            "per_source": per_source}
