@@ -85,10 +85,41 @@ def write_ucmerced_like(root: Path, rng: np.random.Generator, per_class: int = 8
 
 def write_demo_sources(folder: Path, seed: int = 0) -> dict[str, Path]:
     """Write the synthetic sources under ``folder``; return {adapter name: root}."""
-    rng = np.random.default_rng(seed)
-    dota, ucm = folder / "dota", folder / "ucmerced"
-    if not dota.exists():
-        write_dota_like(dota, rng)
-    if not ucm.exists():
-        write_ucmerced_like(ucm, rng)
-    return {"dota": dota, "ucmerced": ucm}
+    roots = {}
+    for i, (name, writer) in enumerate((("dota", write_dota_like), ("ucmerced", write_ucmerced_like))):
+        final = folder / name
+        if not final.exists():  # written under a temporary name, renamed when whole
+            tmp = folder / f".{name}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            writer(tmp, np.random.default_rng(seed + i))
+            tmp.rename(final)
+        roots[name] = final
+    return roots
+
+
+def demo_recipe(sources_dir: Path, synthetic: dict[str, Path], real: Path | None) -> str:
+    """The demo's recipe TOML: real Landsat 8 / Sentinel-2 scenes (if available) and the synthetic sources."""
+    lines = ["# rs4m demo recipe: written by `rs4m demo`", "[build]", "tile_size = 256", "format = \"jpg\"",
+             "scenes_per_unit = 4", "", "[dedup]", "dihedral = true", ""]
+    if real is not None:
+        lines += ["[[sources]]", 'name = "bandstack"', f'path = "{real / "landsat8"}"',
+                  'options = { licence = "public-domain (USGS Landsat 8)" }', "",
+                  "[[sources]]", 'name = "bandstack"', f'path = "{real / "sentinel2"}"',
+                  'options = { licence = "Copernicus Sentinel data terms (contains modified Copernicus Sentinel data)" }',
+                  ""]
+    lines += ["[[sources]]", 'name = "dota_v1"', f'path = "{synthetic["dota"]}"', 'splits = ["train"]',
+              "tile_size = 512", "",
+              "[[sources]]", 'name = "ucmerced"', f'path = "{synthetic["ucmerced"]}"', ""]
+    return "\n".join(lines)
+
+
+def next_steps(out: Path) -> str:
+    """What to run after the demo."""
+    return "\n".join([
+        f"demo corpus built in {out}. Next:",
+        f"  rs4m stats {out}                          counts per source, drops by reason",
+        f"  rs4m inspect {out} -n 24 --grid sheet.png  a contact sheet of the tiles",
+        f"  rs4m inspect {out} --dups --grid dups.png  duplicate groups side by side",
+        f"  rs4m verify {out}                         re-hash shards, check every row",
+        f"  rs4m pretrain --manifest {out}/manifest.parquet --run runs/demo --model vit_tiny --steps 200",
+    ])
