@@ -77,7 +77,8 @@ class LocalPoolEngine:
 
     def map_units(self, fn, units, retries=2):
         pending = list(units)[::-1]
-        attempts: dict[int, int] = {}
+        raised: dict[int, int] = {}
+        broken: dict[int, int] = {}
         running: dict[Future, Any] = {}
         while pending or running:
             while pending and len(running) < 2 * self.workers:
@@ -90,18 +91,19 @@ class LocalPoolEngine:
                     yield unit, fut.result()
                     continue
                 except BrokenProcessPool as err:
-                    error = f"worker process died: {err}"
+                    # Every unit in flight when a worker died is a suspect; bystanders get a larger budget
+                    # since the culprit cannot be told apart.
                     self._reset()
+                    count, limit, error = broken, retries + 2, f"worker process died: {err}"
                 except Exception as err:  # noqa: BLE001
-                    error = _describe(err)
-                key = id(unit)
-                attempts[key] = attempts.get(key, 0) + 1
-                if attempts[key] > retries:
+                    count, limit, error = raised, retries, _describe(err)
+                count[id(unit)] = count.get(id(unit), 0) + 1
+                if count[id(unit)] > limit:
                     yield unit, UnitFailure(error)
                 else:
                     pending.append(unit)
             if self._pool is None:
-                # the pool broke: every unit still marked running must be resubmitted
+                # the pool broke: units still marked running are lost with it and resubmitted
                 pending.extend(running.values())
                 running.clear()
 

@@ -1,0 +1,80 @@
+"""The same build on Ray: byte-identical to the local engine, retried units, resume after a dead driver.
+
+Marked ``ray`` (a local Ray with 2 CPUs takes seconds to start): run with ``pytest -m ray``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.ray
+ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'rs4m[ray]'")
+
+from rs4m.engines import get_engine  # noqa: E402
+from rs4m.layout import OutputLayout  # noqa: E402
+
+from .test_engines import fail_once  # noqa: E402
+
+CLI = [sys.executable, "-c", "from rs4m.cli import main; main()"]
+
+
+def build(out: Path, src: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = CLI + ["build", str(out), "--source", f"folder={src}", "--tile-size", "128", "-q", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+def same_output(a: Path, b: Path) -> None:
+    assert (a / "manifest.parquet").read_bytes() == (b / "manifest.parquet").read_bytes()
+    names = sorted(p.name for p in (a / "shards").glob("*.tar"))
+    assert names == sorted(p.name for p in (b / "shards").glob("*.tar")) and names
+    for name in names:
+        assert (a / "shards" / name).read_bytes() == (b / "shards" / name).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def src(tmp_path_factory, shared_data) -> Path:
+    folder = tmp_path_factory.mktemp("src")
+    for name in ("rgb1.tif", "rgb2.tif", "rgb3.tif", "rgb4.tif", "RGB.byte.tif"):
+        os.symlink(shared_data / "real" / "landsat7-rasterio" / name, folder / name)
+    return folder
+
+
+def test_ray_build_identical_to_local(tmp_path, src):
+    local, on_ray = tmp_path / "local", tmp_path / "ray"
+    assert build(local, src, "--workers", "2").returncode == 0
+    result = build(on_ray, src, "--engine", "ray", "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    same_output(local, on_ray)
+
+
+def test_ray_retries_a_killed_worker(tmp_path):
+    engine = get_engine("ray", workers=2)
+    try:
+        results = dict(engine.map_units(fail_once, [(x, str(tmp_path)) for x in range(4)], retries=2))
+    finally:
+        engine.close()
+    assert {u[0]: r for u, r in results.items()} == {0: 0, 1: 1, 2: 2, 3: 3}
+
+
+def test_resume_after_killing_the_driver(tmp_path, src):
+    ref = tmp_path / "ref"
+    assert build(ref, src, "--workers", "2").returncode == 0
+    out = tmp_path / "out"
+    cmd = CLI + ["build", str(out), "--source", f"folder={src}", "--tile-size", "128", "-q", "--engine", "ray",
+                 "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and not OutputLayout(out).tile_parts() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    result = build(out, src, "--engine", "ray", "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    same_output(ref, out)
