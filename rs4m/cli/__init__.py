@@ -18,7 +18,9 @@ COMMAND_MODULES: list[tuple[str, str]] = [
     ("rs4m.cli.build", "build"),
     ("rs4m.cli.build", "scan"),
     ("rs4m.cli.build", "tile"),
+    ("rs4m.cli.dedup", "dedup"),
     ("rs4m.cli.catalog", "catalog"),
+    ("rs4m.cli.dedup", "leakage"),
     ("rs4m.cli.demo", "demo"),
     ("rs4m.cli.verify", "verify"),
 ]

@@ -1,0 +1,86 @@
+"""``rs4m dedup OUT`` and ``rs4m leakage OUT --against NAME=DIR``."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import click
+
+from rs4m.cli.common import echo_json
+from rs4m.errors import ConfigError
+
+
+def _build_config(out: Path, **overrides):
+    """The recipe's ``[dedup]`` settings from ``OUT/build.json`` where there is one, then the flags."""
+    import json
+
+    from rs4m.config import from_mapping
+    from rs4m.layout import OutputLayout
+    from rs4m.stages.dedup import DedupConfig
+
+    record = OutputLayout(out).build_json
+    base = json.loads(record.read_text()).get("dedup", {}) if record.exists() else {}
+    config = from_mapping(DedupConfig, base, "recipe [dedup]") if base else DedupConfig()
+    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+@click.command()
+@click.argument("out", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--radius", "radius_bits", type=click.IntRange(0, 16), default=None,
+              help="pHash radius in bits (default: the recipe's, else 5).")
+@click.option("--dhash-radius", "dhash_radius_bits", type=click.IntRange(0, 16), default=None,
+              help="dHash radius in bits (default: the recipe's, else 5).")
+@click.option("--geo/--no-geo", default=None, help="Group overlapping footprints of different scenes.")
+@click.option("--dihedral/--no-dihedral", default=None, help="Count flipped and rotated copies as duplicates.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def dedup(out: Path, radius_bits: int | None, dhash_radius_bits: int | None, geo: bool | None,
+          dihedral: bool | None, as_json: bool) -> None:
+    """Find exact, near-duplicate, geo-overlapping and leaked tiles in OUT; write OUT/dedup.parquet."""
+    from rs4m.stages.dedup import run_dedup
+
+    config = _build_config(out, radius_bits=radius_bits, dhash_radius_bits=dhash_radius_bits, geo=geo,
+                           dihedral=dihedral)
+    report = run_dedup(out, config)
+    if as_json:
+        echo_json(report.to_dict())
+        return
+    by = ", ".join(f"{k} {v}" for k, v in report.tiles_by_reason.items()) or "none"
+    click.echo(f"dedup: {report.tiles} tiles, {report.groups} groups, {report.duplicates} duplicates, "
+               f"{report.leaked} leaked ({by}) in {report.seconds:.1f} s", err=True)
+
+
+def _parse_against(values: tuple[str, ...]) -> dict[str, Path]:
+    benchmarks: dict[str, Path] = {}
+    for value in values:
+        name, sep, folder = value.partition("=")
+        if not sep or not name or not folder:
+            raise ConfigError(f"--against {value!r}: expected NAME=DIR, e.g. --against dior=/data/DIOR/test")
+        if name in benchmarks:
+            raise ConfigError(f"--against: benchmark name {name!r} given twice")
+        benchmarks[name] = Path(folder)
+    return benchmarks
+
+
+@click.command()
+@click.argument("out", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--against", "against", multiple=True, required=True, metavar="NAME=DIR",
+              help="A benchmark's image folder (repeatable).")
+@click.option("--exclude", is_flag=True, help="Make the next `rs4m dedup` drop the leaked tiles.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def leakage(out: Path, against: tuple[str, ...], exclude: bool, as_json: bool) -> None:
+    """Find tiles of OUT that copy benchmark images (whole, flipped/rotated, or cropped); write
+    OUT/leakage.parquet."""
+    from rs4m.stages.dedup import run_leakage
+
+    report = run_leakage(out, _parse_against(against), exclude=exclude, config=_build_config(out))
+    if as_json:
+        echo_json(report.to_dict())
+        return
+    for p in report.problems:
+        click.echo(f"PROBLEM {p['benchmark']}/{p['path']}: {p['reason']}", err=True)
+    for name, stats in report.by_benchmark.items():
+        click.echo(f"leakage {name}: {stats['images']} images, {stats['leaked_tiles']} tiles leak "
+                   f"{stats['by_kind'] or ''}", err=True)
+    if exclude and report.leaked_tiles:
+        click.echo(f"run `rs4m dedup {out}` then `rs4m catalog {out}` to drop the leaked tiles", err=True)

@@ -1,0 +1,309 @@
+"""The dedup stage: tiles parts → ``dedup.parquet`` + ``dedup.json``; and benchmark leakage → ``leakage.parquet``.
+
+``run_dedup`` reads every ``OUT/tiles/part-*.parquet`` (rows with a ``filter_reason`` take no part), finds
+exact, near-duplicate and geo-overlap pairs (:mod:`rs4m.dedup`), adds the leaked tiles of a previous
+``run_leakage(..., exclude=True)``, groups them and writes one row per tile. Re-running replaces the results.
+A tile leaves the manifest when its ``dup_of`` is set (a duplicate of the kept tile) or its ``dup_reason`` is
+``leak``.
+
+Dihedral mode (flips and 90° rotations count as duplicates) uses the columns ``phash_canonical`` and
+``dhash_canonical`` (:func:`rs4m.hashing.hashes_with_canonical`) when the tiles parts carry them; otherwise it
+falls back to estimating flipped hashes from pHash/dHash, which finds fewer flips and no 90° rotations.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from rs4m import dedup as dd
+from rs4m import manifest as mf
+from rs4m.errors import ConfigError, OutputError
+from rs4m.layout import OutputLayout
+
+TILE_COLUMNS = ["tile_id", "scene_id", "source", "scene_path", "sha256", "pixel_sha256", "phash", "dhash",
+                "richness", "gsd_m", "width", "height", "geometry", "filter_reason"]
+CANONICAL_COLUMNS = ["phash_canonical", "dhash_canonical"]
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    """How duplicates are found (recipe table ``[dedup]``; names equal the CLI flags).
+
+    Radii come from ``benchmarks/dedup_quality.py``: 5 bits on both hashes keeps precision at 1.0 there while
+    finding all recompressed, resized and brightness-shifted copies, and keeps 4 M tiles within a minute.
+    ``geo_iou`` is the overlap threshold, measured as ``geo_measure`` says (see :mod:`rs4m.dedup`).
+    """
+
+    radius_bits: int = 5
+    dhash_radius_bits: int = 5
+    dihedral: bool = False
+    geo: bool = True
+    geo_iou: float = 0.5
+    geo_measure: str = "containment"
+    gsd_ratio: float = 2.0
+    min_richness: float = 0.0
+    source_priority: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("radius_bits", "dhash_radius_bits"):
+            if not 0 <= getattr(self, name) <= 16:
+                raise ConfigError(f"{name} must be within 0..16 bits, not {getattr(self, name)}")
+        if not 0.0 < self.geo_iou <= 1.0:
+            raise ConfigError(f"geo_iou must be within (0, 1], not {self.geo_iou}")
+        if self.geo_measure not in dd.GEO_MEASURES:
+            raise ConfigError(f"geo_measure must be one of {', '.join(dd.GEO_MEASURES)}, not {self.geo_measure!r}")
+        if self.gsd_ratio < 1.0:
+            raise ConfigError(f"gsd_ratio must be at least 1, not {self.gsd_ratio}")
+
+
+@dataclass
+class DedupReport:
+    """What one dedup run found (written to ``dedup.json``)."""
+
+    tiles: int = 0
+    searched: int = 0
+    groups: int = 0
+    duplicates: int = 0
+    leaked: int = 0
+    dihedral: str = "off"
+    tiles_by_reason: dict[str, int] = field(default_factory=dict)
+    groups_by_reason: dict[str, int] = field(default_factory=dict)
+    pairs_by_source: dict[str, dict[str, int]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def read_tiles(layout: OutputLayout) -> pa.Table:
+    """The non-filtered rows of every tiles part, with the canonical hash columns where all parts have them."""
+    parts = layout.tile_parts()
+    if not parts:
+        raise OutputError(f"no tiles parts in {layout.tiles_dir}; run `rs4m tile {layout.root}` first")
+    tables = []
+    has_canonical = all(set(CANONICAL_COLUMNS) <= set(pq.read_schema(p).names) for p in parts)
+    for part in parts:
+        table = mf.read_table(part, mf.TILES_SCHEMA, columns=TILE_COLUMNS)
+        if has_canonical:
+            extra = pq.read_table(part, columns=CANONICAL_COLUMNS)
+            for name in CANONICAL_COLUMNS:
+                table = table.append_column(name, extra.column(name).cast(pa.uint64()))
+        tables.append(table.filter(pc.is_null(table["filter_reason"])))
+    return pa.concat_tables(tables)
+
+
+def _u64(table: pa.Table, name: str) -> np.ndarray:
+    return table[name].fill_null(0).to_numpy().astype(np.uint64)
+
+
+def _floats(table: pa.Table, name: str) -> np.ndarray:
+    """A numeric column as ``float64 [N]``, nulls as NaN."""
+    return table[name].cast(pa.float64()).to_pandas().to_numpy(np.float64, na_value=np.nan)
+
+
+def _valid(table: pa.Table, name: str) -> np.ndarray:
+    return table[name].is_valid().to_pandas().to_numpy(bool)
+
+
+def _searchable(table: pa.Table, min_richness: float) -> np.ndarray:
+    richness = _floats(table, "richness")
+    has_hash = _valid(table, "phash") & _valid(table, "dhash")
+    return has_hash & ~(richness < min_richness)  # NaN (unknown richness) stays searchable
+
+
+def find_edges(table: pa.Table, config: DedupConfig, searchable: np.ndarray) -> tuple[list[dd.Edges], str]:
+    """All exact, near (incl. dihedral) and geo edges among the rows of ``table``, and the dihedral method."""
+    edges = [dd.exact_edges(table["sha256"].to_pylist()), dd.exact_edges(table["pixel_sha256"].to_pylist())]
+    ph, dh, r = _u64(table, "phash"), _u64(table, "dhash"), (config.radius_bits, config.dhash_radius_bits)
+    edges.append(dd.near_edges(ph, dh, *r, searchable=searchable))
+    method = "off"
+    if config.dihedral and set(CANONICAL_COLUMNS) <= set(table.column_names):
+        method = "canonical"
+        ok = searchable & _valid(table, "phash_canonical") & _valid(table, "dhash_canonical")
+        edges.append(dd.near_edges(_u64(table, "phash_canonical"), _u64(table, "dhash_canonical"), *r,
+                                   searchable=ok))
+    elif config.dihedral:
+        method = "flip-estimate"
+        edges.append(dd.flip_estimate_edges(ph, dh, *r, searchable=searchable))
+    if config.geo:
+        edges.append(dd.geo_edges(table["geometry"].to_pylist(), table["scene_id"].to_pylist(),
+                                  _floats(table, "gsd_m"),
+                                  config.geo_iou, config.gsd_ratio, config.geo_measure))
+    return edges, method
+
+
+def read_leaks(layout: OutputLayout, tile_ids: list[str]) -> tuple[np.ndarray | None, dd.Edges | None]:
+    """Leak distance per row (NaN: not leaked) and edges between tiles leaking one benchmark image, from a
+    ``leakage.parquet`` written with ``exclude``; ``(None, None)`` without one."""
+    path = layout.leakage
+    if not path.exists() or not mf.read_metadata(path, "exclude"):
+        return None, None
+    leaks = mf.read_table(path, mf.LEAKAGE_SCHEMA).to_pandas()
+    row_of = {t: k for k, t in enumerate(tile_ids)}
+    leaks = leaks[leaks["tile_id"].isin(row_of.keys())]
+    rows = leaks["tile_id"].map(row_of).to_numpy(np.int64)
+    distance = np.full(len(tile_ids), np.nan)
+    np.fmin.at(distance, rows, leaks["distance"].fillna(0.0).to_numpy(np.float64))
+    image = (leaks["benchmark"] + "\x00" + leaks["benchmark_image"]).to_numpy(object)
+    same_image = dd.exact_edges(list(image), reason="exact")
+    return distance, dd.Edges(rows[same_image.i], rows[same_image.j], same_image.distance, "exact")
+
+
+def _pairs_by_source(sources: np.ndarray, edges: list[dd.Edges]) -> dict[str, dict[str, int]]:
+    counts: dict[str, Counter] = {}
+    for e in edges:
+        a, b = sources[e.i], sources[e.j]
+        keys = [" | ".join(sorted(p)) for p in zip(a, b)]
+        for key, n in Counter(keys).items():
+            counts.setdefault(key, Counter())[e.reason] += n
+    return {k: dict(v) for k, v in sorted(counts.items())}
+
+
+def _summarise(report: DedupReport, groups: dd.Groups) -> None:
+    reasons = [r for r in groups.dup_reason if r is not None]
+    report.tiles_by_reason = dict(sorted(Counter(reasons).items()))
+    in_group = groups.dup_group >= 0
+    report.groups = int(len(np.unique(groups.dup_group[in_group])))
+    report.leaked = report.tiles_by_reason.get(dd.LEAK, 0)
+    report.duplicates = int(sum(v for k, v in report.tiles_by_reason.items() if k != dd.LEAK))
+    strongest: dict[int, int] = {}
+    order = {r: k for k, r in enumerate((dd.LEAK, *dd.REASONS))}
+    for g, r in zip(groups.dup_group[in_group], groups.dup_reason[in_group]):
+        if r is not None:
+            strongest[g] = min(strongest.get(g, 99), order[r])
+    names = (dd.LEAK, *dd.REASONS)
+    report.groups_by_reason = dict(sorted(Counter(names[k] for k in strongest.values()).items()))
+
+
+def dedup_table(table: pa.Table, groups: dd.Groups) -> pa.Table:
+    """``DEDUP_SCHEMA`` rows: one per tile of ``table``."""
+    group = pa.array(groups.dup_group, pa.int64(), mask=groups.dup_group < 0)
+    dist = pa.array(groups.distance.astype(np.float32), pa.float32(), mask=np.isnan(groups.distance))
+    return pa.table({
+        "tile_id": table["tile_id"], "source": table["source"], "scene_path": table["scene_path"],
+        "dup_group": group, "dup_of": pa.array(groups.dup_of.tolist(), pa.string()),
+        "dup_reason": pa.array(groups.dup_reason.tolist(), pa.string()), "distance": dist,
+    }, schema=mf.DEDUP_SCHEMA)
+
+
+def run_dedup(out: Path, config: DedupConfig = DedupConfig()) -> DedupReport:
+    """Find duplicate groups among the tiles of build ``out``; write ``dedup.parquet`` and ``dedup.json``."""
+    started = time.perf_counter()
+    layout = OutputLayout(Path(out))
+    table = read_tiles(layout)
+    searchable = _searchable(table, config.min_richness)
+    edges, method = find_edges(table, config, searchable)
+    tile_ids = table["tile_id"].to_pylist()
+    leak_distance, leak_edges = read_leaks(layout, tile_ids)
+    sources = np.asarray(table["source"].to_pylist(), dtype=object)
+    area = np.nan_to_num(_floats(table, "width") * _floats(table, "height"))
+    rank = dd.keep_rank(sources, config.source_priority, _floats(table, "gsd_m"), area, tile_ids)
+    groups = dd.resolve(tile_ids, edges, rank, leak_distance, leak_edges)
+    mf.write_table(dedup_table(table, groups), layout.dedup, mf.DEDUP_SCHEMA)
+    report = DedupReport(tiles=len(tile_ids), searched=int(searchable.sum()), dihedral=method,
+                         pairs_by_source=_pairs_by_source(sources, [e for e in edges if len(e)]))
+    _summarise(report, groups)
+    report.seconds = round(time.perf_counter() - started, 3)
+    mf.atomic_write_json(layout.dedup_report, {"config": asdict(config), **report.to_dict()})
+    return report
+
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".jp2", ".gif"})
+#: benchmark images are also hashed at the sub-windows of this many of the most common tile sizes
+MAX_CROP_SIZES = 4
+
+
+@dataclass
+class LeakageReport:
+    """What one leakage run found; ``problems`` lists the benchmark images that could not be read."""
+
+    images: int = 0
+    leaked_tiles: int = 0
+    exclude: bool = False
+    by_benchmark: dict[str, dict] = field(default_factory=dict)
+    problems: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def benchmark_images(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursive, by suffix: labels and metadata beside them are skipped)."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def read_benchmark_image(path: Path) -> np.ndarray:
+    """``uint8 [H, W, 3]`` pixels of a benchmark image (Pillow; palette, grey and alpha become RGB)."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def _crop_sizes(table: pa.Table) -> list[tuple[int, int]]:
+    sizes = Counter(zip(table["width"].to_pylist(), table["height"].to_pylist()))
+    return [s for s, _ in sizes.most_common(MAX_CROP_SIZES) if None not in s]
+
+
+def hash_benchmark(name: str, folder: Path, sizes: list[tuple[int, int]], problems: list[dict]):
+    """:class:`rs4m.leakage.BenchmarkEntries` of every readable image of one benchmark folder."""
+    from rs4m.leakage import BenchmarkEntries, benchmark_entries
+
+    if not Path(folder).is_dir():
+        raise ConfigError(f"benchmark {name}: folder {folder} does not exist; pass --against NAME=DIR")
+    parts = []
+    for path in benchmark_images(folder):
+        rel = path.relative_to(folder).as_posix()
+        try:
+            rgb = read_benchmark_image(path)
+        except Exception as err:  # any decoder failure is a per-image problem, not a stop
+            problems.append({"benchmark": name, "path": rel, "reason": f"cannot be read as an image: {err}"})
+            continue
+        parts.append(benchmark_entries(rel, rgb, sizes))
+    return BenchmarkEntries.concat(parts), len(parts)
+
+
+def run_leakage(out: Path, benchmarks: dict[str, Path], exclude: bool = False,
+                config: DedupConfig = DedupConfig()) -> LeakageReport:
+    """Find tiles of build ``out`` that copy an image of a benchmark folder; write ``leakage.parquet``.
+
+    With ``exclude`` the next :func:`run_dedup` marks those tiles ``dup_reason = "leak"`` (and the catalog
+    drops them). See :mod:`rs4m.leakage` for what counts as a copy and the limits of crop search.
+    """
+    from rs4m.leakage import leak_matches
+
+    started = time.perf_counter()
+    if not benchmarks:
+        raise ConfigError("no benchmark given; pass --against NAME=DIR at least once")
+    layout = OutputLayout(Path(out))
+    table = read_tiles(layout)
+    searchable = _searchable(table, config.min_richness)
+    report, rows = LeakageReport(exclude=exclude), []
+    for name, folder in sorted(benchmarks.items()):
+        entries, n_images = hash_benchmark(name, Path(folder), _crop_sizes(table), report.problems)
+        found = leak_matches(table["pixel_sha256"].to_pylist(), _u64(table, "phash"), _u64(table, "dhash"),
+                             entries, config.radius_bits, config.dhash_radius_bits, searchable)
+        tile = found["tile"].to_numpy(np.int64)
+        rows.append(pa.table({
+            "tile_id": table["tile_id"].take(tile), "source": table["source"].take(tile),
+            "scene_path": table["scene_path"].take(tile), "benchmark": pa.array([name] * len(found), pa.string()),
+            "benchmark_image": pa.array(found["image"].tolist(), pa.string()),
+            "distance": pa.array(found["distance"].to_numpy(np.float32)), "kind": pa.array(found["kind"].tolist()),
+        }))
+        report.images += n_images
+        report.by_benchmark[name] = {"images": n_images, "leaked_tiles": int(len(np.unique(tile))),
+                                     "by_kind": dict(sorted(Counter(found["kind"]).items()))}
+    leaks = pa.concat_tables([mf.conform(r, mf.LEAKAGE_SCHEMA) for r in rows])
+    mf.write_table(leaks, layout.leakage, mf.LEAKAGE_SCHEMA, metadata={"exclude": bool(exclude)})
+    report.leaked_tiles = len(set(leaks["tile_id"].to_pylist()))
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
