@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 import rasterio
+import rasterio.warp
 import shapely
 from click.testing import CliRunner
 from PIL import Image
@@ -80,11 +81,18 @@ def test_gsd_and_footprints(landsat_build):
     with rasterio.open(src / "RGB.byte.tif") as ds:
         scene = shapely.box(*transform_bounds(ds.crs, "EPSG:4326", *ds.bounds))
     union = shapely.union_all([shapely.from_wkb(t["geometry"]) for t in tiles])
-    # the tiles cover the scene: their union holds the scene's bounds (tolerance: one pixel ≈ 0.003°)
-    assert union.buffer(0.005).contains(scene)
+    # the tiles cover the scene: their union spans the scene's bounds (tolerance: a pixel ≈ 0.003°) ...
+    assert union.bounds == pytest.approx(scene.bounds, abs=0.005)
+    assert scene.buffer(0.005).contains(union)
+    # ... and each tile's footprint contains the centre of its window, mapped independently
+    with rasterio.open(src / "RGB.byte.tif") as ds:
+        for t in tiles:
+            cx, cy = ds.xy(t["y"] + t["height"] / 2, t["x"] + t["width"] / 2)
+            lon, lat = rasterio.warp.transform(ds.crs, "EPSG:4326", [cx], [cy])
+            assert shapely.from_wkb(t["geometry"]).contains(shapely.Point(lon[0], lat[0]))
     scenes = mf.read_table(OutputLayout(out).scenes, mf.SCENES_SCHEMA).to_pylist()
     row = next(s for s in scenes if s["scene_path"] == "RGB.byte.tif")
-    assert shapely.from_wkb(row["geometry"]).buffer(0.005).contains(scene)
+    assert shapely.from_wkb(row["geometry"]).bounds == pytest.approx(scene.bounds, abs=0.005)
     assert (row["width"], row["height"], row["bands"], row["dtype"]) == (791, 718, 3, "uint8")
 
 

@@ -140,7 +140,13 @@ def run_stages(out: Path, inputs: list[SourceInput], engine, force: bool = False
         counts["tile"] = run_tile(out, tile_configs(record), filters_of(record), engine, force=False,
                                   progress=tick)
     update_record(out, stages={"tile": counts["tile"]})
+    counts["errors"] = error_count(layout)
     return counts
+
+
+def error_count(layout: OutputLayout) -> int:
+    """Rows of ``errors.parquet`` (every stage), 0 when there is none."""
+    return mf.read_table(layout.errors, mf.ERRORS_SCHEMA, columns=["stage"]).num_rows if layout.errors.exists() else 0
 
 
 def run_post_stages(out: Path, quiet: bool = False) -> dict:

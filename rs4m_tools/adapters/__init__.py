@@ -8,3 +8,5 @@ from rs4m_tools.adapters.base import (  # noqa: F401
     list_sources,
     register_source,
 )
+
+from rs4m_tools.adapters import bandstack, folder  # noqa: E402,F401  (registers the adapters)
