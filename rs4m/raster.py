@@ -284,7 +284,8 @@ class SceneReader:
             else:
                 bands, valid = self._read_raw(Window(x, y, w, h), None)
         except (RasterioError, OSError) as err:
-            raise BadInput("truncated or corrupt image: reading its pixels failed", str(err)) from None
+            detail = f"{err}: {err.__cause__}" if err.__cause__ else str(err)
+            raise BadInput("truncated or corrupt image: reading its pixels failed", detail) from None
         rgb = np.ascontiguousarray(self._to_uint8(bands).transpose(1, 2, 0))
         if out_size and (rgb.shape[1], rgb.shape[0]) != tuple(out_size):
             rgb = np.asarray(Image.fromarray(rgb).resize(out_size, Image.Resampling.BILINEAR))
