@@ -9,7 +9,8 @@
 Both take ``forward(imgs, progress)`` and return ``(loss, pred, info)``. ``imgs`` is either uint8 [B, 3, H, W]
 (0–255, normalised here with the ImageNet mean/std, see ``normalize``) or float [B, 3, H, W] already normalised;
 in the float case the [0, 1] image for the HOG score is recovered by un-normalising unless ``x01`` is given.
-The forward never enables autocast itself: wrap the call in ``torch.autocast`` for bf16.
+The forward never enables autocast itself: wrap the call in ``torch.autocast`` for bf16. Under
+``torch.compile`` pass ``progress`` as a 0-d tensor: a Python float is specialised and recompiles as it changes.
 """
 
 from __future__ import annotations
@@ -218,6 +219,19 @@ class MaskedViT(nn.Module):
         """The encoder's weights under timm ``vit_*_patch16_224`` key names (no head)."""
         return {k: v for k, v in self.state_dict().items() if k.startswith(self.ENCODER_PREFIXES)}
 
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW groups: weight decay on weight matrices, none on biases, norms and the cls/mask tokens.
+
+        The fixed position embeddings (``requires_grad=False``) are left out.
+        """
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            exempt = p.ndim <= 1 or name in ("cls_token", "mask_token")
+            (no_decay if exempt else decay).append(p)
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
     def patchify(self, imgs: Tensor) -> Tensor:
         """[B, 3, H, W] → [B, N, p·p·3], patches row-major, pixels (row, col, channel) inside a patch."""
         p = self.cfg.patch
@@ -318,7 +332,7 @@ class MaskedAutoencoder(MaskedViT):
             x = block(x)
         return self.decoder_pred(self.decoder_norm(x))[:, 1:]
 
-    def forward(self, imgs: Tensor, progress: float = 0.0, x01: Tensor | None = None,
+    def forward(self, imgs: Tensor, progress: float | Tensor = 0.0, x01: Tensor | None = None,
                 sample_weight: Tensor | None = None) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """One MAE step. Returns (loss, pred [B, N, p·p·3] of all patches, info).
 
@@ -366,7 +380,7 @@ class SelectiveMAE(MaskedViT):
         """Standardised HOG score per patch: [B, 3, H, W] in [0, 1] → [B, N]."""
         return selection.standardize_scores(selection.hog_patch_scores(x01, self.cfg.patch))
 
-    def select(self, x01: Tensor | None, tokens: Tensor, progress: float) -> selection.Selection:
+    def select(self, x01: Tensor | None, tokens: Tensor, progress: float | Tensor) -> selection.Selection:
         """PSTS on this batch: encoder and target indices from the scores and the input embeddings [B, N, D]."""
         b, n, _ = tokens.shape
         scores = selection.uniform_scores(b, n, tokens.device) if self.score == "uniform" else self.patch_scores(x01)
@@ -382,7 +396,7 @@ class SelectiveMAE(MaskedViT):
             x = block(x, latent)
         return self.decoder_pred(self.decoder_norm(x))
 
-    def forward(self, imgs: Tensor, progress: float = 0.0, x01: Tensor | None = None,
+    def forward(self, imgs: Tensor, progress: float | Tensor = 0.0, x01: Tensor | None = None,
                 sample_weight: Tensor | None = None) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """One SelectiveMAE step. ``progress`` ∈ [0, 1] (step / total steps) sets the PSTS stage.
 

@@ -147,33 +147,26 @@ def standardize_scores(scores: Tensor, eps: float = 1e-6) -> Tensor:
 # ----------------------------------------------------------------------------------------------- schedule
 
 
-def stage_mix(progress: float) -> tuple[float, float, float]:
-    """Probabilities (near, far, random) of the expansion mode at ``progress`` ∈ [0, 1] of the run.
+def stage_mix(progress: float | Tensor) -> Tensor:
+    """Probabilities [3] of the expansion modes (near, far, random) at ``progress`` ∈ [0, 1] of the run.
 
     0–35 %: near; 35–37.5 %: near → far; 37.5–72.5 %: far; 72.5–75 %: far → random; 75–100 %: random.
     In a blend the probability of the next mode rises linearly across the window; ``select_tokens`` draws one
     mode per image from these probabilities, so a batch in a blend mixes images of both modes.
+    Branch-free, so a compiled model does not recompile as ``progress`` (a float or 0-d tensor) advances.
     """
-    p = min(max(float(progress), 0.0), 1.0)
-    if p < NEAR_END:
-        return 1.0, 0.0, 0.0
-    if p < FAR_START:
-        t = (p - NEAR_END) / (FAR_START - NEAR_END)
-        return 1.0 - t, t, 0.0
-    if p < FAR_END:
-        return 0.0, 1.0, 0.0
-    if p < RANDOM_START:
-        t = (p - FAR_END) / (RANDOM_START - FAR_END)
-        return 0.0, 1.0 - t, t
-    return 0.0, 0.0, 1.0
+    p = torch.as_tensor(progress, dtype=torch.float64)
+    to_far = ((p - NEAR_END) / (FAR_START - NEAR_END)).clamp(0.0, 1.0)
+    to_random = ((p - FAR_END) / (RANDOM_START - FAR_END)).clamp(0.0, 1.0)
+    return torch.stack([1.0 - to_far, to_far - to_random, to_random])
 
 
-def draw_modes(batch: int, mix: tuple[float, float, float], device: torch.device | str = "cpu",
+def draw_modes(batch: int, mix: Tensor, device: torch.device | str = "cpu",
                generator: torch.Generator | None = None) -> Tensor:
-    """One expansion mode per image (``MODE_NEAR``/``MODE_FAR``/``MODE_RANDOM``) drawn from ``mix``: [B] long."""
+    """One expansion mode per image (``MODE_NEAR``/``MODE_FAR``/``MODE_RANDOM``) drawn from ``mix`` [3]: [B]."""
     u = torch.rand(batch, device=device, generator=generator)
-    near, far, _ = mix
-    return (u >= near).long() + (u >= near + far).long()
+    mix = mix.to(device)
+    return (u >= mix[0]).long() + (u >= mix[0] + mix[1]).long()
 
 
 # ----------------------------------------------------------------------------------------------- selection
@@ -247,11 +240,13 @@ class Selection:
 
 
 @torch.no_grad()
-def select_tokens(scores: Tensor, embeddings: Tensor, num_encode: int, num_target: int, progress: float,
-                  target: str = "top", rounds: int = 2, generator: torch.Generator | None = None) -> Selection:
+def select_tokens(scores: Tensor, embeddings: Tensor, num_encode: int, num_target: int,
+                  progress: float | Tensor, target: str = "top", rounds: int = 2,
+                  generator: torch.Generator | None = None) -> Selection:
     """PSTS for one batch: standardised scores [B, N] and input embeddings [B, N, D] → ``Selection``.
 
-    ``progress`` ∈ [0, 1] is the fraction of the run done; it sets the expansion mode (``stage_mix``).
+    ``progress`` ∈ [0, 1] (float or 0-d tensor) is the fraction of the run done; it sets the expansion mode
+    (``stage_mix``).
     """
     b, n = scores.shape
     num_seed, sizes = expansion_sizes(num_encode, rounds)

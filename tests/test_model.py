@@ -145,6 +145,22 @@ def test_every_parameter_gets_a_gradient(method, kw):
             assert p.grad.abs().sum() > 0, name
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_param_groups_split_decay(method):
+    model = tiny(method)
+    decay, no_decay = model.param_groups(0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decay_names = {names[id(p)] for p in decay["params"]}
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert "blocks.0.attn.qkv.weight" in decay_names and "decoder_pred.weight" in decay_names
+    assert {"cls_token", "mask_token", "blocks.0.attn.qkv.bias", "norm.weight"} <= no_decay_names
+    assert all(p.ndim == 2 or p.ndim == 4 for p in decay["params"])
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert decay_names | no_decay_names == trainable and not decay_names & no_decay_names
+    assert "pos_embed" not in trainable and "decoder_pos_embed" not in trainable
+
+
 def test_sample_weights_scale_the_loss():
     model = tiny("mae", img_size=96)
     imgs = torch.randint(0, 256, (4, 3, 96, 96), dtype=torch.uint8)

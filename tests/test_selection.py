@@ -122,7 +122,8 @@ def test_sampled_targets_are_among_non_encoded():
     (0.75, (0, 0, 1)), (0.99, (0, 0, 1)), (1.0, (0, 0, 1)), (1.5, (0, 0, 1)),
 ])
 def test_stage_mix(progress, expected):
-    assert sel.stage_mix(progress) == pytest.approx(expected, abs=1e-9)
+    assert sel.stage_mix(progress).tolist() == pytest.approx(expected, abs=1e-6)
+    assert sel.stage_mix(torch.tensor(progress)).tolist() == pytest.approx(expected, abs=1e-6)
 
 
 @pytest.mark.parametrize(("progress", "expected_fractions"), [
