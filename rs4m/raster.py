@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import warnings
@@ -25,6 +26,7 @@ import numpy as np
 import rasterio
 import rasterio.warp
 import shapely
+import simplejpeg
 from PIL import Image
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
@@ -177,6 +179,41 @@ def footprint(crs, transform, x: float, y: float, w: float, h: float, densify: i
     return poly if poly.is_valid and poly.area > 0 else None
 
 
+def _decode_whole_file(path: str, driver: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Decode a whole-decode image with simplejpeg (JPEG) or Pillow, which — unlike GDAL's PNG driver, which
+    zero-fills silently — report truncation. Returns (bands uint8 [3, h, w], valid [h, w]), or None when
+    Pillow cannot represent the image (16-bit, very large) and GDAL should read it."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if driver == "JPEG":
+        try:
+            if simplejpeg.decode_jpeg_header(data)[2] in ("YCbCr", "RGB"):
+                rgb = simplejpeg.decode_jpeg(data, colorspace="RGB")
+                return rgb.transpose(2, 0, 1), np.ones(rgb.shape[:2], bool)
+        except ValueError as err:
+            raise BadInput("truncated or corrupt image: decoding failed", str(err)) from None
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            mode = img.mode
+            if mode in ("L", "LA", "1", "I", "F", "I;16", "I;16B", "I;16L"):
+                if mode in ("I", "F") or mode.startswith("I;16"):
+                    return None
+                raise BadInput("a single grey band is not an RGB image" if mode != "LA" else
+                               "2 bands (grey and alpha?) are not an RGB image", f"image mode {mode}")
+            if mode in ("P", "PA"):
+                img = img.convert("RGBA" if "transparency" in img.info or mode == "PA" else "RGB")
+            elif mode not in ("RGB", "RGBA"):
+                img = img.convert("RGB")
+            arr = np.asarray(img)
+    except Image.DecompressionBombError:
+        return None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise BadInput("truncated or corrupt image: decoding failed", str(err)) from None
+    valid = arr[..., 3] > 0 if arr.shape[-1] == 4 else np.ones(arr.shape[:2], bool)
+    return np.ascontiguousarray(arr[..., :3].transpose(2, 0, 1)), valid
+
+
 class SceneReader:
     """An opened scene; use :func:`open_scene`. Reads RGB uint8 windows and their valid masks."""
 
@@ -210,6 +247,9 @@ class SceneReader:
             indexes, self._alpha, self._palette = _rgb_indexes(first, ref)
             self._plan = [(first, indexes)]
         self.whole_decode = first.driver in WHOLE_DECODE_DRIVERS
+        # plain whole-decode files are decoded by simplejpeg / Pillow, which detect truncation
+        plain = self.whole_decode and not paths[0].startswith("/vsi") and not ref.rgb_bands and not ref.band_paths
+        self._whole_path = paths[0] if plain else None
         if self.whole_decode and first.width * first.height > max_pixels:
             raise BadInput(f"image of {first.width}x{first.height} pixels is over the --max-pixels limit "
                            f"({max_pixels}) for formats that decode whole (decompression-bomb guard)")
@@ -278,7 +318,10 @@ class SceneReader:
         try:
             if self.whole_decode:
                 if self._whole is None:
-                    self._whole = self._read_raw(None, None)
+                    decoded = None
+                    if self._whole_path is not None:
+                        decoded = _decode_whole_file(self._whole_path, self.info.driver)
+                    self._whole = decoded or self._read_raw(None, None)
                 bands = self._whole[0][:, y:y + h, x:x + w]
                 valid = self._whole[1][y:y + h, x:x + w]
             else:
