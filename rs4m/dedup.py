@@ -96,7 +96,7 @@ def flip_estimate_edges(phash: np.ndarray, dhash: np.ndarray, radius_bits: int, 
     a = q // 3
     keep = a != b
     lo, hi = np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep])
-    code, first = np.unique(lo * max(len(rows), 1) + hi, return_index=True)
+    _, first = np.unique(lo * max(len(rows), 1) + hi, return_index=True)
     return Edges(rows[lo[first]], rows[hi[first]], dist[keep][first, 0].astype(np.float64), "near")
 
 
@@ -176,10 +176,11 @@ def keep_rank(sources: Sequence[str], source_priority: Sequence[str], gsd_m: np.
     ``area_px`` (width × height), then the smaller ``tile_id``.
     """
     order_of = {name: k for k, name in enumerate(source_priority)}
-    src_rank = np.array([order_of.get(s, len(order_of)) for s in sources], np.int64)
+    src_codes, src_names = pd.factorize(pd.Series(sources, dtype=object))
+    src_rank = np.array([order_of.get(s, len(order_of)) for s in src_names], np.int64)[src_codes]
     gsd = np.nan_to_num(np.asarray(gsd_m, np.float64), nan=np.inf)
-    ids = np.asarray(tile_ids, dtype=object)
-    order = np.lexsort((ids, -np.asarray(area_px, np.float64), gsd, src_rank))
+    id_order = pd.factorize(pd.Series(tile_ids, dtype=object), sort=True)[0]  # string order as integers
+    order = np.lexsort((id_order, -np.asarray(area_px, np.float64), gsd, src_rank))
     rank = np.empty(len(order), np.int64)
     rank[order] = np.arange(len(order))
     return rank
@@ -221,7 +222,7 @@ def resolve(tile_ids: Sequence[str], edges: list[Edges], rank: np.ndarray,
 
     Args:
         tile_ids: ``N`` ids; edges: detector outputs (reasons from :data:`REASONS`);
-        rank: ``int64 [N]`` from :func:`keep_rank`;
+        rank: ``int64 [N]``, a permutation of ``0..N-1`` (:func:`keep_rank`);
         leak_distance: ``float [N]``, not NaN for tiles that leak a benchmark image;
         leak_edges: joins tiles that leak the same benchmark image.
 
