@@ -70,6 +70,8 @@ TILES_SCHEMA = pa.schema(
         pa.field("pixel_sha256", pa.string()),
         pa.field("phash", pa.uint64()),
         pa.field("dhash", pa.uint64()),
+        pa.field("phash_canonical", pa.uint64()),
+        pa.field("dhash_canonical", pa.uint64()),
         pa.field("richness", pa.float32()),
         pa.field("nodata_frac", pa.float32()),
         pa.field("filter_reason", pa.string()),

@@ -26,7 +26,7 @@ from rs4m.codec import encode
 from rs4m.config import FilterConfig, TileConfig
 from rs4m.engines import Engine, UnitFailure
 from rs4m.errors import BadInput
-from rs4m.hashing import hashes, pixel_hash
+from rs4m.hashing import hashes_with_canonical, pixel_hash
 from rs4m.layout import OutputLayout
 from rs4m.raster import open_scene
 from rs4m.richness import tile_richness
@@ -86,13 +86,13 @@ def _base_row(scene: dict, win: Window) -> dict:
 
 def _store_batch(batch: list[tuple[dict, np.ndarray]], writer: ShardWriter, cfg: TileConfig, shard: str) -> None:
     """Encode, hash and append a batch of kept tiles (rows are completed in place)."""
-    phashes, dhashes = hashes([rgb for _, rgb in batch])
-    for (row, rgb), ph, dh in zip(batch, phashes, dhashes):
+    phashes, dhashes, pcanon, dcanon = hashes_with_canonical([rgb for _, rgb in batch])
+    for (row, rgb), ph, dh, pc, dc in zip(batch, phashes, dhashes, pcanon, dcanon):
         data = encode(rgb, cfg.format, cfg.quality)
         meta = {k: row[k] for k in ("tile_id", "source", "scene_path", "x", "y", "width", "height", "licence")}
         loc = writer.add(row["tile_id"], cfg.format, data, meta)
         row.update(sha256=hashlib.sha256(data).hexdigest(), pixel_sha256=pixel_hash(rgb), phash=int(ph),
-                   dhash=int(dh), shard=shard, offset=loc.offset, length=loc.length, format=cfg.format)
+                   dhash=int(dh), phash_canonical=int(pc), dhash_canonical=int(dc), shard=shard, offset=loc.offset, length=loc.length, format=cfg.format)
 
 
 def tile_scene(scene: dict, task: UnitTask, writer: ShardWriter, shard: str, rows: list[dict]) -> None:
