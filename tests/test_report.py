@@ -1,0 +1,141 @@
+"""`rs4m stats` / `rs4m inspect`: counts equal those computed independently (DuckDB over the Parquet files),
+pictures are PNGs sized by what they show, and stored bytes come back exactly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from rs4m.cli import get_cli
+from rs4m.report import compute_stats, format_stats
+
+
+def run_cli(*args):
+    return CliRunner().invoke(get_cli(), [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory, shared_data) -> Path:
+    """Two sources: Landsat quadrants (nodata-filtered tiles, exact and geo duplicates) plus two broken files
+    (error rows), and two DOTA PNGs."""
+    root = tmp_path_factory.mktemp("report")
+    landsat = root / "landsat"
+    shutil.copytree(shared_data / "real" / "landsat7-rasterio", landsat)
+    data = (landsat / "RGB.byte.tif").read_bytes()
+    (landsat / "truncated.tif").write_bytes(data[: len(data) // 3])
+    (landsat / "text.tif").write_bytes(b"this is not an image\n" * 20)
+    out = root / "out"
+    result = run_cli("build", out, "--source", f"folder={landsat}",
+                     "--source", f"folder={shared_data / 'real' / 'dota-devkit' / 'images'}",
+                     "--tile-size", 256, "--workers", 1, "-q")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def sql(query: str, out: Path) -> list[tuple]:
+    q = query.format(tiles=f"read_parquet('{out}/tiles/part-*.parquet')", dedup=f"'{out}/dedup.parquet'",
+                     manifest=f"'{out}/manifest.parquet'", errors=f"'{out}/errors.parquet'",
+                     shards=f"'{out}/shards.parquet'", scenes=f"'{out}/scenes.parquet'")
+    return duckdb.sql(q).fetchall()
+
+
+STATUS = """CASE WHEN t.filter_reason IS NOT NULL THEN 'filtered' WHEN d.dup_reason = 'leak' THEN 'leaked'
+            WHEN d.dup_of IS NOT NULL THEN 'duplicate' ELSE 'kept' END"""
+
+
+def test_totals_match_parquet(build):
+    s = compute_stats(build)
+    assert s["scenes"] == sql("SELECT count(*) FROM {scenes}", build)[0][0]
+    assert s["tiles_total"] == sql("SELECT count(*) FROM {tiles}", build)[0][0]
+    assert s["tiles_kept"] == sql("SELECT count(*) FROM {manifest}", build)[0][0]
+    assert s["shards"] == sql("SELECT count(*) FROM {shards}", build)[0][0]
+    assert s["bytes"]["shards"] == sql("SELECT sum(bytes) FROM {shards}", build)[0][0]
+    assert s["bytes"]["kept"] == sql("SELECT sum(length) FROM {manifest}", build)[0][0]
+    statuses = dict(sql(f"SELECT {STATUS}, count(*) FROM {{tiles}} t LEFT JOIN {{dedup}} d USING (tile_id) "
+                        "GROUP BY 1", build))
+    assert s["filtered"]["total"] == statuses["filtered"] > 0
+    assert s["duplicates"]["total"] == statuses["duplicate"] > 0
+    assert s["leaked"]["total"] == statuses.get("leaked", 0)
+    assert s["tiles_kept"] == statuses["kept"]
+
+
+def test_reasons_match_parquet(build):
+    s = compute_stats(build)
+    dup = dict(sql("SELECT dup_reason, count(*) FROM {dedup} WHERE dup_of IS NOT NULL AND dup_reason <> 'leak' "
+                   "GROUP BY 1", build))
+    assert s["duplicates"]["by_reason"] == dup and set(dup) >= {"exact", "geo"}
+    filt = dict(sql("SELECT regexp_replace(filter_reason, ' \\(.*\\)$', ''), count(*) FROM {tiles} "
+                    "WHERE filter_reason IS NOT NULL GROUP BY 1", build))
+    assert s["filtered"]["by_reason"] == filt == {"mostly nodata": 4}
+    errors = sql("SELECT stage, reason, count(*) FROM {errors} GROUP BY 1, 2", build)
+    assert s["errors"]["total"] == sum(n for *_, n in errors) >= 2
+    for stage, reason, n in errors:
+        assert s["errors"]["by_stage_reason"][stage][reason] == n
+    report = json.loads((build / "dedup.json").read_text())
+    assert s["duplicates"]["by_source_pair"] == report["pairs_by_source"] != {}
+
+
+@pytest.mark.parametrize("by,group", [("source", "sources"), ("licence", "licences"), ("format", "formats")])
+def test_per_key_counts(build, by, group):
+    s = compute_stats(build, by=by)
+    rows = sql(f"SELECT coalesce(t.{by}, '(none)'), count(*), count(DISTINCT t.scene_id), "
+               f"count(*) FILTER (WHERE {STATUS} = 'filtered'), count(*) FILTER (WHERE {STATUS} = 'duplicate') "
+               "FROM {tiles} t LEFT JOIN {dedup} d USING (tile_id) GROUP BY 1", build)
+    kept = dict(sql(f"SELECT {by}, count(*) FROM {{manifest}} GROUP BY 1", build))
+    assert set(s[group]) == {r[0] for r in rows}
+    for key, total, scenes, filtered, dups in rows:
+        c = s[group][key]
+        assert (c["tiles_total"], c["scenes"], c["filtered"], c["duplicates"]) == (total, scenes, filtered, dups)
+        assert c["tiles_kept"] == kept.get(key, 0)
+    assert sum(c["tiles_kept"] for c in s[group].values()) == s["tiles_kept"]
+    if by == "source":
+        assert len(s[group]) == 2
+
+
+def test_distributions_match_manifest(build):
+    s = compute_stats(build)
+    for name in ("width", "gsd_m", "richness"):
+        lo, med, hi, n = sql(f"SELECT min({name}), quantile_cont({name}, 0.5), max({name}), count({name}) "
+                             "FROM {manifest}", build)[0]
+        d = s["distributions"][name]
+        assert d["count"] == n and d["min"] == pytest.approx(lo, rel=1e-5)
+        assert d["p50"] == pytest.approx(med, rel=1e-5) and d["max"] == pytest.approx(hi, rel=1e-5)
+
+
+def test_stats_cli_json_and_text(build):
+    result = run_cli("stats", build, "--json", "--by", "licence")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data == json.loads(json.dumps(compute_stats(build, by="licence")))
+    text = run_cli("stats", build)
+    assert text.exit_code == 0 and text.stdout == ""
+    assert text.stderr.strip() == format_stats(compute_stats(build)).strip()
+    assert f"kept {data['tiles_kept']}," in text.stderr and "folder/images" in text.stderr
+
+
+def test_stats_without_manifest_is_one_line(tmp_path):
+    result = run_cli("stats", tmp_path)
+    assert result.exit_code == 2
+    assert result.stderr.strip().count("\n") == 0 and "manifest.parquet" in result.stderr
+
+
+def test_plot_grows_with_sources(build, tmp_path):
+    one = compute_stats(build)
+    many = dict(one, sources={f"src{k}": c for k in range(12) for c in one["sources"].values()})
+    from rs4m.report import plot_stats
+
+    sizes = []
+    for name, stats in (("one", one), ("many", many)):
+        path = plot_stats(stats, tmp_path / f"{name}.png")
+        with Image.open(path) as img:
+            assert img.format == "PNG"
+            sizes.append(img.size)
+    assert sizes[0][0] == sizes[1][0] and sizes[1][1] > sizes[0][1]
+    result = run_cli("stats", build, "--plot", tmp_path / "cli.png")
+    assert result.exit_code == 0 and Image.open(tmp_path / "cli.png").size == sizes[0]
