@@ -167,7 +167,7 @@ def _size(n: float) -> str:
     return f"{n} B"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+def text_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     """Left-aligned first column, right-aligned numbers, two spaces between columns."""
     cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[k]) for r in cells) for k in range(len(header))]
@@ -195,7 +195,7 @@ def format_stats(stats: Mapping[str, Any]) -> str:
     rows.append(["total", sum(r[1] for r in rows), stats["tiles_total"], stats["tiles_kept"],
                  stats["filtered"]["total"], stats["duplicates"]["total"], stats["leaked"]["total"],
                  _size(stats["bytes"]["kept"])])
-    lines += _table([stats["by"], "scenes", "tiles", "kept", "filtered", "dups", "leaked", "kept bytes"], rows)
+    lines += text_table([stats["by"], "scenes", "tiles", "kept", "filtered", "dups", "leaked", "kept bytes"], rows)
     lines += _reason_lines("filtered by reason", stats["filtered"]["by_reason"])
     lines += _reason_lines("duplicates by reason", stats["duplicates"]["by_reason"])
     pairs = {f"{pair}: {reason}": n for pair, reasons in stats["duplicates"]["by_source_pair"].items()
@@ -206,7 +206,7 @@ def format_stats(stats: Mapping[str, Any]) -> str:
         for reason, n in reasons.items()})
     dist = stats["distributions"]
     cols = ["count", "min", "p05", "p25", "p50", "p75", "p95", "max"]
-    lines += ["", "kept tiles"] + ["  " + s for s in _table(
+    lines += ["", "kept tiles"] + ["  " + s for s in text_table(
         ["", *cols], [[name, *(_num(dist[name][c]) for c in cols)] for name in DISTRIBUTIONS])]
     return "\n".join(lines)
 
@@ -402,7 +402,8 @@ def _label(row: Mapping[str, Any], dups: bool, chars: int) -> list[str]:
     first = str(row["tile_id"])[:8]
     if dups:
         first += " kept" if row.get("dup_of") is None else f" {row.get('dup_reason')}"
-    return [first[:chars], str(row.get("source") or "")[-chars:]]
+    source = str(row.get("source") or "")
+    return [first[:chars], source if len(source) <= chars else "…" + source[1 - chars:]]
 
 
 def _draw_cell(sheet, draw, font, reader, row, x: int, y: int, thumb: int, dups: bool) -> None:

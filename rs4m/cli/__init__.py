@@ -24,6 +24,8 @@ COMMAND_MODULES: list[tuple[str, str]] = [
     ("rs4m.cli.demo", "demo"),
     ("rs4m.cli.verify", "verify"),
     ("rs4m.cli.stats", "stats"),
+    ("rs4m.cli.inspect", "inspect"),
+    ("rs4m.cli.compact", "compact"),
 ]
 
 
