@@ -12,7 +12,7 @@ from rs4m.errors import ConfigError
 
 def _show(rows: list[dict], total: int) -> None:
     """Rows as an aligned table on stderr (one tile: every field, one per line)."""
-    from rs4m.report import SHOW_COLUMNS, _table
+    from rs4m.report import SHOW_COLUMNS, text_table
 
     if len(rows) == 1 and total == 1:
         for key, value in rows[0].items():
