@@ -1,21 +1,31 @@
 """Open anything GDAL opens (GeoTIFF/COG, JPEG 2000, JPEG, PNG, WebP, ...) by content and read RGB windows.
 
-* Readers are chosen by GDAL from the file's bytes, never from its extension.
-* Bands: 3 → RGB; 4 → the first three, with alpha (if band 4 is alpha) as the valid mask; a palette band →
-  its colours; per-band files (``SceneRef.band_paths``) are stacked; more bands → those the adapter or the
-  colour interpretation / band descriptions mark red, green, blue, else a :class:`BadInput`; 1 or 2 bands
-  alone are not RGB.
+* The reader is chosen by GDAL from the file's bytes, never from its name (a ``.jp2`` that is a GeoTIFF is
+  read as a GeoTIFF). Members of .zip / .tar / .tar.gz / .tgz archives are read in place (:func:`gdal_path`).
+* Bands: 3 → RGB; 4 → the first three, band 4 the valid mask when it is alpha; a palette band → its colours;
+  per-band files (``SceneRef.band_paths``: red, green, blue) are stacked; more than 4 bands → those the adapter
+  (``SceneRef.rgb_bands``), the colour interpretation or the band descriptions mark red, green, blue, else a
+  :class:`BadInput`; 1 or 2 bands alone are not RGB.
 * Other dtypes than uint8 are stretched to uint8 per band between the 2nd and 98th percentile of the scene,
-  computed once from a decimated read (nodata and NaN ignored), so a huge scene never loads whole.
-* Windowed reads for tiled/striped rasters. Formats that decode whole (PNG, JPEG, GIF, BMP, WebP) are refused
-  above ``max_pixels`` before any pixel is allocated, and otherwise decoded once and sliced.
-* Footprints: window bounds → EPSG:4326 with densified edges; None without georeference or when the
+  computed once per scene (nodata and NaN ignored) from a decimated read (≤ 1024 px on the long side) of scenes
+  up to 4 MP or with overviews, and from a lattice of 16 × 16 small block-aligned windows in larger scenes
+  without overviews (a decimated read would decode every block of a 30000² file just for statistics).
+* Valid mask: False where nodata (all bands equal to nodata, GDAL's dataset-mask rule), NaN, alpha 0 or a GDAL
+  mask (internal / .msk) says so.
+* Tiled and striped rasters are read window by window. Formats that can only be decoded whole (PNG, JPEG, GIF,
+  BMP, WebP), and rasters whose single compressed block is that large, are refused above ``max_pixels`` with a
+  :class:`BadInput` before any pixel is allocated (the decompression-bomb guard); below it they are decoded once
+  (JPEG with simplejpeg, the others with Pillow, which report truncation that GDAL's PNG driver zero-fills
+  silently) and windows are slices of that. The default, ``DEFAULT_MAX_PIXELS`` = 400 MP (1.2 GB as RGB), is
+  above any single optical RS image we know of (a 20000² scene) and small enough for a worker's memory.
+* Footprints: window bounds → EPSG:4326 (lon, lat) with densified edges; None without georeference or where the
   transform fails (e.g. off the Earth's disk in a geostationary view). Never a crash.
+* Every failure to open or read becomes a :class:`BadInput` whose reason a person understands and whose detail
+  carries GDAL's message.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import warnings
@@ -24,9 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-import rasterio.warp
 import shapely
-import simplejpeg
 from PIL import Image
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
@@ -34,33 +42,54 @@ from rasterio.windows import Window
 
 from rs4m.config import DEFAULT_MAX_PIXELS
 from rs4m.errors import BadInput
+from rs4m.georef import crs_string, footprint, gsd_m, is_georeferenced
+from rs4m.whole_decode import decode_whole, read_bytes, split_archive
 from rs4m_tools.adapters.base import SceneRef
 
-ARCHIVES = {".zip": "/vsizip/", ".tar": "/vsitar/", ".tgz": "/vsitar/", ".tar.gz": "/vsitar/"}
-WHOLE_DECODE_DRIVERS = {"PNG", "JPEG", "GIF", "BMP", "WEBP"}
+__all__ = ["DEFAULT_MAX_PIXELS", "SceneInfo", "SceneReader", "footprint", "gdal_path", "open_scene"]
+
+#: drivers that decode the whole image to read any part of it
+WHOLE_DECODE_DRIVERS = frozenset({"PNG", "JPEG", "GIF", "BMP", "WEBP"})
+STRETCH_PERCENTILES = (2.0, 98.0)
+#: long side of the decimated read the stretch percentiles come from (scenes with overviews or ≤ 4 MP)
 STRETCH_SAMPLE_PX = 1024
-#: JPEG warnings ("premature end of JPEG file") become errors, so a truncated JPEG is an error row
+#: larger scenes without overviews: a lattice of N × N windows of PX pixels, each starting on a block boundary,
+#: because a decimated read would decode every block of the file (the whole 30000² scene) for statistics
+STRETCH_LATTICE_N, STRETCH_LATTICE_PX = 16, 64
+#: libjpeg warnings ("premature end of JPEG file" in a JPEG-compressed TIFF) become errors; no .aux.xml files
+#: are written next to sources; opening a file does not list its folder
 GDAL_ENV = {"GDAL_ERROR_ON_LIBJPEG_WARNING": "TRUE", "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
             "GDAL_PAM_ENABLED": "NO"}
-_WGS84_M_PER_DEG = 111_320.0
 
 
 def gdal_path(root: Path, rel: str) -> str:
-    """The path GDAL opens for scene path ``rel``: archive members (``a.zip/x/y.tif``) become
-    ``/vsizip/`` or ``/vsitar/`` paths and are read in place; other paths are joined to ``root``."""
-    parts = rel.split("/")
-    for i in range(1, len(parts)):
-        head = "/".join(parts[:i])
-        lower = head.lower()
-        for suffix, prefix in ARCHIVES.items():
-            if lower.endswith(suffix) and (Path(root) / head).is_file():
-                return f"{prefix}{Path(root) / head}/{'/'.join(parts[i:])}"
-    return str(Path(root) / rel)
+    """The path GDAL opens for scene path ``rel`` (POSIX, relative to ``root``).
+
+    ``a.zip/x/y.tif`` → ``/vsizip/ROOT/a.zip/x/y.tif``; ``.tar``, ``.tar.gz``, ``.tgz`` members → ``/vsitar/``;
+    anything else → ``ROOT/rel``. Archive members are read in place, never extracted.
+    """
+    split = split_archive(root, rel)
+    if split is None:
+        return str(Path(root) / rel)
+    archive, prefix, member = split
+    return f"{prefix}{archive}/{member}"
 
 
 @dataclass(frozen=True)
 class SceneInfo:
-    """Facts of an opened scene (sizes in pixels, ``gsd_m`` in metres)."""
+    """Facts of an opened scene.
+
+    Attributes:
+        width, height: size in pixels. bands: band count of the source (3 for stacked per-band files).
+        dtype: source data type ("uint8", "uint16", "float32", ...). driver: GDAL driver ("GTiff", "PNG", ...).
+        crs: "EPSG:<code>" when the CRS has one, else its WKT; None when not georeferenced.
+        transform: the geotransform in GDAL order (x0, pixel width, row rotation, y0, column rotation, pixel
+            height); None when not georeferenced.
+        gsd_m: ground sample distance in metres (the pixel's x size; for geographic CRSs at the scene's centre
+            latitude on the WGS84 ellipsoid); None when not georeferenced.
+        footprint: the whole scene's outline in EPSG:4326 (lon, lat), or None.
+        nodata: the nodata value of the (first) source band, or None.
+    """
 
     width: int
     height: int
@@ -68,27 +97,32 @@ class SceneInfo:
     dtype: str
     driver: str
     crs: str | None
-    transform: tuple[float, ...] | None
+    transform: tuple[float, float, float, float, float, float] | None
     gsd_m: float | None
     footprint: shapely.Polygon | None
     nodata: float | None
 
 
 def _describe_open_error(path: str, err: Exception) -> BadInput:
+    """A reason a person understands for a file GDAL cannot open."""
+    text = str(err)
     if not path.startswith("/vsi"):
         if not os.path.exists(path):
-            return BadInput("file not found", str(err))
+            return BadInput("file not found", text)
+        if os.path.isdir(path):
+            return BadInput("not an image file (a folder)", text)
         if os.path.getsize(path) == 0:
-            return BadInput("empty file (0 bytes)", str(err))
+            return BadInput("empty file (0 bytes)", text)
         if not os.access(path, os.R_OK):
-            return BadInput("permission denied: the file cannot be read", str(err))
-    text = str(err)
+            return BadInput("permission denied: the file cannot be read", text)
+    if "Permission denied" in text:
+        return BadInput("permission denied: the file cannot be read", text)
     if "not recognized as being in a supported file format" in text or "not recognised" in text:
         return BadInput("not an image file (no reader recognises its contents)", text)
     return BadInput("truncated or corrupt image: it cannot be opened", text)
 
 
-def _open(path: str):
+def _open_dataset(path: str):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -98,255 +132,292 @@ def _open(path: str):
 
 
 def _rgb_indexes(ds, ref: SceneRef) -> tuple[tuple[int, ...], int | None, bool]:
-    """(band indexes of R, G, B; alpha band index or None; palette?) of a single-file scene."""
+    """(1-based band indexes of R, G, B; alpha band index or None; palette?) of a single-file scene."""
     n, interp = ds.count, ds.colorinterp
     if ref.rgb_bands:
-        if max(ref.rgb_bands) > n:
-            raise BadInput(f"the adapter names bands {ref.rgb_bands} but the file has {n} bands")
+        if len(ref.rgb_bands) != 3 or min(ref.rgb_bands) < 1 or max(ref.rgb_bands) > n:
+            raise BadInput(f"the adapter names bands {tuple(ref.rgb_bands)} as RGB but the file has {n} bands")
         return tuple(ref.rgb_bands), None, False
     if n == 1 and interp[0] == ColorInterp.palette:
         return (1,), None, True
-    if n in (1, 2):
-        return _named_rgb(ds) or _not_rgb(n, "a single grey band is not an RGB image" if n == 1 else
-                                          "2 bands (grey and alpha?) are not an RGB image")
     if n == 3:
         return (1, 2, 3), None, False
     if n == 4:
-        alpha = 4 if interp[3] == ColorInterp.alpha else None
-        return (1, 2, 3), alpha, False
-    return _named_rgb(ds) or _not_rgb(n, f"{n} bands, none marked red/green/blue")
-
-
-def _not_rgb(n: int, reason: str):
+        return (1, 2, 3), (4 if interp[3] == ColorInterp.alpha else None), False
+    named = _named_rgb(ds)
+    if named is not None:
+        return named, None, False
+    reason = {1: "1 band: a single grey band is not an RGB image",
+              2: "2 bands (grey and alpha?) are not an RGB image"}.get(n, f"{n} bands, none marked red/green/blue")
     raise BadInput(reason, f"{n} bands; name the RGB bands in the adapter (rgb_bands) to use this file")
 
 
-def _named_rgb(ds) -> tuple[tuple[int, ...], None, bool] | None:
-    """Bands marked red/green/blue by colour interpretation, else by description."""
-    found = {}
-    for i, ci in enumerate(ds.colorinterp, start=1):
-        if ci in (ColorInterp.red, ColorInterp.green, ColorInterp.blue):
-            found.setdefault(ci.name, i)
-    if len(found) < 3:
-        found = {}
-        for i, desc in enumerate(ds.descriptions, start=1):
-            if desc and desc.strip().lower() in ("red", "green", "blue"):
-                found.setdefault(desc.strip().lower(), i)
-    if len(found) == 3:
-        return (found["red"], found["green"], found["blue"]), None, False
+def _named_rgb(ds) -> tuple[int, int, int] | None:
+    """Bands explicitly marked red/green/blue by colour interpretation, else by description ("red", ...)."""
+    by_interp = {ci.name: i for i, ci in reversed(list(enumerate(ds.colorinterp, start=1)))
+                 if ci in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)}
+    by_name = {d.strip().lower(): i for i, d in reversed(list(enumerate(ds.descriptions, start=1)))
+               if d and d.strip().lower() in ("red", "green", "blue")}
+    for found in (by_interp, by_name):
+        if len(found) == 3:
+            return found["red"], found["green"], found["blue"]
     return None
 
 
-def _crs_string(crs) -> str | None:
-    if crs is None:
-        return None
-    epsg = crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg else crs.to_wkt()
+def _nodata_invalid(band: np.ndarray, nodata: float) -> np.ndarray:
+    return np.isnan(band) if isinstance(nodata, float) and math.isnan(nodata) else band == nodata
 
 
-def _gsd_m(ds) -> float | None:
-    if ds.crs is None or ds.transform.is_identity:
-        return None
-    t = ds.transform
-    res = math.hypot(t.a, t.d)
-    if ds.crs.is_geographic:
-        lat = (ds.bounds.top + ds.bounds.bottom) / 2.0
-        return float(res * _WGS84_M_PER_DEG * math.cos(math.radians(max(-89.9, min(89.9, lat)))))
-    factor = ds.crs.linear_units_factor[1] if ds.crs.linear_units else 1.0
-    return float(res * factor)
+def _lut_index(band: np.ndarray) -> np.ndarray:
+    """Table index of 8/16-bit integers in value order: unsigned as is, signed with the sign bit flipped."""
+    if band.dtype.kind == "u":
+        return band
+    unsigned = np.dtype(f"u{band.dtype.itemsize}")
+    return band.view(unsigned) ^ unsigned.type(1 << (8 * band.dtype.itemsize - 1))
 
 
-def footprint(crs, transform, x: float, y: float, w: float, h: float, densify: int = 8) -> shapely.Polygon | None:
-    """EPSG:4326 (lon/lat) polygon of the pixel window, edges densified; None when it cannot be computed."""
-    if crs is None or transform is None or transform.is_identity:
-        return None
-    t = np.linspace(0.0, 1.0, densify + 1)[:-1]
-    cols = np.concatenate([x + w * t, np.full_like(t, x + w), x + w * (1 - t), np.full_like(t, x)])
-    rows = np.concatenate([np.full_like(t, y), y + h * t, np.full_like(t, y + h), y + h * (1 - t)])
-    xs, ys = transform @ (cols, rows)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if crs.to_epsg() == 4326:
-                lon, lat = np.asarray(xs), np.asarray(ys)
-            else:
-                lon, lat = (np.asarray(v) for v in rasterio.warp.transform(crs, "EPSG:4326", xs, ys))
-    except Exception:  # noqa: BLE001 - any projection failure means "footprint unknown", never a crash
-        return None
-    if not (np.all(np.isfinite(lon)) and np.all(np.isfinite(lat))):
-        return None
-    poly = shapely.Polygon(np.column_stack([lon, lat]))
-    return poly if poly.is_valid and poly.area > 0 else None
+def _guard_bomb(ds, max_pixels: int) -> None:
+    """Refuse, before any pixel is allocated, rasters that must be decoded whole and are over ``max_pixels``."""
+    pixels = ds.width * ds.height
+    if ds.driver in WHOLE_DECODE_DRIVERS and pixels > max_pixels:
+        raise BadInput(f"image of {ds.width}x{ds.height} pixels is over the --max-pixels limit ({max_pixels}) for "
+                       f"a format that can only be decoded whole (decompression-bomb guard)",
+                       f"driver {ds.driver}, {pixels} pixels")
+    block_h, block_w = ds.block_shapes[0]
+    if block_h * block_w > max_pixels:
+        raise BadInput(f"its single block of {block_w}x{block_h} pixels is over the --max-pixels limit "
+                       f"({max_pixels}) and can only be decoded whole (decompression-bomb guard)",
+                       f"driver {ds.driver}, block {block_w}x{block_h}")
 
 
-def _decode_whole_file(path: str, driver: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """Decode a whole-decode image with simplejpeg (JPEG) or Pillow, which — unlike GDAL's PNG driver, which
-    zero-fills silently — report truncation. Returns (bands uint8 [3, h, w], valid [h, w]), or None when
-    Pillow cannot represent the image (16-bit, very large) and GDAL should read it."""
-    with open(path, "rb") as fh:
-        data = fh.read()
-    if driver == "JPEG":
-        try:
-            if simplejpeg.decode_jpeg_header(data)[2] in ("YCbCr", "RGB"):
-                rgb = simplejpeg.decode_jpeg(data, colorspace="RGB")
-                return rgb.transpose(2, 0, 1), np.ones(rgb.shape[:2], bool)
-        except ValueError as err:
-            raise BadInput("truncated or corrupt image: decoding failed", str(err)) from None
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            mode = img.mode
-            if mode in ("L", "LA", "1", "I", "F", "I;16", "I;16B", "I;16L"):
-                if mode in ("I", "F") or mode.startswith("I;16"):
-                    return None
-                raise BadInput("a single grey band is not an RGB image" if mode != "LA" else
-                               "2 bands (grey and alpha?) are not an RGB image", f"image mode {mode}")
-            if mode in ("P", "PA"):
-                img = img.convert("RGBA" if "transparency" in img.info or mode == "PA" else "RGB")
-            elif mode not in ("RGB", "RGBA"):
-                img = img.convert("RGB")
-            arr = np.asarray(img)
-    except Image.DecompressionBombError:
-        return None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise BadInput("truncated or corrupt image: decoding failed", str(err)) from None
-    valid = arr[..., 3] > 0 if arr.shape[-1] == 4 else np.ones(arr.shape[:2], bool)
-    return np.ascontiguousarray(arr[..., :3].transpose(2, 0, 1)), valid
+def _scene_info(ds, bands: int) -> SceneInfo:
+    geo = is_georeferenced(ds)
+    return SceneInfo(
+        width=ds.width, height=ds.height, bands=bands, dtype=ds.dtypes[0], driver=ds.driver,
+        crs=crs_string(ds.crs) if geo else None,
+        transform=tuple(float(v) for v in ds.transform.to_gdal()) if geo else None,
+        gsd_m=gsd_m(ds), footprint=footprint(ds.crs, ds.transform, 0, 0, ds.width, ds.height) if geo else None,
+        nodata=ds.nodata)
+
+
+def _lattice_windows(width: int, height: int, block_w: int, block_h: int) -> list[Window]:
+    """``STRETCH_LATTICE_N``² windows of ``STRETCH_LATTICE_PX`` spread evenly, starts floored to block edges."""
+    size_w, size_h = min(STRETCH_LATTICE_PX, width), min(STRETCH_LATTICE_PX, height)
+    n = STRETCH_LATTICE_N
+
+    def starts(length: int, size: int, block: int) -> list[int]:
+        return sorted({int(i * (length - size) / (n - 1)) // block * block for i in range(n)})
+
+    return [Window(x, y, size_w, size_h)
+            for y in starts(height, size_h, block_h) for x in starts(width, size_w, block_w)]
+
+
+def _palette_lut(ds) -> np.ndarray:
+    """Colour table of band 1 as ``[entries, 4]`` uint8 RGBA (undefined entries transparent)."""
+    cmap = ds.colormap(1)
+    lut = np.zeros((max(256, max(cmap) + 1), 4), np.uint8)
+    for k, colour in cmap.items():
+        lut[k] = colour
+    return lut
 
 
 class SceneReader:
-    """An opened scene; use :func:`open_scene`. Reads RGB uint8 windows and their valid masks."""
+    """An opened scene (use :func:`open_scene`): :attr:`info` and windowed RGB uint8 reads with valid masks.
+
+    The datasets stay open for the reader's life and the stretch parameters are computed once, so a window
+    costs one GDAL read (or one slice of a whole-decoded image). Close it (or use it as a context manager).
+    """
+
+    info: SceneInfo
+    #: True for formats decoded whole on the first read (PNG, JPEG, GIF, BMP, WebP)
+    whole_decode: bool
 
     def __init__(self, root: Path, ref: SceneRef, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
-        self._env = rasterio.Env(**GDAL_ENV)
-        self._env.__enter__()
-        self._datasets = []
+        self._root, self._ref = Path(root), ref
+        self._datasets: list = []
+        self._whole: tuple[np.ndarray, np.ndarray] | None = None
+        self._stretch: np.ndarray | None = None
+        self._luts: np.ndarray | None = None
         try:
-            self._open(Path(root), ref, max_pixels)
+            with rasterio.Env(**GDAL_ENV):
+                self._open(max_pixels)
         except BaseException:
             self.close()
             raise
-        self._whole: tuple[np.ndarray, np.ndarray] | None = None
-        self._stretch: np.ndarray | None = None
 
-    def _open(self, root: Path, ref: SceneRef, max_pixels: int) -> None:
-        paths = [gdal_path(root, p) for p in ref.band_paths] or [gdal_path(root, ref.scene_path)]
-        for p in paths:
-            self._datasets.append(_open(p))
+    def _open(self, max_pixels: int) -> None:
+        ref = self._ref
+        if ref.band_paths and len(ref.band_paths) != 3:
+            raise BadInput(f"{len(ref.band_paths)} band files given; a stacked scene needs red, green, blue")
+        rels = list(ref.band_paths) or [ref.scene_path]
+        for rel in rels:
+            self._datasets.append(_open_dataset(gdal_path(self._root, rel)))
         first = self._datasets[0]
+        self._alpha, self._lut = None, None
         if ref.band_paths:
-            if len(ref.band_paths) != 3:
-                raise BadInput(f"{len(ref.band_paths)} band files given; need red, green, blue")
-            for ds in self._datasets[1:]:
-                if (ds.width, ds.height) != (first.width, first.height) or ds.transform != first.transform:
-                    raise BadInput("band files differ in size or georeference and cannot be stacked",
-                                   f"{(first.width, first.height)} vs {(ds.width, ds.height)}")
+            self._check_stackable(rels)
             self._plan = [(ds, (1,)) for ds in self._datasets]
-            self._alpha, self._palette = None, False
         else:
-            indexes, self._alpha, self._palette = _rgb_indexes(first, ref)
+            indexes, self._alpha, palette = _rgb_indexes(first, ref)
             self._plan = [(first, indexes)]
+            self._lut = _palette_lut(first) if palette else None
+        _guard_bomb(first, max_pixels)
         self.whole_decode = first.driver in WHOLE_DECODE_DRIVERS
-        # plain whole-decode files are decoded by simplejpeg / Pillow, which detect truncation
-        plain = self.whole_decode and not paths[0].startswith("/vsi") and not ref.rgb_bands and not ref.band_paths
-        self._whole_path = paths[0] if plain else None
-        if self.whole_decode and first.width * first.height > max_pixels:
-            raise BadInput(f"image of {first.width}x{first.height} pixels is over the --max-pixels limit "
-                           f"({max_pixels}) for formats that decode whole (decompression-bomb guard)")
-        dtype = first.dtypes[0]
-        self.info = SceneInfo(
-            width=first.width, height=first.height, bands=len(paths) if ref.band_paths else first.count,
-            dtype=dtype, driver=first.driver, crs=_crs_string(first.crs),
-            transform=tuple(first.transform)[:6] if first.crs is not None else None, gsd_m=_gsd_m(first),
-            footprint=footprint(first.crs, first.transform, 0, 0, first.width, first.height),
-            nodata=first.nodata)
+        self.info = _scene_info(first, 3 if ref.band_paths else first.count)
+
+    def _check_stackable(self, rels: list[str]) -> None:
+        first = self._datasets[0]
+        for rel, ds in zip(rels[1:], self._datasets[1:]):
+            if (ds.width, ds.height) != (first.width, first.height) or ds.transform != first.transform \
+                    or ds.crs != first.crs:
+                raise BadInput("band files differ in size or georeference and cannot be stacked",
+                               f"{rels[0]}: {first.width}x{first.height} {first.crs} {tuple(first.transform)[:6]}; "
+                               f"{rel}: {ds.width}x{ds.height} {ds.crs} {tuple(ds.transform)[:6]}")
 
     def _read_raw(self, window: Window | None, out_shape: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
-        """Bands [3, h, w] in the source dtype (or uint8 palette colours) and valid mask [h, w]."""
-        arrays, valid = [], None
-        kw = {"window": window}
-        if out_shape:
-            kw.update(out_shape=out_shape, resampling=Resampling.bilinear)
+        """Bands ``[3, h, w]`` in the source dtype (palette: uint8 colours) and the valid mask ``[h, w]``.
+
+        ``out_shape`` (rows, cols) decimates with nearest neighbour, so nodata values stay exact for statistics.
+        """
+        kw = {"window": window, "out_shape": out_shape, "resampling": Resampling.nearest}
+        arrays, has_data, explicit = [], [], []
         for ds, indexes in self._plan:
-            data = ds.read(indexes, **kw) if not out_shape else ds.read(indexes, out_shape=(len(indexes), *out_shape),
-                                                                          window=window, resampling=Resampling.bilinear)
+            data = ds.read(indexes, **{**kw, "out_shape": (len(indexes), *out_shape) if out_shape else None})
             arrays.append(data)
-            if not all(MaskFlags.all_valid in f for f in (ds.mask_flag_enums[i - 1] for i in indexes)):
-                m = ds.read_masks(indexes[0], **kw) > 0
-                valid = m if valid is None else valid & m
+            flags = ds.mask_flag_enums[indexes[0] - 1]
+            if MaskFlags.all_valid in flags or (MaskFlags.alpha in flags and self._alpha):
+                continue
+            if MaskFlags.nodata in flags:
+                has_data += [~_nodata_invalid(band, ds.nodatavals[i - 1]) for band, i in zip(data, indexes)]
+            else:  # internal mask or .msk file
+                explicit.append(ds.read_masks(indexes[0], **kw) > 0)
         bands = np.concatenate(arrays, axis=0)
-        if self._palette:
-            lut = np.zeros((256, 3), np.uint8)
-            for k, colour in self._plan[0][0].colormap(1).items():
-                lut[k] = colour[:3]
-            bands = lut[bands[0]].transpose(2, 0, 1)
+        valid = np.ones(bands.shape[1:], bool)
+        if has_data:  # GDAL's dataset-mask rule: nodata only where every band is nodata
+            valid &= np.logical_or.reduce(has_data)
+        for mask in explicit:
+            valid &= mask
+        if self._lut is not None:
+            rgba = self._lut[np.minimum(bands[0], len(self._lut) - 1)]
+            bands, valid = rgba[..., :3].transpose(2, 0, 1), valid & (rgba[..., 3] > 0)
         if self._alpha is not None:
-            alpha = self._plan[0][0].read(self._alpha, **kw) > 0
-            valid = alpha if valid is None else valid & alpha
-        if valid is None:
-            valid = np.ones(bands.shape[1:], bool)
+            valid &= self._plan[0][0].read(self._alpha, **kw) > 0
         if bands.dtype.kind == "f":
-            valid = valid & np.isfinite(bands).all(axis=0)
+            valid &= np.isfinite(bands).all(axis=0)
         return bands, valid
 
-    def _stretch_params(self) -> np.ndarray:
-        """Per-band (2nd, 98th) percentiles from a decimated read of the whole scene → float64 [3, 2]."""
-        if self._stretch is None:
-            w, h = self.info.width, self.info.height
+    def _stats_sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """A sample of the scene's pixels for the stretch statistics: bands ``[3, ...]`` and valid ``[...]``."""
+        w, h = self.info.width, self.info.height
+        ds = self._plan[0][0]
+        if self.whole_decode or ds.overviews(1) or w * h <= 4 * STRETCH_SAMPLE_PX**2:
             scale = min(1.0, STRETCH_SAMPLE_PX / max(w, h))
-            shape = (max(1, round(h * scale)), max(1, round(w * scale)))
-            bands, valid = self._read_raw(None, shape if scale < 1 else None)
+            return self._read_raw(None, (max(1, round(h * scale)), max(1, round(w * scale))) if scale < 1 else None)
+        block_h, block_w = ds.block_shapes[0]
+        parts = [self._read_raw(win, None) for win in _lattice_windows(w, h, block_w, block_h)]
+        return (np.concatenate([b.reshape(3, -1) for b, _ in parts], axis=1),
+                np.concatenate([v.ravel() for _, v in parts]))
+
+    def _stretch_params(self) -> np.ndarray:
+        """Per-band (2nd, 98th) percentiles of the valid pixels of a scene-wide sample → float64 [3, 2]."""
+        if self._stretch is None:
+            bands, valid = self._stats_sample()
             params = np.zeros((3, 2))
             for b in range(3):
-                values = bands[b][valid].astype(np.float64)
+                values = bands[b][valid]  # valid already excludes NaN and nodata
                 if values.size:
-                    params[b] = np.percentile(values, [2, 98])
+                    params[b] = np.percentile(values.astype(np.float64), STRETCH_PERCENTILES)
             self._stretch = params
         return self._stretch
 
-    def _to_uint8(self, bands: np.ndarray) -> np.ndarray:
+    def _to_rgb8(self, bands: np.ndarray) -> np.ndarray:
+        """``[3, h, w]`` → RGB uint8 ``[h, w, 3]``, stretched between the scene's percentiles unless uint8.
+
+        Integers of up to 16 bits go through a per-band lookup table (one gather per value); other types are
+        scaled in float32. Both compute floor(clip((v − p2) · 255 / (p98 − p2), 0, 255)); NaN → 0.
+        """
+        out = np.empty((*bands.shape[1:], 3), np.uint8)  # per-channel assignment: ~6x faster than a transpose
         if bands.dtype == np.uint8:
-            return bands
+            for k in range(3):
+                out[..., k] = bands[k]
+        elif bands.dtype.kind in "ui" and bands.dtype.itemsize <= 2:
+            luts = self._stretch_luts(bands.dtype)
+            for k in range(3):
+                out[..., k] = luts[k][_lut_index(bands[k])]
+        else:
+            lo, scale = self._stretch_scale()
+            for k in range(3):
+                x = bands[k].astype(np.float32)
+                x -= np.float32(lo[k])
+                x *= np.float32(scale[k])
+                np.clip(x, 0, 255, out=x)
+                out[..., k] = np.nan_to_num(x, copy=False, nan=0.0)
+        return out
+
+    def _stretch_scale(self) -> tuple[np.ndarray, np.ndarray]:
         params = self._stretch_params()
-        lo, hi = params[:, :1, None], params[:, 1:, None]
-        scaled = (bands.astype(np.float32) - lo) * (255.0 / np.maximum(hi - lo, 1e-12))
-        return np.nan_to_num(np.clip(scaled, 0, 255), nan=0.0).astype(np.uint8)
+        return params[:, 0], 255.0 / np.maximum(params[:, 1] - params[:, 0], 1e-12)
+
+    def _stretch_luts(self, dtype: np.dtype) -> np.ndarray:
+        """Per-band tables ``[3, 2^bits]`` uint8, indexed by :func:`_lut_index` of the value."""
+        if self._luts is None:
+            info = np.iinfo(dtype)
+            values = np.arange(info.min, info.max + 1, dtype=np.float64)
+            lo, scale = self._stretch_scale()
+            self._luts = np.floor(np.clip((values[None] - lo[:, None]) * scale[:, None], 0, 255)).astype(np.uint8)
+        return self._luts
+
+    def _decode_all(self) -> tuple[np.ndarray, np.ndarray]:
+        """The whole image of a whole-decode format, decoded once (simplejpeg / Pillow; GDAL otherwise)."""
+        ref = self._ref
+        want = self.info.dtype == "uint8" and not ref.rgb_bands and not ref.band_paths
+        decoded = decode_whole(read_bytes(self._root, ref.scene_path), self.info.driver, want)
+        return decoded if decoded is not None else self._read_raw(None, None)
+
+    def _check_window(self, x: int, y: int, w: int, h: int) -> None:
+        if w < 1 or h < 1 or x < 0 or y < 0 or x + w > self.info.width or y + h > self.info.height:
+            raise ValueError(f"window (x={x}, y={y}, w={w}, h={h}) is not inside the "
+                             f"{self.info.width}x{self.info.height} scene {self._ref.scene_path!r}")
 
     def read_window(self, x: int, y: int, w: int, h: int,
                     out_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """RGB uint8 ``[h, w, 3]`` (or ``out_size`` (width, height)) and valid mask bool of the same size."""
+        """Read the window at column ``x``, row ``y`` of ``w`` × ``h`` pixels (it must lie inside the scene).
+
+        Returns RGB uint8 ``[h, w, 3]`` and the valid mask bool ``[h, w]``; with ``out_size`` = (width, height)
+        both are resized to it (RGB bilinear, mask nearest). Raises :class:`BadInput` when the pixels cannot be
+        read (e.g. a truncated file that only shows when its data is decoded).
+        """
+        self._check_window(x, y, w, h)
         try:
-            if self.whole_decode:
-                if self._whole is None:
-                    decoded = None
-                    if self._whole_path is not None:
-                        decoded = _decode_whole_file(self._whole_path, self.info.driver)
-                    self._whole = decoded or self._read_raw(None, None)
-                bands = self._whole[0][:, y:y + h, x:x + w]
-                valid = self._whole[1][y:y + h, x:x + w]
-            else:
-                bands, valid = self._read_raw(Window(x, y, w, h), None)
+            with rasterio.Env(**GDAL_ENV):
+                if self.whole_decode:
+                    if self._whole is None:
+                        self._whole = self._decode_all()
+                    bands, valid = self._whole[0][:, y:y + h, x:x + w], self._whole[1][y:y + h, x:x + w]
+                else:
+                    bands, valid = self._read_raw(Window(x, y, w, h), None)
+                rgb = self._to_rgb8(bands)
         except (RasterioError, OSError) as err:
             detail = f"{err}: {err.__cause__}" if err.__cause__ else str(err)
             raise BadInput("truncated or corrupt image: reading its pixels failed", detail) from None
-        rgb = np.ascontiguousarray(self._to_uint8(bands).transpose(1, 2, 0))
         if out_size and (rgb.shape[1], rgb.shape[0]) != tuple(out_size):
-            rgb = np.asarray(Image.fromarray(rgb).resize(out_size, Image.Resampling.BILINEAR))
-            valid = np.asarray(Image.fromarray(valid).resize(out_size, Image.Resampling.NEAREST))
-        return rgb, valid
+            rgb = np.asarray(Image.fromarray(rgb).resize(tuple(out_size), Image.Resampling.BILINEAR))
+            valid = np.asarray(Image.fromarray(valid).resize(tuple(out_size), Image.Resampling.NEAREST))
+        return rgb, np.ascontiguousarray(valid)
 
     def window_footprint(self, x: int, y: int, w: int, h: int) -> shapely.Polygon | None:
-        """EPSG:4326 footprint of a window, or None."""
+        """EPSG:4326 (lon, lat) footprint of a window, edges densified; None where it cannot be computed."""
+        if self.info.crs is None:
+            return None
         ds = self._datasets[0]
-        return footprint(ds.crs, ds.transform, x, y, w, h)
+        with rasterio.Env(**GDAL_ENV):  # one GDAL environment for the projection (else rasterio makes one)
+            return footprint(ds.crs, ds.transform, x, y, w, h)
 
     def close(self) -> None:
+        """Close the datasets and drop the decoded image (idempotent)."""
         for ds in self._datasets:
             ds.close()
-        self._datasets = []
-        if self._env is not None:
-            self._env.__exit__(None, None, None)
-            self._env = None
+        self._datasets, self._whole = [], None
 
     def __enter__(self) -> "SceneReader":
         return self
@@ -356,5 +427,9 @@ class SceneReader:
 
 
 def open_scene(root: Path, ref: SceneRef, max_pixels: int = DEFAULT_MAX_PIXELS) -> SceneReader:
-    """Open a scene for windowed RGB reads; raises :class:`BadInput` for a file that is not usable."""
+    """Open scene ``ref`` under source root ``root`` for windowed RGB reads (a context manager).
+
+    ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`, 400 MP) bounds what may be decoded whole. Raises
+    :class:`BadInput` for a file that cannot be used, with the reason in words and GDAL's message as detail.
+    """
     return SceneReader(root, ref, max_pixels)

@@ -9,6 +9,7 @@ channels × 9 bins = 108 values and its score is the vector's L2 norm, on pixel 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -51,37 +52,58 @@ def _bin_lut() -> np.ndarray:
 
 
 def orientation_bins(gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
-    """``min(floor((atan2(gy, gx) mod π) / (π/9)), 8)`` of integer gradients in [-1020, 1020]."""
-    index = (gx.astype(np.int32) + _GRAD_MAX) * _GRAD_SPAN + (gy + _GRAD_MAX)
-    return _bin_lut()[index]
+    """``min(floor((atan2(gy, gx) mod π) / (π/9)), 8)`` of integer gradients in [-1020, 1020] → uint8."""
+    index = gx.astype(np.int32)
+    index *= _GRAD_SPAN
+    index += gy
+    index += _GRAD_MAX * _GRAD_SPAN + _GRAD_MAX
+    return np.take(_bin_lut(), index)
+
+
+@functools.lru_cache(maxsize=8)
+def _histogram_offsets(c: int, h: int, w: int) -> np.ndarray:
+    """Flat histogram offset ``(channel, 8×8 cell) × 9`` of every pixel → int64 ``[C·H·W]`` (cached per shape)."""
+    cells_w = w // CELL_PX
+    cell = (np.arange(h)[:, None] // CELL_PX) * cells_w + np.arange(w)[None, :] // CELL_PX
+    offsets = ((np.arange(c)[:, None, None] * (cell.size // CELL_PX**2) + cell[None]) * BINS).ravel()
+    offsets.flags.writeable = False
+    return offsets
 
 
 def patch_scores(rgb: np.ndarray, patch: int = PATCH_PX) -> np.ndarray:
     """Score per patch of an RGB uint8 ``[H, W, 3]`` image → float32 ``[N]``, patches row-major.
 
-    H and W are cropped down to multiples of ``patch``; an image smaller than one patch scores ``[0.0]``.
+    H and W are cropped down to multiples of ``patch`` (a multiple of 8: whole 8×8 cells); an image smaller
+    than one patch scores ``[0.0]``.
     """
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] < 3:
+        raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {rgb.dtype} {rgb.shape}")
+    if patch < CELL_PX or patch % CELL_PX:
+        raise ValueError(f"patch must be a multiple of {CELL_PX} pixels, not {patch}")
     h, w = (rgb.shape[0] // patch) * patch, (rgb.shape[1] // patch) * patch
     if h == 0 or w == 0:
         return np.zeros(1, np.float32)
     x = np.ascontiguousarray(rgb[:h, :w, :3].transpose(2, 0, 1), dtype=np.int16)  # 0–255 scale: exact
     gx, gy = _sobel(x)
-    mag = np.sqrt(np.square(gx, dtype=np.float32) + np.square(gy, dtype=np.float32))
-    bins = orientation_bins(gx, gy)
+    mag = gx.astype(np.float32)
+    mag *= mag
+    mag += np.square(gy, dtype=np.float32)
+    np.sqrt(mag, out=mag)
     c = x.shape[0]
-    ch, cw = h // CELL_PX, w // CELL_PX
-    cell = (np.arange(h)[:, None] // CELL_PX) * cw + np.arange(w)[None, :] // CELL_PX
-    index = ((np.arange(c)[:, None, None] * (ch * cw) + cell[None]) * BINS + bins).ravel()
-    hist = np.bincount(index, weights=mag.ravel(), minlength=c * ch * cw * BINS)
+    index = _histogram_offsets(c, h, w) + orientation_bins(gx, gy).ravel()
+    hist = np.bincount(index, weights=mag.ravel(), minlength=c * (h // CELL_PX) * (w // CELL_PX) * BINS)
     k = patch // CELL_PX
     hist = hist.reshape(c, h // patch, k, w // patch, k, BINS).transpose(1, 3, 0, 2, 4, 5)
     return (np.linalg.norm(hist.reshape((h // patch) * (w // patch), -1), axis=1) / 255.0).astype(np.float32)
 
 
 def tile_richness(rgb: np.ndarray) -> float:
-    """Mean patch score of a tile resized to 224×224 (the trainer's input size; box reduction, then bilinear)."""
+    """Richness of an RGB uint8 tile ``[H, W, 3]``: the mean patch score at the trainer's input size.
+
+    A tile that is not 224×224 is first resized to it with Pillow's BILINEAR filter (as the trainer's loader
+    does), so scores compare across tile sizes. A constant tile scores 0.
+    """
     if rgb.shape[0] != SCORE_SIZE_PX or rgb.shape[1] != SCORE_SIZE_PX:
-        # reducing_gap=1: an integer box reduction first, then bilinear (2-3x faster for large tiles)
         rgb = np.asarray(Image.fromarray(np.ascontiguousarray(rgb[..., :3])).resize(
-            (SCORE_SIZE_PX, SCORE_SIZE_PX), Image.Resampling.BILINEAR, reducing_gap=1.0))
+            (SCORE_SIZE_PX, SCORE_SIZE_PX), Image.Resampling.BILINEAR))
     return float(patch_scores(rgb).mean())

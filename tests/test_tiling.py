@@ -1,12 +1,31 @@
-"""Window math: full coverage, inward edges, no padding, deterministic random crops."""
+"""Window math: full coverage, inward edges, no padding, deterministic multi-scale random crops."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rs4m.tiling import Window, axis_starts, grid_windows, random_windows
+from rs4m.tiling import Window, axis_starts, crop_seed, grid_windows, output_size, random_windows
+
+
+def coverage(wins: list[Window], width: int, height: int) -> np.ndarray:
+    """How many windows cover each pixel → int [height, width]."""
+    count = np.zeros((height, width), np.int32)
+    for w in wins:
+        count[w.y:w.y + w.height, w.x:w.x + w.width] += 1
+    return count
+
+
+def assert_inside(wins: list[Window], width: int, height: int) -> None:
+    for w in wins:
+        assert 0 <= w.x and w.x + w.width <= width and 0 <= w.y and w.y + w.height <= height, w
+        assert w.width >= 1 and w.height >= 1
 
 
 @settings(max_examples=200, deadline=None)
@@ -15,41 +34,87 @@ def test_grid_covers_every_pixel_with_full_tiles(width, height, tile, stride_fra
     stride = max(1, int(tile * stride_frac))  # a stride larger than the tile leaves gaps by design
     wins = grid_windows(width, height, tile, stride)
     assert len(set(wins)) == len(wins)
-    for w in wins:
-        assert 0 <= w.x and w.x + w.width <= width and 0 <= w.y and w.y + w.height <= height
-        assert w.width == min(tile, width) and w.height == min(tile, height)
-    cols = np.zeros(width, bool)
-    rows = np.zeros(height, bool)
+    assert_inside(wins, width, height)
+    assert all(w.width == min(tile, width) and w.height == min(tile, height) for w in wins)
+    cols, rows = np.zeros(width, bool), np.zeros(height, bool)  # a grid covers the image iff both axes are
     for w in wins:
         cols[w.x:w.x + w.width] = True
         rows[w.y:w.y + w.height] = True
     assert cols.all() and rows.all()
+    assert len(wins) == len({w.x for w in wins}) * len({w.y for w in wins})
 
 
 def test_known_counts():
     assert len(grid_windows(791, 718, 256)) == 4 * 3
-    assert axis_starts(791, 256, 256) == [0, 256, 512, 535]  # last tile shifted inward
-    assert grid_windows(100, 80, 512) == [Window(0, 0, 100, 80)]  # small image: one whole tile
+    assert axis_starts(791, 256, 256) == [0, 256, 512, 535]  # last tile shifted inward, full size
+    assert axis_starts(718, 256, 128) == [0, 128, 256, 384, 462]
+    assert len(grid_windows(791, 718, 256, 128)) == 6 * 5
+    assert grid_windows(1024, 1024, 512) == [Window(0, 0, 512, 512), Window(512, 0, 512, 512),
+                                             Window(0, 512, 512, 512), Window(512, 512, 512, 512)]
     assert len(grid_windows(1024, 1024, 512, 256)) == 9
+    assert axis_starts(512, 512, 256) == [0]  # exactly one tile: no duplicate from the stride
 
 
-@settings(max_examples=50, deadline=None)
-@given(st.integers(1, 2000), st.integers(1, 2000), st.integers(0, 2**31))
-def test_random_windows_inside_deterministic_and_covering(width, height, seed):
-    wins = random_windows(width, height, 64, 1024, seed)
-    assert wins == random_windows(width, height, 64, 1024, seed)
+def test_small_images_are_one_whole_window():
+    assert grid_windows(100, 80, 512) == [Window(0, 0, 100, 80)]
+    assert grid_windows(512, 512, 512) == [Window(0, 0, 512, 512)]
+    assert grid_windows(1, 1, 256) == [Window(0, 0, 1, 1)]
+    # smaller than the tile in one dimension only: that dimension's full extent
+    assert grid_windows(1000, 300, 512) == [Window(0, 0, 512, 300), Window(488, 0, 512, 300)]
+    assert random_windows(50, 40, 64, 256, seed=3) == [Window(0, 0, 50, 40)]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError):
+        grid_windows(100, 100, 0)
+    with pytest.raises(ValueError):
+        random_windows(100, 100, 300, 200, seed=0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 1500), st.integers(1, 1500), st.integers(8, 200), st.integers(0, 600), st.integers(0, 2**63))
+def test_random_windows_cover_every_pixel_inside_and_deterministic(width, height, crop_min, extra, seed):
+    crop_max = crop_min + extra
+    wins = random_windows(width, height, crop_min, crop_max, seed)
+    assert wins == random_windows(width, height, crop_min, crop_max, seed)
     assert len(set(wins)) == len(wins) >= 1
-    for w in wins:
-        assert 0 <= w.x and w.x + w.width <= width and 0 <= w.y and w.y + w.height <= height
+    assert_inside(wins, width, height)
+    for w in wins:  # square unless clipped by the image; sizes within [crop_min, crop_max] (clipped)
         assert w.width == w.height or w.width == width or w.height == height
-        assert min(64, width) <= w.width <= 1024 or w.width == width
-    if width > 64 or height > 64:
-        assert sum(w.width * w.height for w in wins) >= 2 * width * height or len(wins) > 1000
+        assert min(crop_min, width) <= w.width and min(crop_min, height) <= w.height
+        assert max(w.width, w.height) <= crop_max
+    assert coverage(wins, width, height).min() >= 1
 
 
-def test_random_windows_vary_with_seed_and_count():
-    a = random_windows(2000, 2000, 64, 1024, 1)
-    assert a != random_windows(2000, 2000, 64, 1024, 2)
-    assert len(random_windows(2000, 2000, 64, 1024, 1, count=5)) == 5
-    sizes = {w.width for w in a}
-    assert min(sizes) < 400 and max(sizes) > 600  # multi-scale
+def test_random_windows_are_multiscale_and_not_wasteful():
+    wins = random_windows(3000, 2000, 64, 1024, seed=7)
+    sizes = np.array([w.width for w in wins])
+    assert sizes.min() < 300 and sizes.max() > 800  # multi-scale
+    cov = coverage(wins, 3000, 2000)
+    assert cov.min() >= 1 and 1.2 < cov.mean() < 4.0  # covered, about twice over, not ten times
+    assert random_windows(3000, 2000, 64, 1024, seed=8) != wins
+
+
+def test_random_windows_with_count():
+    wins = random_windows(2000, 2000, 64, 1024, seed=1, count=5)
+    assert len(wins) == len(set(wins)) == 5
+    assert_inside(wins, 2000, 2000)
+    assert wins == random_windows(2000, 2000, 64, 1024, seed=1, count=5)
+    # a 65 x 65 image has only 4 distinct 64 px crops (plus the whole image): asking for more stops
+    few = random_windows(65, 65, 64, 65, seed=0, count=50)
+    assert 1 <= len(few) <= 5 and len(set(few)) == len(few)
+
+
+def test_crop_seed_is_stable_across_processes():
+    ids = ["dota/P0001.png", "fmow/a b/ü.tif"]
+    here = [crop_seed(s, 3) for s in ids]
+    code = f"from rs4m.tiling import crop_seed; print([crop_seed(s, 3) for s in {ids!r}])"
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert there.stdout.strip() == str(here)
+    assert len(set(here)) == 2 and crop_seed(ids[0], 4) != here[0] and all(0 <= s < 2**63 for s in here)
+
+
+def test_output_size():
+    assert output_size(Window(3, 4, 300, 200), None) == (300, 200)
+    assert output_size(Window(3, 4, 300, 200), 224) == (224, 224)
