@@ -21,6 +21,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from rs4m import manifest as mf
 from rs4m.errors import ConfigError, OutputError
@@ -38,25 +39,28 @@ TILE_COLUMNS = ["tile_id", "scene_id", "source", "licence", "format", "filter_re
 DEDUP_COLUMNS = ["tile_id", "dup_of", "dup_reason"]
 MANIFEST_COLUMNS = ["tile_id", "scene_id", "source", "licence", "format", "length", *DISTRIBUTIONS]
 _DETAIL_RE = re.compile(r"\s*\(.*\)\s*$")
+#: integer columns stay exact integers with nulls (uint64 hashes and int64 group ids would lose bits as floats)
+_NULLABLE = {pa.int8(): pd.Int8Dtype(), pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype(),
+             pa.uint64(): pd.UInt64Dtype()}
 
 
 # ---------------------------------------------------------------------------------------------- reading
 
 
 def _read(path: Path, schema, columns: list[str] | None = None) -> pd.DataFrame:
-    return mf.read_table(path, schema, columns).to_pandas()
+    return mf.read_table(path, schema, columns).to_pandas(types_mapper=_NULLABLE.get)
 
 
 def _read_optional(path: Path, schema, columns: list[str] | None = None) -> pd.DataFrame:
     if path.exists():
         return _read(path, schema, columns)
     names = columns or schema.names
-    return mf.read_parts([], schema, names).to_pandas()
+    return mf.read_parts([], schema, names).to_pandas(types_mapper=_NULLABLE.get)
 
 
 def read_tiles_with_status(layout: OutputLayout) -> pd.DataFrame:
     """Every tiles-part row (``TILE_COLUMNS``) with its dedup columns and a ``status`` column (see module doc)."""
-    tiles = mf.read_parts(layout.tile_parts(), mf.TILES_SCHEMA, TILE_COLUMNS).to_pandas()
+    tiles = mf.read_parts(layout.tile_parts(), mf.TILES_SCHEMA, TILE_COLUMNS).to_pandas(types_mapper=_NULLABLE.get)
     dedup = _read_optional(layout.dedup, mf.DEDUP_SCHEMA, DEDUP_COLUMNS)
     tiles = tiles.merge(dedup, on="tile_id", how="left")
     status = np.where(tiles["filter_reason"].notna(), "filtered",
@@ -296,7 +300,7 @@ def all_tiles(out: Path) -> pd.DataFrame:
     """Every tiles-part row (no geometry) with its dedup columns and ``status`` (kept / filtered / ...)."""
     layout = OutputLayout(Path(out))
     columns = [n for n in mf.TILES_SCHEMA.names if n != mf.GEOMETRY]
-    tiles = mf.read_parts(layout.tile_parts(), mf.TILES_SCHEMA, columns).to_pandas()
+    tiles = mf.read_parts(layout.tile_parts(), mf.TILES_SCHEMA, columns).to_pandas(types_mapper=_NULLABLE.get)
     status = read_tiles_with_status(layout)
     groups = _read_optional(layout.dedup, mf.DEDUP_SCHEMA, ["tile_id", "dup_group"])
     status = status.merge(groups, on="tile_id", how="left")[_STATUS_COLUMNS]

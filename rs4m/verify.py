@@ -6,23 +6,37 @@ Checks, each problem naming the shard or tile it concerns:
 * no stray ``.tar`` under ``shards/`` is missing from ``shards.parquet``;
 * every row of the manifest (or, before cataloguing, of the tiles parts) points with (shard, offset, length)
   at the tar member ``<tile_id>.<format>`` of exactly that length;
-* with ``decode=True`` every row's bytes decode as an image of the recorded output size.
+* every row's bytes have the row's ``sha256`` and decode as an image of the recorded size (``out_width`` /
+  ``out_height`` where set, else ``width`` / ``height``); ``decode_tiles=False`` skips this, the slow part;
+* every manifest row equals its tiles-part row on the columns they share (the tiles parts are the record of
+  the tile stage; the manifest is a filtered copy of them);
+* no manifest tile is filtered, a duplicate of another tile, or leaked (by its own columns and by
+  ``dedup.parquet``), and no tile id appears twice;
+* ``build.json``'s ``stages.catalog.tiles_kept`` equals the manifest's row count;
+* no ``rs4m compact`` was interrupted between its commit point and its last rename (``compact.json``).
+
+Checks whose input is absent (a hand-made folder without tiles parts or ``build.json``) are skipped.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rs4m import manifest as mf
 from rs4m.errors import OutputError
 from rs4m.layout import OutputLayout
 from rs4m.shards import ShardReader, file_sha256, list_members
 
-ROW_COLUMNS = ["tile_id", "shard", "offset", "length", "format", "width", "height", "out_width", "out_height"]
+ROW_COLUMNS = ["tile_id", "shard", "offset", "length", "format", "width", "height", "out_width", "out_height",
+               "sha256"]
 
 
 @dataclass
@@ -91,12 +105,16 @@ def stored_rows(layout: OutputLayout) -> pa.Table:
 
 
 def check_rows(layout: OutputLayout, rows: pa.Table, report: VerifyReport,
-               decode: Callable[[bytes, dict], str | None] | None = None) -> None:
-    """Check that each row's (shard, offset, length) is the member ``<tile_id>.<format>``."""
+               decode: Callable[[bytes, dict], str | None] | None = None, sound: set[str] | None = None) -> None:
+    """Check that each row's (shard, offset, length) is the member ``<tile_id>.<format>``; with ``decode``, also
+    its bytes, except in shards outside ``sound`` (already reported as damaged, once, by :func:`check_shards`)."""
     with ShardReader(layout.shards_dir) as reader:
         for row in rows.to_pylist():
             report.rows_checked += 1
             shard, tile_id = row["shard"], row["tile_id"]
+            if shard is None or row["offset"] is None or row["length"] is None:
+                report.add("row has no stored bytes (null shard / offset / length)", tile_id=tile_id)
+                continue
             try:
                 member = reader.member_name(shard, row["offset"])
             except OSError as err:
@@ -110,18 +128,132 @@ def check_rows(layout: OutputLayout, rows: pa.Table, report: VerifyReport,
             if member[1] != row["length"]:
                 report.add(f"length {row['length']} but member has {member[1]} bytes", shard=shard, tile_id=tile_id)
                 continue
-            if decode is not None:
-                problem = decode(reader.read(shard, row["offset"], row["length"]), row)
+            if decode is not None and (sound is None or shard in sound):
+                data = reader.read(shard, row["offset"], row["length"])
+                problem = sha256_problem(data, row) or decode(data, row)
                 if problem:
                     report.add(problem, shard=shard, tile_id=tile_id)
 
 
-def verify_output(out: Path, decode: Callable[[bytes, dict], str | None] | None = None) -> VerifyReport:
-    """Verify the output folder ``out``; see the module docstring for what is checked."""
+def sha256_problem(data: bytes, row: dict) -> str | None:
+    """A problem line if the stored bytes do not hash to the row's ``sha256`` (rows without one pass)."""
+    if row.get("sha256") and hashlib.sha256(data).hexdigest() != row["sha256"]:
+        return "stored bytes differ from the row's sha256"
+    return None
+
+
+def decode_at_size(data: bytes, row: dict) -> str | None:
+    """A problem line unless ``data`` decodes to an RGB image of the row's recorded size."""
+    from rs4m.codec import decode
+
+    want_w = row.get("out_width") or row["width"]
+    want_h = row.get("out_height") or row["height"]
+    try:
+        rgb = decode(data, row.get("format"))
+    except Exception as err:  # every decoder failure is a finding about this tile, not a crash
+        return f"does not decode as {row.get('format')}: {' '.join(str(err).split()) or type(err).__name__}"
+    if rgb.ndim != 3 or (rgb.shape[1], rgb.shape[0]) != (want_w, want_h):
+        return f"decodes to {rgb.shape[1]}x{rgb.shape[0]}, recorded size is {want_w}x{want_h}"
+    return None
+
+
+def _same(a: pa.ChunkedArray, b: pa.ChunkedArray) -> np.ndarray:
+    """``bool [N]``: equal values, or both null, or both NaN."""
+    same = pc.fill_null(pc.equal(a, b), False)
+    same = pc.or_(same, pc.and_(pc.is_null(a), pc.is_null(b)))
+    if pa.types.is_floating(a.type):
+        same = pc.or_(same, pc.fill_null(pc.and_(pc.is_nan(a), pc.is_nan(b)), False))
+    return np.asarray(same.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def check_against_tiles(layout: OutputLayout, manifest: pa.Table, report: VerifyReport) -> None:
+    """Each manifest row must equal its tiles-part row on every column of the tiles schema."""
+    parts = layout.tile_parts()
+    if not parts:
+        return
+    tiles = mf.read_parts(parts, mf.TILES_SCHEMA).combine_chunks()
+    index = pc.index_in(manifest["tile_id"], value_set=tiles["tile_id"])
+    found = pc.is_valid(index)
+    for row in manifest.filter(pc.invert(found)).select(["tile_id", "shard"]).to_pylist():
+        report.add("manifest row is in no tiles part", shard=row["shard"], tile_id=row["tile_id"])
+    present = manifest.filter(found).combine_chunks()
+    theirs = tiles.take(pc.drop_null(index))
+    differ: dict[int, list[str]] = {}
+    for name in mf.TILES_SCHEMA.names:
+        for k in np.flatnonzero(~_same(present[name], theirs[name])):
+            differ.setdefault(int(k), []).append(name)
+    ids, shards = present["tile_id"].to_pylist(), present["shard"].to_pylist()
+    for k, names in sorted(differ.items()):
+        report.add(f"manifest row differs from its tiles-part row in {', '.join(names)}",
+                   shard=shards[k], tile_id=ids[k])
+
+
+def _dropped_reason(row: dict, dedup: dict[str, dict]) -> str | None:
+    """Why a manifest row should not be there, or None."""
+    if row["filter_reason"] is not None:
+        return f"is filtered ({row['filter_reason']}) but in the manifest"
+    for where, r in (("its row", row), ("dedup.parquet", dedup.get(row["tile_id"]))):
+        if r is None:
+            continue
+        if r["dup_reason"] == "leak":
+            return f"is leaked ({where}) but in the manifest"
+        if r["dup_of"] is not None:
+            return f"is a duplicate of {r['dup_of']} ({where}, {r['dup_reason']}) but in the manifest"
+    return None
+
+
+def check_kept_only(layout: OutputLayout, manifest: pa.Table, report: VerifyReport) -> None:
+    """No manifest tile is filtered, a duplicate of another, leaked, or listed twice."""
+    dedup = {}
+    if layout.dedup.exists():
+        table = mf.read_table(layout.dedup, mf.DEDUP_SCHEMA, columns=["tile_id", "dup_of", "dup_reason"])
+        table = table.filter(pc.or_(pc.is_valid(table["dup_of"]), pc.is_valid(table["dup_reason"])))
+        dedup = {r["tile_id"]: r for r in table.to_pylist()}
+    seen: set[str] = set()
+    columns = ["tile_id", "shard", "filter_reason", "dup_of", "dup_reason"]
+    for row in manifest.select(columns).to_pylist():
+        if row["tile_id"] in seen:
+            report.add("tile id appears more than once in the manifest", shard=row["shard"], tile_id=row["tile_id"])
+        seen.add(row["tile_id"])
+        reason = _dropped_reason(row, dedup)
+        if reason:
+            report.add(reason, shard=row["shard"], tile_id=row["tile_id"])
+
+
+def check_build_record(layout: OutputLayout, manifest: pa.Table, report: VerifyReport) -> None:
+    """``build.json`` ``stages.catalog.tiles_kept`` must be the manifest's row count; an interrupted compaction
+    (its journal ``compact.json`` still there) is a problem until ``rs4m compact`` runs again."""
+    if (layout.root / "compact.json").exists():
+        report.add(f"an interrupted `rs4m compact` left compact.json; run `rs4m compact {layout.root}` to finish")
+    if not layout.build_json.exists():
+        return
+    try:
+        kept = json.loads(layout.build_json.read_text()).get("stages", {}).get("catalog", {}).get("tiles_kept")
+    except (ValueError, AttributeError) as err:
+        report.add(f"build.json cannot be read: {err}")
+        return
+    if kept is not None and kept != manifest.num_rows:
+        report.add(f"build.json stages.catalog.tiles_kept is {kept} but manifest.parquet has {manifest.num_rows} "
+                   f"rows; re-run `rs4m catalog {layout.root}`")
+
+
+def verify_output(out: Path, decode: Callable[[bytes, dict], str | None] | None = None,
+                  decode_tiles: bool = True) -> VerifyReport:
+    """Verify the output folder ``out``; see the module docstring for what is checked.
+
+    ``decode`` replaces the per-row image check (:func:`decode_at_size`); ``decode_tiles=False`` skips it.
+    """
     layout = OutputLayout(Path(out))
     if not layout.root.is_dir():
         raise OutputError(f"{out} is not a folder; give the OUT folder of a build")
+    if decode is None and decode_tiles:
+        decode = decode_at_size
     report = VerifyReport()
-    check_shards(layout, report)
-    check_rows(layout, stored_rows(layout), report, decode)
+    sound = check_shards(layout, report)
+    check_rows(layout, stored_rows(layout), report, decode, sound)
+    if layout.manifest.exists():
+        manifest = mf.read_table(layout.manifest, mf.MANIFEST_SCHEMA)
+        check_against_tiles(layout, manifest, report)
+        check_kept_only(layout, manifest, report)
+        check_build_record(layout, manifest, report)
     return report
