@@ -139,3 +139,123 @@ def test_plot_grows_with_sources(build, tmp_path):
     assert sizes[0][0] == sizes[1][0] and sizes[1][1] > sizes[0][1]
     result = run_cli("stats", build, "--plot", tmp_path / "cli.png")
     assert result.exit_code == 0 and Image.open(tmp_path / "cli.png").size == sizes[0]
+
+
+# ---- inspect and contact sheets ----------------------------------------------------------------------------
+
+import hashlib  # noqa: E402
+import tarfile  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from rs4m import manifest as mf  # noqa: E402
+from rs4m.codec import decode  # noqa: E402
+from rs4m.report import PAD_PX, contact_sheet, duplicate_groups, records, select_tiles  # noqa: E402
+
+
+def tar_member(out: Path, shard: str, name: str) -> bytes:
+    with tarfile.open(out / "shards" / shard) as tar:
+        return tar.extractfile(name).read()
+
+
+def manifest(out: Path) -> list[dict]:
+    return mf.read_table(out / "manifest.parquet", mf.MANIFEST_SCHEMA).to_pylist()
+
+
+def test_inspect_bytes_are_the_stored_bytes(build, tmp_path):
+    rows = manifest(build)
+    for row in (rows[0], rows[-1]):
+        target = tmp_path / f"{row['tile_id']}.{row['format']}"
+        result = run_cli("inspect", build, "--tile-id", row["tile_id"], "--bytes", target)
+        assert result.exit_code == 0, result.output
+        data = target.read_bytes()
+        assert data == tar_member(build, row["shard"], f"{row['tile_id']}.{row['format']}")
+        assert hashlib.sha256(data).hexdigest() == row["sha256"] and len(data) == row["length"]
+
+
+def test_inspect_dropped_tile_says_why(build, tmp_path):
+    dedup = mf.read_table(build / "dedup.parquet", mf.DEDUP_SCHEMA).to_pylist()
+    dup = next(d for d in dedup if d["dup_of"] is not None)
+    result = run_cli("inspect", build, "--tile-id", dup["tile_id"], "--json", "--bytes", tmp_path / "dup.jpg")
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)["rows"]
+    assert (row["status"], row["dup_of"], row["dup_group"]) == ("duplicate", dup["dup_of"], dup["dup_group"])
+    assert (tmp_path / "dup.jpg").read_bytes() == tar_member(build, row["shard"], f"{dup['tile_id']}.jpg")
+    missing = run_cli("inspect", build, "--tile-id", "0" * 32)
+    assert missing.exit_code == 2 and "is in no tiles part" in missing.stderr
+
+
+def test_inspect_where_and_source(build):
+    cut = float(np.median([r["richness"] for r in manifest(build)]))
+    expected = sql(f"SELECT tile_id FROM {{manifest}} WHERE richness > {cut} AND source = 'folder/images' "
+                   "ORDER BY tile_id", build)
+    result = run_cli("inspect", build, "--where", f"richness > {cut}", "--source", "folder/images", "--json",
+                     "-n", 1000)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["count"] == len(expected) > 0
+    assert [r["tile_id"] for r in data["rows"]] == [t for (t,) in expected]
+    few = json.loads(run_cli("inspect", build, "-n", 3, "--json").stdout)
+    assert len(few["rows"]) == 3 and few["count"] == len(manifest(build))
+
+
+@pytest.mark.parametrize("expr", ["richness >", "no_such_column > 3", "richness"])
+def test_inspect_bad_where_is_one_line(build, expr):
+    result = run_cli("inspect", build, "--where", expr)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("rs4m: error: --where")
+
+
+def _cell(sheet: np.ndarray, row: int, col: int, thumb: int, label_h: int) -> np.ndarray:
+    y, x = PAD_PX + row * (thumb + label_h + PAD_PX), PAD_PX + col * (thumb + PAD_PX)
+    return sheet[y:y + thumb, x:x + thumb]
+
+
+def _thumb(out: Path, row: dict, thumb: int) -> np.ndarray:
+    data = tar_member(out, row["shard"], f"{row['tile_id']}.{row['format']}")
+    img = Image.fromarray(decode(data))
+    img.thumbnail((thumb, thumb))
+    return np.asarray(img)
+
+
+@pytest.mark.parametrize("n,cols,lines", [(1, 1, 1), (4, 2, 2), (10, 4, 3)])
+def test_contact_sheet_grid(build, tmp_path, n, cols, lines):
+    thumb = 64
+    rows = records(select_tiles(build).head(n))
+    path = contact_sheet(build, rows, tmp_path / "grid.png", thumb=thumb)
+    with Image.open(path) as img:
+        assert img.format == "PNG"
+        sheet = np.asarray(img.convert("RGB"))
+    height, width = sheet.shape[:2]
+    assert width == cols * (thumb + PAD_PX) + PAD_PX
+    label_h = (height - PAD_PX) // lines - thumb - PAD_PX
+    assert height == lines * (thumb + label_h + PAD_PX) + PAD_PX and label_h > 10
+    last = rows[-1]
+    expected = _thumb(build, last, thumb)  # full-size 256 px tiles fill the cell exactly
+    got = _cell(sheet, (n - 1) // cols, (n - 1) % cols, thumb, label_h)
+    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_contact_sheet_dups_one_group_per_line(build, tmp_path):
+    thumb = 48
+    groups = duplicate_groups(build, 3)
+    assert len(groups) == 3
+    for g in groups:
+        assert g[0]["dup_of"] is None and all(r["dup_of"] == g[0]["tile_id"] for r in g[1:])
+        assert len({r["dup_group"] for r in g}) == 1
+    path = contact_sheet(build, groups, tmp_path / "dups.png", thumb=thumb)
+    sheet = np.asarray(Image.open(path).convert("RGB"))
+    cols = max(len(g) for g in groups)
+    assert sheet.shape[1] == cols * (thumb + PAD_PX) + PAD_PX
+    label_h = (sheet.shape[0] - PAD_PX) // 3 - thumb - PAD_PX
+    for line, g in enumerate(groups):
+        kept = _thumb(build, g[0], thumb)
+        h, w = kept.shape[:2]
+        cell = _cell(sheet, line, 0, thumb, label_h)
+        oy, ox = (thumb - h) // 2, (thumb - w) // 2
+        assert np.abs(cell[oy:oy + h, ox:ox + w].astype(int) - kept.astype(int)).max() <= 1
+    result = run_cli("inspect", build, "--dups", "-n", 2, "--grid", tmp_path / "cli.png", "--json", "--thumb", thumb)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [g["tiles"][0]["tile_id"] for g in data["groups"]] == [g[0]["tile_id"] for g in groups[:2]]
+    assert Image.open(tmp_path / "cli.png").size[1] < sheet.shape[0]
