@@ -139,14 +139,13 @@ def copy_kept(src: Path, dst: Path, kept: dict[str, dict]) -> tuple[dict, dict[s
             "sha256": info.sha256}, offsets
 
 
-def _new_locations(table: pa.Table, shard: str, offsets: dict[str, int]) -> pa.Table:
-    """``table`` (a tiles part or the manifest) with new offsets for ``shard``'s copied tiles and null
-    shard / offset / length for its other rows; rows of other shards are unchanged."""
-    ids, shards = table["tile_id"].to_pylist(), table["shard"].to_pylist()
-    old = {n: table[n].to_pylist() for n in ("shard", "offset", "length")}
-    new = {n: list(v) for n, v in old.items()}
-    for k, (tile_id, s) in enumerate(zip(ids, shards)):
-        if s != shard:
+def _new_locations(table: pa.Table, shards: set[str], offsets: dict[str, int]) -> pa.Table:
+    """``table`` (a tiles part or the manifest) with, for rows in the rewritten ``shards``, the new offset of
+    each copied tile and null shard / offset / length for the others; rows of other shards are unchanged."""
+    ids = table["tile_id"].to_pylist()
+    new = {n: table[n].to_pylist() for n in ("shard", "offset", "length")}
+    for k, tile_id in enumerate(ids):
+        if new["shard"][k] not in shards:
             continue
         if tile_id in offsets:
             new["offset"][k] = offsets[tile_id]
@@ -158,14 +157,15 @@ def _new_locations(table: pa.Table, shard: str, offsets: dict[str, int]) -> pa.T
     return table
 
 
-def _stage_unit(layout: OutputLayout, part: Path, kept: dict[str, dict], renames: list,
+def _stage_unit(layout: OutputLayout, part: Path, kept: dict[str, dict[str, dict]], renames: list,
                 shard_rows: list[dict], report: CompactReport) -> dict[str, int]:
-    """Stage the new shard and tiles part of one unit if it holds dropped bytes; return the new offsets."""
+    """Stage the new shard and tiles part of one unit if it holds dropped bytes; return the new offsets.
+    ``kept`` maps shard → tile_id → manifest row."""
     info = mf.read_metadata(part, "shard")
     table = pq.read_table(part)
     shard = info["shard"]
     stored = {t for t, s in zip(table["tile_id"].to_pylist(), table["shard"].to_pylist()) if s == shard}
-    mine = {t: r for t, r in kept.items() if r["shard"] == shard}
+    mine = kept.get(shard, {})
     report.shards += 1
     report.bytes_before += info["bytes"]
     report.tiles_kept += len(mine)
@@ -176,13 +176,13 @@ def _stage_unit(layout: OutputLayout, part: Path, kept: dict[str, dict], renames
         return {}
     path = layout.shards_dir / shard
     new_info, offsets = copy_kept(path, staged(path), mine)
-    mf.write_table(_new_locations(table, shard, offsets), staged(part), metadata={"shard": new_info})
+    mf.write_table(_new_locations(table, {shard}, offsets), staged(part), metadata={"shard": new_info})
     renames.append((staged(path), path))
     renames.append((staged(part), part))
     shard_rows.append(new_info)
     report.shards_rewritten += 1
     report.bytes_after += new_info["bytes"]
-    return {shard: offsets}
+    return offsets
 
 
 def run_compact(out: Path) -> CompactReport:
@@ -193,17 +193,18 @@ def run_compact(out: Path) -> CompactReport:
     report = CompactReport(resumed=finish_swaps(layout))
     remove_staged(layout)
     manifest = mf.read_table(layout.manifest, mf.MANIFEST_SCHEMA)
-    kept = {r["tile_id"]: r for r in manifest.select(["tile_id", "shard", "offset", "length", "format",
-                                                       "sha256"]).to_pylist()}
+    kept: dict[str, dict[str, dict]] = {}
+    for r in manifest.select(["tile_id", "shard", "offset", "length", "format", "sha256"]).to_pylist():
+        kept.setdefault(r["shard"], {})[r["tile_id"]] = r
     renames: list[tuple[Path, Path]] = []
     shard_rows: list[dict] = []
-    moved: dict[str, dict[str, int]] = {}
+    offsets: dict[str, int] = {}
     for part in layout.tile_parts():
-        moved.update(_stage_unit(layout, part, kept, renames, shard_rows, report))
+        offsets.update(_stage_unit(layout, part, kept, renames, shard_rows, report))
     if not renames:
         return report
-    for shard, offsets in moved.items():
-        manifest = _new_locations(manifest, shard, offsets)
+    rewritten = {dst.name for src, dst in renames if dst.parent == layout.shards_dir}
+    manifest = _new_locations(manifest, rewritten, offsets)
     mf.write_table(manifest, staged(layout.manifest), mf.MANIFEST_SCHEMA)
     mf.write_table(mf.table_from_rows(shard_rows, mf.SHARDS_SCHEMA), staged(layout.shards_table))
     renames += [(staged(layout.manifest), layout.manifest), (staged(layout.shards_table), layout.shards_table)]

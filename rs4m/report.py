@@ -196,7 +196,7 @@ def format_stats(stats: Mapping[str, Any]) -> str:
              f"kept tiles {_size(stats['bytes']['kept'])}", ""]
     rows = [[key, c["scenes"], c["tiles_total"], c["tiles_kept"], c["filtered"], c["duplicates"], c["leaked"],
              _size(c["bytes_kept"])] for key, c in stats[group].items()]
-    rows.append(["total", sum(r[1] for r in rows), stats["tiles_total"], stats["tiles_kept"],
+    rows.append(["total", stats["scenes"], stats["tiles_total"], stats["tiles_kept"],
                  stats["filtered"]["total"], stats["duplicates"]["total"], stats["leaked"]["total"],
                  _size(stats["bytes"]["kept"])])
     lines += text_table([stats["by"], "scenes", "tiles", "kept", "filtered", "dups", "leaked", "kept bytes"], rows)

@@ -192,3 +192,24 @@ def test_compact_without_manifest_is_one_line(tmp_path):
     result = run_cli("compact", tmp_path)
     assert result.exit_code == 2
     assert result.stderr.strip().count("\n") == 0 and "manifest.parquet" in result.stderr
+
+
+def test_shard_without_kept_tiles_becomes_empty(out):
+    """The manifest is the truth: with every DOTA tile taken out of it, the DOTA shard keeps no sample but stays
+    (its unit is still done for the tile stage), and the build verifies."""
+    rows = manifest_rows(out)
+    dota = {r["shard"] for r in rows if r["source"] == "folder/images"}
+    assert len(dota) == 1
+    left = [r for r in rows if r["source"] != "folder/images"]
+    mf.write_table(mf.table_from_rows(left, mf.MANIFEST_SCHEMA), out / "manifest.parquet", mf.MANIFEST_SCHEMA)
+    record = json.loads((out / "build.json").read_text())
+    record["stages"]["catalog"]["tiles_kept"] = len(left)
+    (out / "build.json").write_text(json.dumps(record))
+    report = run_compact(out)
+    assert report.shards_rewritten == 2
+    (shard,) = dota
+    assert members(out / "shards" / shard) == {}
+    info = {s["shard"]: s for s in mf.read_table(out / "shards.parquet", mf.SHARDS_SCHEMA).to_pylist()}
+    assert info[shard]["samples"] == 0 and info[shard]["bytes"] == (out / "shards" / shard).stat().st_size
+    assert all(r["shard"] is None for r in tiles_rows(out) if r["source"] == "folder/images")
+    assert verify_output(out).ok
