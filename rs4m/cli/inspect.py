@@ -50,6 +50,8 @@ def _inspect_dups(out: Path, source: str | None, n: int, grid: Path | None, thum
     if as_json:
         echo_json({"groups": [{"dup_group": g[0]["dup_group"], "tiles": g} for g in groups]})
         return
+    if not groups:
+        click.echo("no duplicate groups" + (f" with tiles of {source}" if source else ""), err=True)
     for g in groups:
         members = ", ".join(f"{r['tile_id'][:8]} ({r['dup_reason']})" for r in g[1:])
         click.echo(f"group {g[0]['dup_group']}: kept {g[0]['tile_id'][:8]} {g[0]['source']}; dropped {members}",
