@@ -78,15 +78,14 @@ def prepare(out, recipe_path, root, sources, strict, force, tile_flags):
 def summary_line(counts: dict, seconds: float) -> str:
     tile = counts.get("tile", {})
     scenes = counts.get("scan", {}).get("scenes")
-    kept = tile.get("kept", 0)
     errors = counts.get("errors", tile.get("errors", 0))
     parts = [f"scenes {scenes}" if scenes is not None else "scenes (scanned before)",
-             f"tiles {kept}", f"filtered {tile.get('filtered', 0)}"]
+             f"tiles {tile.get('tiles', 0)}", f"filtered {tile.get('filtered', 0)}"]
     if "dedup" in counts:
         parts.append(f"duplicates {counts['dedup'].get('duplicates', 0)}")
     if "catalog" in counts:
         parts.append(f"manifest {counts['catalog'].get('tiles_kept', 0)}")
-    rate = kept / seconds if seconds > 0 else 0.0
+    rate = tile.get("tiles", 0) / seconds if seconds > 0 else 0.0
     parts += [f"errors {errors}", f"{seconds:.1f} s", f"{rate:.1f} tiles/s"]
     return "done: " + ", ".join(parts)
 
