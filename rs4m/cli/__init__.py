@@ -23,6 +23,7 @@ COMMAND_MODULES: list[tuple[str, str]] = [
     ("rs4m.cli.dedup", "leakage"),
     ("rs4m.cli.demo", "demo"),
     ("rs4m.cli.verify", "verify"),
+    ("rs4m.cli.sources", "sources"),
     ("rs4m.cli.stats", "stats"),
     ("rs4m.cli.inspect", "inspect"),
     ("rs4m.cli.compact", "compact"),

@@ -1,4 +1,43 @@
-"""Source adapters, one module per dataset, registered by name (see :mod:`rs4m_tools.adapters.base`)."""
+"""Source adapters, one module per dataset, registered by name (see :mod:`rs4m_tools.adapters.base`).
+
+``rs4m sources`` lists them. Most are :class:`~rs4m_tools.adapters._layout.LayoutAdapter` subclasses that state
+a dataset's facts and the globs of its images; :mod:`rs4m_tools.adapters._layout` walks folders and the
+archives datasets ship in. ``folder`` takes any folder of rasters, ``bandstack`` stacks per-band files.
+
+Recipe TOML (``manifests/rs4m.toml``; read by :func:`rs4m.config.load_recipe`)::
+
+    [build]            # defaults for every source
+    tile_size = 512
+    stride = 512
+    mode = "grid"      # grid | random
+    crop_min = 64      # random crops: side drawn within crop_min..crop_max
+    crop_max = 1024
+    format = "jpg"
+    quality = 95
+    out_size = 0       # 0 = keep tile size
+    scenes_per_unit = 64
+    [filters]
+    max_nodata_frac = 0.5
+    min_richness = 0.0
+    [dedup]
+    radius_bits = 5
+    geo = true
+    dihedral = true
+    source_priority = ["dota_v2", ...]   # on duplicates, keep the tile of the source listed first
+    [[sources]]
+    name = "dota_v2"          # adapter name (``rs4m sources``)
+    path = "dota"             # optional, relative to --root (default: the adapter name); absolute allowed
+    splits = ["train", "val"] # optional; default: all splits minus the adapter's test_splits
+    glob = "..."              # optional override of the adapter's image pattern
+    max_images = 0            # optional cap (0 = all); deterministic (first N by path)
+    tile_size = 1024          # any [build] key may be overridden per source
+    mode = "random"
+    options = {licence = "..."}  # optional, adapter-specific (``folder``: licence)
+
+A split a source names must be one of its adapter's ``splits`` (``tests/test_adapters.py`` checks every
+shipped recipe); "whole" tiling is a ``tile_size`` at least as large as the images, since an image no larger
+than the tile becomes exactly one tile.
+"""
 
 from rs4m_tools.adapters.base import (  # noqa: F401
     SceneRef,
@@ -9,4 +48,30 @@ from rs4m_tools.adapters.base import (  # noqa: F401
     register_source,
 )
 
-from rs4m_tools.adapters import bandstack, folder  # noqa: E402,F401  (registers the adapters)
+from rs4m_tools.adapters import (  # noqa: E402,F401  (importing a module registers its adapters)
+    aid,
+    bandstack,
+    deepglobe,
+    dior,
+    dota,
+    fair1m,
+    fmow,
+    folder,
+    gid,
+    hrsc2016,
+    inria,
+    isaid,
+    loveda,
+    millionaid,
+    patternnet,
+    potsdam,
+    resisc45,
+    rsd46,
+    spacenet,
+    ucmerced,
+    vaihingen,
+    vhr10,
+    whurs19,
+    xview,
+    xview2,
+)

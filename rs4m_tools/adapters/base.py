@@ -79,6 +79,27 @@ class SourceAdapter:
         raise NotImplementedError
 
     @classmethod
+    def default_splits(cls) -> tuple[str, ...] | None:
+        """The splits read when a recipe names none: every known split except the benchmark test splits.
+
+        None (read everything, images of no known split included) where the dataset has no splits or no test
+        splits; this is the rule the scan stage applies.
+        """
+        if not cls.splits or not cls.test_splits:
+            return None
+        return tuple(s for s in cls.splits if s not in cls.test_splits)
+
+    @classmethod
+    def check_splits(cls, splits: tuple[str, ...] | None) -> None:
+        """Raise :class:`SourceError` when ``splits`` names a split this dataset does not have."""
+        if splits is None or not cls.splits:
+            return
+        unknown = [s for s in splits if s not in cls.splits]
+        if unknown:
+            raise SourceError(f"source {cls.name}: unknown split(s) {', '.join(map(repr, unknown))}; "
+                              f"{cls.title or cls.name} has: {', '.join(cls.splits)}")
+
+    @classmethod
     def facts(cls) -> dict:
         """The adapter's facts as a JSON-able dict (``rs4m sources --json``)."""
         return {

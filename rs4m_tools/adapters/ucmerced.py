@@ -1,0 +1,31 @@
+"""UC Merced Land Use: 2,100 USGS orthophoto crops of 256 x 256 px at 1 ft in 21 classes (kept whole).
+
+Layout (official download; TorchGeo uses the same)::
+
+    UCMerced_LandUse/Images/agricultural/agricultural00.tif    ...   (UCMerced_LandUse.zip: the same inside)
+"""
+
+from __future__ import annotations
+
+from rs4m_tools.adapters._layout import LayoutAdapter
+from rs4m_tools.adapters.base import register_source
+
+
+@register_source
+class UCMerced(LayoutAdapter):
+    name = "ucmerced"
+    title = "UC Merced Land Use"
+    citation = ("Yang and Newsam, Bag-of-Visual-Words and Spatial Extensions for Land-Use Classification, "
+                "ACM SIGSPATIAL GIS 2010")
+    licence = "public domain (USGS National Map imagery)"
+    sensor = "aerial orthophotos (USGS National Map Urban Area Imagery)"
+    gsd_m = (0.3048, 0.3048)
+    bands = "RGB"
+    splits = {"all": 2100}
+    test_splits = ()
+    tiling = "whole"
+    layout_notes = ("TIFFs in one folder per class under Images/, unpacked or zipped; no official split ('all'). "
+                    "TorchGeo's uc_merced-*.txt split lists are ignored.")
+    patterns = ("**/*.tif",)
+    split_names = {}
+    default_split = "all"

@@ -1,0 +1,31 @@
+"""xView: WorldView-3 scenes of about 3000 x 3000 px at 0.3 m for object detection (tiled).
+
+Layout (official download)::
+
+    train_images/1036.tif     (train_images.tgz / .zip: the same inside)
+    val_images/100.tif        (val_images.tgz)
+    train_labels/xView_train.geojson   (never taken)
+"""
+
+from __future__ import annotations
+
+from rs4m_tools.adapters._layout import LayoutAdapter
+from rs4m_tools.adapters.base import register_source
+
+
+@register_source
+class XView(LayoutAdapter):
+    name = "xview"
+    title = "xView"
+    citation = "Lam et al., xView: Objects in Context in Overhead Imagery, arXiv:1802.07856, 2018"
+    licence = "CC-BY-NC-SA-4.0"
+    sensor = "WorldView-3"
+    gsd_m = (0.3, 0.3)
+    bands = "RGB"
+    splits = {"train": 846, "val": 281}
+    test_splits = ("val",)
+    tiling = "tile"
+    layout_notes = ("GeoTIFFs in train_images/ and val_images/, unpacked or archived. The val images' labels "
+                    "were never released (they served as the challenge's hold-out), so 'val' is treated as a "
+                    "benchmark test split and left out by default.")
+    patterns = ("**/*images*/*.tif",)
