@@ -1,0 +1,109 @@
+"""Training checkpoints: atomic save, pickle-free load, and the encoder export to safetensors with timm keys.
+
+A checkpoint is one ``torch.save`` file holding only tensors and plain Python values, so it loads with
+``torch.load(weights_only=True)``::
+
+    {"model": state_dict, "optimizer": state_dict, "step": int, "epoch": int, "samples": int,
+     "rng": {"torch": ByteTensor, "cuda": [ByteTensor, ...], "numpy": [...], "python": [...]},
+     "config": {...resolved run config...}, "num_samples": int, "corrupt_tiles": int}
+
+``step`` counts finished optimiser steps; ``samples`` is the sampler position (samples consumed by all
+ranks together), from which the data stream resumes; ``epoch`` = samples // num_samples, for people.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from pretrain.model import MaskedViT
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def rng_state() -> dict[str, Any]:
+    """The process's RNG states (torch CPU and CUDA, numpy's and Python's global generators), pickle-free."""
+    np_state = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": [py_version, list(py_internal), py_gauss],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore ``rng_state()``'s output (CUDA states only where this process has as many devices)."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically: a temp file in the same folder, fsync, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint without unpickling code (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def encoder_weights(model_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The encoder entries of a full model state dict, under timm ``vit_*_patch16_224`` names."""
+    return {k: v for k, v in model_state.items() if k.startswith(MaskedViT.ENCODER_PREFIXES)}
+
+
+def export_encoder(ckpt: Path, out: Path) -> dict[str, str]:
+    """Write the encoder of checkpoint ``ckpt`` to ``out`` (.safetensors, timm keys); return its metadata.
+
+    The metadata (``method``, ``model``, ``step``) lets evaluation rebuild the same architecture.
+    """
+    state = load_checkpoint(ckpt)
+    weights = {k: v.detach().float().contiguous() for k, v in encoder_weights(state["model"]).items()}
+    config = state.get("config", {})
+    meta = {"method": str(config.get("method", "")), "model": str(config.get("model", "")),
+            "step": str(state.get("step", "")), "format": "timm-vit"}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        save_file(weights, tmp, metadata=meta)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return meta
+
+
+def read_config(ckpt: Path) -> dict[str, Any]:
+    """The resolved run config stored in a checkpoint, as JSON-able values."""
+    return json.loads(json.dumps(load_checkpoint(ckpt).get("config", {})))

@@ -1,0 +1,175 @@
+"""Pretraining entry point: distributed setup, data, model, optimiser, resume, checkpoints and export.
+
+Single process::
+
+    python -m pretrain --manifest OUT/manifest.parquet --run RUN --model vit_small --steps 10000
+
+Many processes (one per GPU; on CPU the gloo backend)::
+
+    torchrun --nproc-per-node 8 -m pretrain --manifest ... --run-dir RUN --batch-size 2048 --steps 100000
+
+(``--run-dir`` is ``--run``'s other name; torchrun mistakes ``--run`` for its own ``--run-path``.)
+
+A run folder holds ``config.json`` (the resolved config), ``metrics.jsonl``, ``checkpoint.pt`` (the latest,
+replaced atomically every ``--ckpt-every`` steps and at the end) and ``encoder.safetensors`` (the final
+encoder, timm keys). ``--resume`` continues from ``checkpoint.pt``: with the same ``--steps`` it finishes the
+same run, and on CPU its per-step losses equal the uninterrupted run's bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from pretrain import checkpoint as ckpt
+from pretrain.data import ResumableSampler, TileDataset
+from pretrain.engine import (RUN_IDENTITY, Loop, MetricsLog, TrainConfig, format_record, resolve, run_steps)
+from pretrain.flops import flops_per_image
+from pretrain.model import create_model
+from rs4m.errors import ConfigError
+from rs4m.manifest import atomic_write_json
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the job: rank, world size, local rank (GPU index)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+
+def setup_distributed(device_type: str) -> Dist:
+    """Join the torchrun process group if launched by torchrun (NCCL on CUDA, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist()
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_type == "cuda":
+        torch.cuda.set_device(local)
+    dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), local)
+
+
+def pick_device(choice: str, local_rank: int) -> str:
+    """``auto`` → CUDA where torch sees a GPU, else CPU; ``cuda`` without a GPU is a ConfigError."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda asked for, but torch sees no CUDA device")
+    if choice == "cpu" or not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{local_rank}"
+
+
+def build_loader(dataset: TileDataset, settings: dict[str, Any], dist_info: Dist, start: int) -> DataLoader:
+    """An endless DataLoader of micro-batches for this rank, starting at global sample position ``start``."""
+    sampler = ResumableSampler(len(dataset), settings["micro_batch"], settings["seed"], dist_info.rank,
+                               dist_info.world_size, start)
+    workers = settings["workers"]
+    return DataLoader(dataset, batch_size=settings["micro_batch"], sampler=sampler, num_workers=workers,
+                      pin_memory=settings["device"].startswith("cuda"), prefetch_factor=4 if workers else None)
+
+
+def build_model_and_optimizer(settings: dict[str, Any]) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """The model (same initial weights on every rank) and AdamW with the authors' betas and decay groups."""
+    torch.manual_seed(settings["seed"])
+    model = create_model(settings["method"], settings["model"]).to(settings["device"])
+    groups = model.param_groups(settings["weight_decay"])
+    fused = settings["device"].startswith("cuda")
+    optimizer = torch.optim.AdamW(groups, lr=settings["lr"], betas=(0.9, 0.95), fused=fused)
+    return model, optimizer
+
+
+def check_resumable(saved: dict[str, Any], settings: dict[str, Any]) -> None:
+    """A resumed run must be the same run: same identity keys (steps, batch, seed, filter, ...)."""
+    diff = [f"{k}: saved {saved.get(k)!r}, now {settings.get(k)!r}" for k in RUN_IDENTITY
+            if saved.get(k) != settings.get(k)]
+    if diff:
+        raise ConfigError("--resume with different settings than the checkpoint's run (" + "; ".join(diff)
+                          + "); use the same flags, or start a new --run")
+
+
+def restore(run: Path, settings: dict[str, Any], model, optimizer, metrics: MetricsLog) -> tuple[int, int]:
+    """Load ``run/checkpoint.pt`` into model and optimiser; return (finished steps, corrupt tiles so far)."""
+    state = ckpt.load_checkpoint(run / ckpt.CHECKPOINT_NAME, map_location="cpu")
+    check_resumable(state["config"], settings)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    ckpt.set_rng_state(state["rng"])
+    metrics.truncate_after(state["step"])
+    return state["step"], state.get("corrupt_tiles", 0)
+
+
+def make_saver(run: Path, settings: dict[str, Any], model, optimizer):
+    """A callback writing ``run/checkpoint.pt`` after step ``step`` (rank 0 only)."""
+    def save(step: int, corrupt_tiles: int) -> None:
+        samples = step * settings["batch_size"]
+        ckpt.save_checkpoint(run / ckpt.CHECKPOINT_NAME, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+            "samples": samples, "epoch": samples // settings["num_samples"], "rng": ckpt.rng_state(),
+            "config": settings, "num_samples": settings["num_samples"], "corrupt_tiles": corrupt_tiles,
+        })
+    return save
+
+
+def prepare_run(cfg: TrainConfig, run: Path, rank: int) -> None:
+    """Refuse to overwrite a run by accident: a run folder with a checkpoint needs ``--resume``."""
+    if (run / ckpt.CHECKPOINT_NAME).exists() and not cfg.resume:
+        raise ConfigError(f"{run} already holds a checkpoint: pass --resume to continue it, or choose another --run")
+    if rank == 0:
+        run.mkdir(parents=True, exist_ok=True)
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run (or resume) the pretraining ``cfg`` describes; returns a summary (final step, last metrics)."""
+    cfg.check()
+    run = Path(cfg.run)
+    dist_info = setup_distributed("cuda" if pick_device(cfg.device, 0) != "cpu" else "cpu")
+    try:
+        return _train(cfg, run, dist_info)
+    finally:
+        if dist_info.world_size > 1:
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, run: Path, dist_info: Dist) -> dict[str, Any]:
+    prepare_run(cfg, run, dist_info.rank)
+    dataset = TileDataset(Path(cfg.manifest), cfg.where, seed=cfg.seed, scale=(cfg.min_scale, 1.0))
+    settings = resolve(cfg, len(dataset), dist_info.world_size, pick_device(cfg.device, dist_info.local_rank))
+    model, optimizer = build_model_and_optimizer(settings)
+    metrics = MetricsLog(run / "metrics.jsonl")
+    start, corrupt = 0, 0
+    if cfg.resume and (run / ckpt.CHECKPOINT_NAME).exists():
+        start, corrupt = restore(run, settings, model, optimizer, metrics)
+    if dist_info.rank == 0:
+        atomic_write_json(run / "config.json", settings)
+    wrapped = model
+    if dist_info.world_size > 1:
+        ids = [dist_info.local_rank] if settings["device"].startswith("cuda") else None
+        wrapped = DistributedDataParallel(model, device_ids=ids)
+    if settings["compile"]:
+        wrapped = torch.compile(wrapped)
+
+    def on_log(record: dict[str, Any]) -> None:
+        metrics.append(record)
+        print(format_record(record, settings["total_steps"]), flush=True)
+
+    saver = make_saver(run, settings, model, optimizer)
+    loop = Loop(wrapped, optimizer, iter(build_loader(dataset, settings, dist_info, start * cfg.batch_size)),
+                settings, dist_info.rank, flops_per_image(cfg.method, cfg.model).train, on_log,
+                lambda step, bad: saver(step, bad) if dist_info.rank == 0 else None)
+    corrupt = run_steps(loop, start, corrupt)
+    finished = settings["total_steps"] <= max(start, settings["stop_at"] or settings["total_steps"])
+    if finished and dist_info.rank == 0:
+        ckpt.export_encoder(run / ckpt.CHECKPOINT_NAME, run / "encoder.safetensors")
+    if corrupt and dist_info.rank == 0:
+        print(f"{corrupt} corrupt tile(s) were skipped; run `rs4m verify` on the build", file=sys.stderr)
+    return {"run": str(run), "finished": finished, "corrupt_tiles": corrupt,
+            "last": (metrics.read() or [None])[-1] if dist_info.rank == 0 else None}

@@ -1,0 +1,187 @@
+"""The training run: bit-exact resume (in process and after SIGKILL), metrics, checkpoints, export, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from safetensors import safe_open
+
+from pretrain import checkpoint as ckpt
+from pretrain.engine import TrainConfig, lr_at, resolve
+from pretrain.train import train
+from rs4m.errors import ConfigError
+from tests.pretrain_corpus import build_real_corpus
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def manifest(shared_data, tmp_path_factory) -> Path:
+    return build_real_corpus(shared_data, tmp_path_factory.mktemp("corpus") / "out")
+
+
+def tiny(manifest: Path, run: Path, **kw) -> TrainConfig:
+    base = dict(manifest=str(manifest), run=str(run), model="vit_tiny", steps=6, batch_size=4, workers=0,
+                log_every=1, ckpt_every=2, seed=3, blr=1e-2, warmup_steps=2, device="cpu")
+    return TrainConfig(**{**base, **kw})
+
+
+def losses(run: Path) -> list[float]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, len(records) + 1))
+    return [r["loss"] for r in records]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(manifest, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "full"
+    summary = train(tiny(manifest, run))
+    assert summary["finished"]
+    return run
+
+
+def test_metrics_and_files_of_a_run(uninterrupted):
+    records = [json.loads(line) for line in (uninterrupted / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    for key in ("loss", "lr", "images_per_s", "data_wait_pct", "mfu", "corrupt_tiles", "epoch"):
+        assert key in records[0]
+    assert all(r["images_per_s"] > 0 and 0 <= r["data_wait_pct"] <= 100 and r["mfu"] is None for r in records)
+    config = json.loads((uninterrupted / "config.json").read_text())
+    assert config["total_steps"] == 6 and config["micro_batch"] == 4
+    assert config["lr"] == pytest.approx(0.25 / 0.85 * 1e-2 * 4 / 256)
+    assert [r["lr"] for r in records] == pytest.approx([lr_at(s, config["lr"], 2, 6) for s in range(6)])
+    assert records[0]["epoch"] == pytest.approx(4 / config["num_samples"])
+    state = torch.load(uninterrupted / "checkpoint.pt", weights_only=True)  # no pickle needed
+    assert state["step"] == 6 and state["samples"] == 24 and state["config"]["seed"] == 3
+
+
+def test_resume_after_stop_is_bit_exact(manifest, uninterrupted, tmp_path):
+    run = tmp_path / "split"
+    first = train(tiny(manifest, run, stop_at=3))
+    assert not first["finished"] and not (run / "encoder.safetensors").exists()
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 3
+    train(tiny(manifest, run, resume=True))
+    assert losses(run) == losses(uninterrupted)  # exact float equality, every step
+    a = ckpt.load_checkpoint(run / "checkpoint.pt")["model"]
+    b = ckpt.load_checkpoint(uninterrupted / "checkpoint.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_after_sigkill_is_bit_exact(manifest, uninterrupted, tmp_path):
+    run = tmp_path / "killed"
+    args = [sys.executable, "-m", "pretrain", "--manifest", str(manifest), "--run", str(run), "--model", "vit_tiny",
+            "--steps", "6", "--batch-size", "4", "--workers", "1", "--log-every", "1", "--ckpt-every", "2",
+            "--seed", "3", "--blr", "1e-2", "--warmup-steps", "2", "--device", "cpu"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = torch.load(run / "checkpoint.pt", weights_only=True)["step"]
+    assert saved < 6, "the run finished before it could be killed"
+    resumed = subprocess.run(args + ["--resume"], cwd=ROOT, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert losses(run) == losses(uninterrupted)
+
+
+def test_exported_encoder_has_timm_keys(uninterrupted, tmp_path):
+    out = tmp_path / "enc.safetensors"
+    meta = ckpt.export_encoder(uninterrupted / "checkpoint.pt", out)
+    assert meta["method"] == "selectivemae" and meta["model"] == "vit_tiny"
+    per_block = ["norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight",
+                 "attn.proj.bias", "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias",
+                 "mlp.fc2.weight", "mlp.fc2.bias"]
+    expected = {"cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias", "norm.weight",
+                "norm.bias"} | {f"blocks.{i}.{name}" for i in range(4) for name in per_block}
+    state = ckpt.load_checkpoint(uninterrupted / "checkpoint.pt")["model"]
+    with safe_open(out, "pt") as f:
+        assert set(f.keys()) == expected
+        assert f.get_tensor("pos_embed").shape == (1, 197, 192)
+        assert f.get_tensor("blocks.3.attn.qkv.weight").shape == (576, 192)
+        assert all(torch.equal(f.get_tensor(k), state[k]) for k in expected)
+    with safe_open(uninterrupted / "encoder.safetensors", "pt") as f:  # written at the end of the run
+        assert set(f.keys()) == expected
+
+
+def test_where_sets_the_training_set(manifest, tmp_path):
+    run = tmp_path / "filtered"
+    train(tiny(manifest, run, steps=1, where="scene_path == 'P1888.png'"))
+    wanted = (pd.read_parquet(manifest)["scene_path"] == "P1888.png").sum()
+    assert json.loads((run / "config.json").read_text())["num_samples"] == wanted
+
+
+def test_corrupt_tiles_reach_the_metrics(manifest, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(manifest.parent, out)
+    row = pd.read_parquet(out / "manifest.parquet").iloc[0]
+    with open(out / "shards" / row["shard"], "r+b") as fh:
+        fh.seek(int(row["offset"]))
+        fh.write(b"\x00" * int(row["length"]))
+    n = len(pd.read_parquet(out / "manifest.parquet"))
+    run = tmp_path / "run"
+    train(tiny(out / "manifest.parquet", run, steps=1, batch_size=n, log_every=1))
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["corrupt_tiles"] == 1  # one full epoch in one step reads the bad tile exactly once
+    assert ckpt.load_checkpoint(run / "checkpoint.pt")["corrupt_tiles"] == 1
+
+
+def test_resume_refuses_a_different_run(manifest, uninterrupted, tmp_path):
+    run = tmp_path / "copy"
+    shutil.copytree(uninterrupted, run)
+    with pytest.raises(ConfigError, match="total_steps"):
+        train(tiny(manifest, run, steps=8, resume=True))
+    with pytest.raises(ConfigError, match="--resume"):
+        train(tiny(manifest, run))
+
+
+def test_config_rules():
+    cfg = TrainConfig(manifest="m", run="r", method="mae", steps=10, batch_size=512, accum_steps=2)
+    settings = resolve(cfg, num_samples=1000, world_size=4, device="cpu")
+    assert settings["lr"] == pytest.approx(1.5e-4 * 2) and settings["micro_batch"] == 64
+    assert settings["warmup_steps"] == 0 or settings["warmup_steps"] == round(0.05 * 10)
+    epochs = resolve(replace(cfg, steps=None, epochs=2), num_samples=1000, world_size=1, device="cpu")
+    assert epochs["total_steps"] == 4  # ceil(2 · 1000 / 512)
+    with pytest.raises(ConfigError, match="divisible"):
+        resolve(cfg, num_samples=1000, world_size=3, device="cpu")
+    with pytest.raises(ConfigError, match="exactly one"):
+        TrainConfig(manifest="m", run="r").check()
+    with pytest.raises(ConfigError, match="vit_tiny"):
+        TrainConfig(manifest="m", run="r", steps=1, model="vit_huge").check()
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero():
+    lrs = [lr_at(s, 1.0, 10, 100) for s in range(100)]
+    assert lrs[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])
+    assert lrs[10] == pytest.approx(1.0) and lrs[55] == pytest.approx(0.5)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 1e-3
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_equal_single_process_accumulation(manifest, tmp_path):
+    """2 gloo ranks × micro-batch 4 == 1 process × 2 accumulation micro-batches of 4, same global batch 8."""
+    common = ["--manifest", str(manifest), "--model", "vit_tiny", "--steps", "3", "--batch-size", "8",
+              "--workers", "0", "--log-every", "1", "--seed", "1", "--blr", "1e-2", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                          "--master-port", "29517", "-m", "pretrain", "--run-dir", str(tmp_path / "ddp"), *common],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single = subprocess.run([sys.executable, "-m", "pretrain", "--run", str(tmp_path / "single"), "--accum-steps",
+                             "2", *common], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert losses(tmp_path / "ddp") == losses(tmp_path / "single")  # bit-exact, see ResumableSampler
+    a = ckpt.load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")["model"]
+    b = ckpt.load_checkpoint(tmp_path / "single" / "checkpoint.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
