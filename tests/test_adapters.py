@@ -356,6 +356,13 @@ def test_potsdam_prefers_rgb_over_rgbir_and_skips_irrg(tmp_path):
         ("4_Ortho_RGBIR/top_potsdam_7_13_RGBIR.tif", "test", (1, 2, 3))]
 
 
+def test_archive_member_names_are_normalised(tmp_path):
+    write_tar(tmp_path / "Train.tar.gz", {"./Train/Urban/images_png/1.png": image_bytes("PNG"),
+                                          "./Train/Urban/masks_png/1.png": image_bytes("PNG"),
+                                          "../escape/images_png/2.png": image_bytes("PNG")})
+    assert [r.scene_path for r in refs_of(scan("loveda", tmp_path))] == ["Train.tar.gz/Train/Urban/images_png/1.png"]
+
+
 def test_corrupt_archive_and_empty_folder_are_problems(tmp_path):
     (tmp_path / "Images_trainval.zip").write_bytes(b"PK\x03\x04 truncated")
     write_image(tmp_path / "Images" / "test" / "000001.jpg")

@@ -204,7 +204,10 @@ def archive_members(path: Path) -> list[str]:
 
 
 def _clean_member(name: str) -> str | None:
-    """The member's path normalised for matching (``./`` dropped), or None for members never taken."""
+    """The member's path normalised (``./`` and empty parts dropped), or None for members never taken.
+
+    The normalised name is what scene paths carry: GDAL finds ``a.tar/x`` for a member stored as ``./x``.
+    """
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if not parts or name.startswith("/") or ".." in parts or "\\" in name or any(_hidden(p) for p in parts):
         return None
@@ -292,7 +295,7 @@ def _archive_images(root: Path, archive: str, matcher: Matcher, taken: set[str],
         if logical is None or any(c.lower() in taken for c in candidates):
             continue
         taken.update(c.lower() for c in candidates)
-        yield Found(f"{archive}/{name}", logical, archive)
+        yield Found(f"{archive}/{member}", logical, archive)  # GDAL cannot open ".../a.tar/./x"
 
 
 # ------------------------------------------------------------------------------------------ the adapter
