@@ -31,6 +31,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from rs4m import codec
+from rs4m.errors import OutputError
 from rs4m.manifest import MANIFEST_SCHEMA, read_table
 from rs4m.shards import ShardReader
 
@@ -63,6 +64,8 @@ def load_manifest(path: Path, where: str | None = None) -> pd.DataFrame:
     ``"source == 'folder/images' and richness > 40"``. A bad expression, or one that keeps no tile, raises
     ``ValueError`` naming the columns it may use. Only the columns the expression names are read.
     """
+    if not Path(path).is_file():
+        raise OutputError(f"{path} does not exist; give the manifest.parquet of an rs4m build")
     schema_names = [n for n in pq.read_schema(path).names if n in MANIFEST_SCHEMA.names and n != "geometry"]
     usable = ", ".join(schema_names)
     extra = _referenced_columns(where, schema_names) if where else []

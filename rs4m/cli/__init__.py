@@ -28,6 +28,7 @@ COMMAND_MODULES: list[tuple[str, str]] = [
     ("rs4m.cli.inspect", "inspect"),
     ("rs4m.cli.compact", "compact"),
     ("rs4m.cli.eval", "eval"),
+    ("rs4m.cli.pretrain", "pretrain"),
 ]
 
 
