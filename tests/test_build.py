@@ -201,3 +201,19 @@ def test_unknown_adapter_stops_before_work(tmp_path):
     result = run_cli("build", out, "--source", f"nosuchadapter={tmp_path}")
     assert result.exit_code == 2 and not out.exists()
     assert "unknown source adapter 'nosuchadapter'" in result.stderr and "folder" in result.stderr
+
+
+def test_max_images_samples_across_folders(tmp_path, shared_data):
+    src = tmp_path / "classes"
+    for cls in ("a", "b", "c", "d"):
+        (src / cls).mkdir(parents=True)
+        for i in range(6):
+            os.symlink(shared_data / "real" / "landsat7-rasterio" / "rgb-byte-tenth.tif", src / cls / f"{i}.tif")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'[[sources]]\nname = "folder"\npath = "{src}"\nmax_images = 8\n')
+    out = tmp_path / "out"
+    assert run_cli("build", out, "--recipe", recipe, "--workers", 1, "-q").exit_code == 0
+    scenes = mf.read_table(OutputLayout(out).scenes, mf.SCENES_SCHEMA).to_pylist()
+    assert len(scenes) == 8
+    assert len({s["scene_path"].split("/")[0] for s in scenes}) >= 3  # not the first two classes only
+    assert [s["scene_path"] for s in scenes] == sorted(s["scene_path"] for s in scenes)

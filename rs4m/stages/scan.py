@@ -96,9 +96,11 @@ def _enumerate(inp: SourceInput) -> tuple[list[SceneRef], list[dict]]:
                            "reason": item.reason, "detail": item.detail})
         else:
             refs.append(item)
-    refs.sort(key=lambda r: r.scene_path)
     if inp.spec.max_images:
+        # a cap samples evenly across the dataset (first N by a hash of the path, not the first classes)
+        refs.sort(key=lambda r: hashlib.blake2b(r.scene_path.encode(), digest_size=8).digest())
         refs = refs[: inp.spec.max_images]
+    refs.sort(key=lambda r: r.scene_path)
     return refs, errors
 
 

@@ -29,10 +29,7 @@ class SourceInput:
         """The splits to read: the spec's, else every known split except the adapter's benchmark test splits."""
         if self.spec.splits is not None:
             return self.spec.splits
-        cls = get_source(self.spec.name)
-        if not cls.splits or not cls.test_splits:
-            return None
-        return tuple(s for s in cls.splits if s not in cls.test_splits)
+        return get_source(self.spec.name).default_splits()
 
 
 def _make_input(spec: SourceSpec, root: Path) -> SourceInput:

@@ -29,7 +29,7 @@ Recipe TOML (``manifests/rs4m.toml``; read by :func:`rs4m.config.load_recipe`)::
     path = "dota"             # optional, relative to --root (default: the adapter name); absolute allowed
     splits = ["train", "val"] # optional; default: all splits minus the adapter's test_splits
     glob = "..."              # optional override of the adapter's image pattern
-    max_images = 0            # optional cap (0 = all); deterministic (first N by path)
+    max_images = 0            # optional cap (0 = all); deterministic (first N by a hash of the path)
     tile_size = 1024          # any [build] key may be overridden per source
     mode = "random"
     options = {licence = "..."}  # optional, adapter-specific (``folder``: licence)
