@@ -216,8 +216,19 @@ def run_steps(loop: Loop, start_step: int, corrupt_tiles: int = 0) -> int:
                 loop.on_log(record)
             meter.reset()
         if done % s["ckpt_every"] == 0 or done == end:
-            loop.on_checkpoint(done, corrupt_tiles + meter.corrupt_tiles)
+            corrupt_tiles += _sum_over_ranks(meter.corrupt_tiles, s)  # so the saved count is exact
+            meter.corrupt_tiles = 0
+            loop.on_checkpoint(done, corrupt_tiles)
     return corrupt_tiles
+
+
+def _sum_over_ranks(count: int, settings: dict[str, Any]) -> int:
+    """Sum a host count over ranks (a collective: every rank calls it on the same steps)."""
+    if settings["world_size"] == 1:
+        return count
+    total = torch.tensor([count], dtype=torch.int64, device=torch.device(settings["device"]))
+    dist.all_reduce(total)
+    return int(total.item())
 
 
 def format_record(record: dict[str, Any], total_steps: int) -> str:
