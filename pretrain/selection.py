@@ -11,6 +11,18 @@ Pure tensor functions, no parameters. One training step of SelectiveMAE uses the
 4. ``choose_targets``: the R top-scoring patches among those not encoded are reconstructed.
 
 ``select_tokens`` runs steps 2–4. Budgets come from ``token_budget``: K = floor(N(1-m)), R = floor(N r).
+
+Where this departs from the authors' released code (MiliLab/SelectiveMAE):
+
+* The score. The released code z-scores each patch's 108-value HOG vector and takes its mean, which is always
+  0, so its softmax is uniform and its "semantic" sampling is uniform random. Here the score is the L2 norm of
+  the un-normalised HOG vector, standardised across the patches of each image before the softmax, so sampling
+  is neither uniform nor deterministic whatever the image's contrast. ``score="uniform"`` reproduces the
+  released behaviour.
+* The stage schedule is expressed as fractions of the run (35 / 37.5 / 72.5 / 75 %) instead of the epochs
+  280 / 300 / 580 / 600 of 800 hard-coded there; in the blend windows each image draws its mode independently.
+* InfoBatch pruning, which the released loop applies and the paper does not mention, is an explicit opt-in
+  (``pretrain.infobatch``), never on by default.
 """
 
 from __future__ import annotations
