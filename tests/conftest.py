@@ -17,6 +17,20 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+def read_real(rel: str) -> np.ndarray:
+    """RGB uint8 pixels of a file of ../shared/data/real (first three bands of a GeoTIFF)."""
+    path = SHARED_DATA / "real" / rel
+    if not path.exists():
+        pytest.skip(f"{path} is not present (the project's shared test imagery)")
+    if path.suffix == ".tif":
+        import rasterio
+
+        with rasterio.open(path) as ds:
+            return np.ascontiguousarray(np.moveaxis(ds.read([1, 2, 3]), 0, -1))
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` (real imagery and dataset layouts); tests that need it skip where it is absent."""

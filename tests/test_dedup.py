@@ -19,22 +19,12 @@ from rs4m import manifest as mf
 from rs4m.hamming import brute_force_pairs, hamming_pairs, hamming_pairs_between, popcount
 from rs4m.hashing import dihedral, hashes, hashes_with_canonical, pixel_hash
 from rs4m.layout import OutputLayout
+
+from .conftest import read_real
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 LANDSAT = ("RGB.byte.tif", "rgb-byte-tenth.tif", "rgb1.tif", "rgb2.tif", "rgb3.tif", "rgb4.tif")
 
 
-def read_real(rel: str) -> np.ndarray:
-    """RGB uint8 pixels of a file of ../shared/data/real (first three bands of a GeoTIFF)."""
-    path = REAL / rel
-    if not path.exists():
-        pytest.skip(f"{path} is not present (the project's shared test imagery)")
-    if path.suffix == ".tif":
-        import rasterio
-
-        with rasterio.open(path) as ds:
-            return np.ascontiguousarray(np.moveaxis(ds.read([1, 2, 3]), 0, -1))
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
 
 
 # ---------------------------------------------------------------- Hamming search

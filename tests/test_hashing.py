@@ -13,6 +13,8 @@ from PIL import Image
 from rs4m import hashing as hs
 from rs4m.hamming import popcount
 
+from .conftest import read_real
+
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 
 
@@ -20,18 +22,6 @@ def _ref(fn, rgb: np.ndarray) -> int:
     return int(str(fn(Image.fromarray(np.ascontiguousarray(rgb)))), 16)
 
 
-def read_real(rel: str) -> np.ndarray:
-    """RGB uint8 pixels of a file of ../shared/data/real (first three bands of a GeoTIFF)."""
-    path = REAL / rel
-    if not path.exists():
-        pytest.skip(f"{path} is not present (the project's shared test imagery)")
-    if path.suffix == ".tif":
-        import rasterio
-
-        with rasterio.open(path) as ds:
-            return np.ascontiguousarray(np.moveaxis(ds.read([1, 2, 3]), 0, -1))
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
 
 
 @pytest.fixture(scope="module")

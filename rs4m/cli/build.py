@@ -95,29 +95,28 @@ def summary_line(counts: dict, seconds: float) -> str:
 @source_options
 def build(out, recipe, root, sources, strict, workers, engine, ray_address, force, quiet, **tile_flags):
     """Build a corpus in OUT: scan, tile, dedup, catalog. Re-run to resume a killed build."""
-    from rs4m.engines import get_engine
-    from rs4m.stages.build import finish_record, run_stages
-
     started = time.perf_counter()
     _, inputs = prepare(out, recipe, root, sources, strict, force, tile_flags)
+    if not execute(out, inputs, engine, workers, ray_address, quiet, started):
+        raise SystemExit(1)
+
+
+def execute(out: Path, inputs, engine: str, workers: int | None, ray_address: str | None, quiet: bool,
+            started: float) -> bool:
+    """Run every stage of a prepared build and print the summary; False if a unit failed after retries."""
+    from rs4m.engines import get_engine
+    from rs4m.stages.build import finish_record, run_post_stages, run_stages
+
     eng = get_engine(engine, workers=workers, address=ray_address)
     try:
         counts = run_stages(out, inputs, eng, quiet=quiet)
-        counts.update(run_post_tile(out, quiet=quiet))
+        counts.update(run_post_stages(out, quiet=quiet))
     finally:
         eng.close()
     finish_record(out, started)
     report_failures(counts)
     click.echo(summary_line(counts, time.perf_counter() - started), err=True)
-    if counts["tile"]["units_failed"]:
-        raise SystemExit(1)
-
-
-def run_post_tile(out: Path, quiet: bool) -> dict:
-    """Dedup and catalog after tiling, where those stages are available."""
-    from rs4m.stages.build import run_post_stages
-
-    return run_post_stages(out, quiet=quiet)
+    return not counts["tile"]["units_failed"]
 
 
 def report_failures(counts: dict) -> None:

