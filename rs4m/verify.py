@@ -12,6 +12,7 @@ Checks, each problem naming the shard or tile it concerns:
   the tile stage; the manifest is a filtered copy of them);
 * no manifest tile is filtered, a duplicate of another tile, or leaked (by its own columns and by
   ``dedup.parquet``), and no tile id appears twice;
+* every tile the catalog rule keeps is in the manifest (none lost between the tiles parts and the manifest);
 * ``build.json``'s ``stages.catalog.tiles_kept`` equals the manifest's row count;
 * no ``rs4m compact`` was interrupted between its commit point and its last rename (``compact.json``).
 
@@ -220,6 +221,27 @@ def check_kept_only(layout: OutputLayout, manifest: pa.Table, report: VerifyRepo
             report.add(reason, shard=row["shard"], tile_id=row["tile_id"])
 
 
+def check_none_missing(layout: OutputLayout, manifest: pa.Table, report: VerifyReport) -> None:
+    """Every tile the catalog rule keeps (not filtered, not a duplicate of another, not leaked) is in the
+    manifest: a tile lost between the tiles parts and the manifest is a problem too."""
+    parts = layout.tile_parts()
+    if not parts:
+        return
+    tiles = mf.read_parts(parts, mf.TILES_SCHEMA, columns=["tile_id", "shard", "filter_reason"])
+    dropped: set[str] = set()
+    if layout.dedup.exists():
+        dedup = mf.read_table(layout.dedup, mf.DEDUP_SCHEMA, columns=["tile_id", "dup_of", "dup_reason"])
+        gone = pc.or_(pc.is_valid(dedup["dup_of"]), pc.fill_null(pc.equal(dedup["dup_reason"], "leak"), False))
+        dropped = set(dedup.filter(gone)["tile_id"].to_pylist())
+    listed = set(manifest["tile_id"].to_pylist())
+    # rows without stored bytes (filtered, or dropped by `rs4m compact`) cannot be in the manifest
+    stored = pc.and_(pc.is_null(tiles["filter_reason"]), pc.is_valid(tiles["shard"]))
+    for row in tiles.filter(stored).to_pylist():
+        if row["tile_id"] not in dropped and row["tile_id"] not in listed:
+            report.add("kept tile (not filtered, not a duplicate, not leaked) is missing from the manifest; "
+                       f"re-run `rs4m catalog {layout.root}`", shard=row["shard"], tile_id=row["tile_id"])
+
+
 def check_build_record(layout: OutputLayout, manifest: pa.Table, report: VerifyReport) -> None:
     """``build.json`` ``stages.catalog.tiles_kept`` must be the manifest's row count; an interrupted compaction
     (its journal ``compact.json`` still there) is a problem until ``rs4m compact`` runs again."""
@@ -255,5 +277,6 @@ def verify_output(out: Path, decode: Callable[[bytes, dict], str | None] | None 
         manifest = mf.read_table(layout.manifest, mf.MANIFEST_SCHEMA)
         check_against_tiles(layout, manifest, report)
         check_kept_only(layout, manifest, report)
+        check_none_missing(layout, manifest, report)
         check_build_record(layout, manifest, report)
     return report

@@ -207,3 +207,18 @@ def test_wrong_build_json_count(real):
     code, report = _verify(real)
     assert code == 1 and len(report["problems"]) == 1
     assert f"tiles_kept is {kept + 3} but manifest.parquet has {kept} rows" in report["problems"][0]["problem"]
+
+
+def test_kept_tile_missing_from_manifest_is_reported(tmp_path, shared_data):
+    out = tmp_path / "out"
+    src = shared_data / "real" / "dota-devkit" / "images"
+    assert CliRunner().invoke(get_cli(), ["build", str(out), "--source", f"folder={src}", "--tile-size", "256",
+                                          "--workers", "1", "-q"]).exit_code == 0
+    assert _verify(out)[0] == 0
+    rows = mf.read_table(out / "manifest.parquet", mf.MANIFEST_SCHEMA).to_pylist()
+    lost = rows.pop(3)
+    mf.write_table(mf.table_from_rows(rows, mf.MANIFEST_SCHEMA), out / "manifest.parquet")
+    code, report = _verify(out)
+    assert code == 1
+    missing = [p for p in report["problems"] if "missing from the manifest" in p["problem"]]
+    assert [(p["tile_id"], p["shard"]) for p in missing] == [(lost["tile_id"], lost["shard"])]
