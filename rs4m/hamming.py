@@ -123,7 +123,6 @@ def _cross_search(qcols: list[np.ndarray], icols: list[np.ndarray], qkey: np.nda
     keep = np.repeat(mixed, run_len)
     is_query, rows = is_query[keep], (tagged[keep] & _U64((1 << idx_bits) - 1)).astype(np.int64)
     lens, n_index = run_len[mixed], n_index[mixed]
-    run_start = np.repeat(np.cumsum(lens) - lens, lens)
     q_pos, i_pos = np.flatnonzero(is_query), np.flatnonzero(~is_query)
     qs = [c[rows[q_pos]] for c in qcols]
     # index rows of a run are contiguous in i_pos: the k-th index row of run r is i_pos[index_start[r] + k]

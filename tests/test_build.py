@@ -10,7 +10,6 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import pyarrow.compute as pc
 import pytest
 import rasterio
 import rasterio.warp
@@ -111,7 +110,6 @@ def test_nodata_tiles_filtered_with_reason(landsat_build):
 def test_stored_bytes_and_hashes(landsat_build):
     import hashlib
 
-    import imagehash
 
     out, _ = landsat_build
     kept = [t for t in tiles_of(out).to_pylist() if t["shard"]]

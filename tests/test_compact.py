@@ -8,7 +8,6 @@ import shutil
 import tarfile
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 

@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from rs4m import manifest as mf
 from rs4m.layout import OutputLayout

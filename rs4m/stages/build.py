@@ -18,7 +18,7 @@ from typing import Any
 
 from rs4m import __version__
 from rs4m import manifest as mf
-from rs4m.config import FilterConfig, Recipe, TileConfig
+from rs4m.config import FilterConfig, Recipe
 from rs4m.errors import ConfigError, OutputError
 from rs4m.layout import OutputLayout
 from rs4m.stages.sources import SourceInput
@@ -106,10 +106,6 @@ def filters_of(record: dict[str, Any]) -> FilterConfig:
 
 def finish_record(out: Path, started: float) -> dict[str, Any]:
     return update_record(out, finished=_now(), seconds=round(time.perf_counter() - started, 3))
-
-
-def default_tile() -> TileConfig:
-    return TileConfig()
 
 
 def run_stages(out: Path, inputs: list[SourceInput], engine, force: bool = False, quiet: bool = False) -> dict:

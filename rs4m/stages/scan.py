@@ -8,7 +8,6 @@ sources, so each unit carries one source's tiling. A file that cannot be opened 
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator

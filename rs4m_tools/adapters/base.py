@@ -11,9 +11,9 @@ Scene paths are POSIX paths relative to the source root. A member of an archive 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar, Iterator
+from typing import ClassVar, Iterator
 
 from rs4m.errors import SourceError
 
