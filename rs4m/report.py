@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from rs4m import manifest as mf
 from rs4m.errors import ConfigError, OutputError
+from rs4m.filters import filter_frame
 from rs4m.layout import OutputLayout
 
 #: ``--by`` value → name of the per-key object in the stats
@@ -307,18 +308,6 @@ def all_tiles(out: Path) -> pd.DataFrame:
     return tiles.merge(status, on="tile_id", how="left")
 
 
-def query(frame: pd.DataFrame, where: str) -> pd.DataFrame:
-    """Rows of ``frame`` matching the pandas query ``where``; a bad expression is one :class:`ConfigError` line."""
-    try:
-        result = frame.query(where, engine="python")
-    except Exception as err:  # pandas raises many types (SyntaxError, UndefinedVariableError, TypeError...)
-        detail = " ".join(str(err).split()) or type(err).__name__
-        raise ConfigError(f"--where {where!r} is not a valid query on the manifest columns: {detail}") from None
-    if not isinstance(result, pd.DataFrame):
-        raise ConfigError(f"--where {where!r} does not select rows; write a condition such as 'richness > 20'")
-    return result
-
-
 def select_tiles(out: Path, tile_id: str | None = None, source: str | None = None,
                  where: str | None = None) -> pd.DataFrame:
     """Manifest rows matching all given conditions, in manifest order. A ``tile_id`` that left the manifest
@@ -335,7 +324,7 @@ def select_tiles(out: Path, tile_id: str | None = None, source: str | None = Non
     if source is not None:
         frame = frame[frame["source"] == source]
     if where:
-        frame = query(frame, where)
+        frame = filter_frame(frame, where)
     return frame
 
 
