@@ -35,6 +35,7 @@ class TileConfig:
     quality: int = 95
     out_size: int = 0  # 0: keep the tile's size
     scenes_per_unit: int = 64
+    shard_bytes: int = 0  # > 0: units close at this many estimated stored bytes instead (rs4m.units)
     max_pixels: int = DEFAULT_MAX_PIXELS
     seed: int = 0
 
@@ -46,6 +47,8 @@ class TileConfig:
         for name in ("tile_size", "scenes_per_unit", "crop_min", "crop_max", "max_pixels"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.shard_bytes < 0:
+            raise ConfigError(f"shard_bytes must be >= 0 (0: units by scenes_per_unit), not {self.shard_bytes}")
         if self.stride < 0 or self.out_size < 0:
             raise ConfigError("stride and out_size must be >= 0 (0 means: same as the tile)")
         if self.crop_min > self.crop_max:

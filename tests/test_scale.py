@@ -1,0 +1,85 @@
+"""Scale: work units sized by bytes, and the bounded-memory global steps equal the in-memory ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rs4m import manifest as mf
+from rs4m.config import FilterConfig, Recipe, TileConfig
+from rs4m.engines import get_engine
+from rs4m.layout import OutputLayout
+from rs4m.shards import ShardReader
+from rs4m.stages.build import plan_record, run_post_stages, run_stages, start_record
+from rs4m.stages.sources import sources_from_flags
+from rs4m.units import assign_units, estimated_bytes
+
+
+def _scenes(folder: Path, n: int = 9, seed: int = 0) -> Path:
+    """Small textured PNG scenes of a few sizes (some one tile, some several)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    for k in range(n):
+        h, w = [(60, 70), (150, 130), (64, 200)][k % 3]
+        base = rng.integers(0, 256, (h // 4 + 1, w // 4 + 1, 3), dtype=np.uint8)
+        img = np.kron(base, np.ones((4, 4, 1), np.uint8))[:h, :w] + rng.integers(0, 20, (h, w, 3), dtype=np.uint8)
+        Image.fromarray(img).save(folder / f"s{k:02d}.png")
+    return folder
+
+
+def _build(out: Path, src: Path, **tile: int) -> OutputLayout:
+    cfg = TileConfig(tile_size=64, format="png", **tile)
+    inputs = sources_from_flags([f"folder={src}"], cfg)
+    recipe = Recipe(build=cfg, filters=FilterConfig(max_nodata_frac=1.0, drop_blank=False))
+    start_record(out, plan_record(inputs, recipe, None), force=True)
+    run_stages(out, inputs, get_engine("local", workers=1), quiet=True)
+    run_post_stages(out, quiet=True)
+    return OutputLayout(out)
+
+
+def _stored(layout: OutputLayout) -> dict[str, bytes]:
+    """tile_id → the bytes stored for it, read from the shards by offset."""
+    table = mf.read_parts(layout.tile_parts(), mf.TILES_SCHEMA, columns=["tile_id", "shard", "offset", "length"])
+    with ShardReader(layout.shards_dir) as reader:
+        return {r["tile_id"]: reader.read(r["shard"], r["offset"], r["length"]) for r in table.to_pylist()}
+
+
+@pytest.fixture(scope="module")
+def unit_builds(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("units")
+    src = _scenes(tmp / "src")
+    by_count = _build(tmp / "count", src, scenes_per_unit=2)
+    by_bytes = _build(tmp / "bytes", src, scenes_per_unit=2, shard_bytes=60_000)
+    return by_count, by_bytes
+
+
+def test_byte_sized_units_store_the_same_tiles(unit_builds):
+    by_count, by_bytes = unit_builds
+    n_count, n_bytes = len(by_count.tile_parts()), len(by_bytes.tile_parts())
+    assert n_count == 5 and 1 < n_bytes < n_count  # the byte target really changed the cut
+    a, b = _stored(by_count), _stored(by_bytes)
+    assert len(a) > 9 and a == b  # same tile ids, same bytes per tile
+    ma = mf.read_table(by_count.manifest, mf.MANIFEST_SCHEMA).drop_columns(["shard", "offset"])
+    mb = mf.read_table(by_bytes.manifest, mf.MANIFEST_SCHEMA).drop_columns(["shard", "offset"])
+    assert ma.equals(mb)
+
+
+def test_byte_sized_units_reach_the_target_except_the_last(unit_builds):
+    _, by_bytes = unit_builds
+    sizes = [int(r["bytes"]) for r in mf.read_table(by_bytes.shards_table, mf.SHARDS_SCHEMA).to_pylist()]
+    assert sum(sizes[:-1]) / len(sizes[:-1]) > 40_000  # estimated 60 kB; real PNG bytes of noisy tiles are near
+    assert max(sizes) < 4 * 60_000
+
+
+def test_assign_units_by_bytes():
+    cfg = TileConfig(tile_size=100, shard_bytes=3 * estimated_bytes({"width": 100, "height": 100}, TileConfig(tile_size=100)))
+    rows = [{"source": s, "scene_path": f"{k:02d}", "width": 100, "height": 100} for s in "ab" for k in range(7)]
+    units = [r["unit"] for r in assign_units(rows[::-1], {"a": cfg, "b": cfg})]
+    assert units == [0, 0, 0, 1, 1, 1, 2, 3, 3, 3, 4, 4, 4, 5]  # 3 scenes a unit, never across sources
+    big = [{"source": "a", "scene_path": "x", "width": 5000, "height": 5000}]
+    assert [r["unit"] for r in assign_units(big, {"a": cfg})] == [0]  # an oversized scene is a unit of its own
+    counted = assign_units([dict(r) for r in rows], {"a": TileConfig(scenes_per_unit=4), "b": TileConfig(scenes_per_unit=4)})
+    assert [r["unit"] for r in counted] == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3]
