@@ -71,7 +71,7 @@ def _sorted_runs(key: np.ndarray, tag_bits: int, tags: np.ndarray) -> tuple[np.n
     return packed & _U64((1 << tag_bits) - 1), starts
 
 
-def _expand(first: np.ndarray, count: np.ndarray, step_from: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def expand_pairs(first: np.ndarray, count: np.ndarray, step_from: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """For each element ``e`` pair position ``first[e]`` with ``step_from[e] + t`` for ``t < count[e]``; chunked."""
     keep = count > 0
     first, count, step_from = first[keep], count[keep], step_from[keep]
@@ -102,7 +102,7 @@ def _self_search(cols: list[np.ndarray], key: np.ndarray, idx_bits: int, radii: 
     # hashes in key order: a candidate's partners sit next to it, so the popcount reads stay in cache
     hs = [c[rows] for c in cols]
     pos = np.arange(len(rows))
-    for a, b in _expand(pos, np.repeat(np.cumsum(lens), lens) - pos - 1, pos + 1):
+    for a, b in expand_pairs(pos, np.repeat(np.cumsum(lens), lens) - pos - 1, pos + 1):
         a, b, d = _verify(hs, hs, a, b, radii)
         yield rows[a], rows[b], d
 
@@ -128,7 +128,7 @@ def _cross_search(qcols: list[np.ndarray], icols: list[np.ndarray], qkey: np.nda
     # index rows of a run are contiguous in i_pos: the k-th index row of run r is i_pos[index_start[r] + k]
     index_start = np.repeat(np.cumsum(n_index) - n_index, lens)[q_pos]
     ids = [c[rows[i_pos]] for c in icols]
-    for a, b in _expand(np.arange(len(q_pos)), np.repeat(n_index, lens)[q_pos], index_start):
+    for a, b in expand_pairs(np.arange(len(q_pos)), np.repeat(n_index, lens)[q_pos], index_start):
         a, b, d = _verify(qs, ids, a, b, radii)
         yield rows[q_pos[a]], rows[i_pos[b]], d
 

@@ -62,13 +62,27 @@ def catalog_counts(table: pa.Table, keep: pa.ChunkedArray) -> dict:
             "sources": {s: {k: c[k] for k in keys} for s, c in sorted(per_source.items())}}
 
 
-def run_catalog(out: Path) -> dict:
-    """Write ``manifest.parquet`` and ``shards.parquet``; return the counts."""
+def run_catalog(out: Path, bounded: bool = True) -> dict:
+    """Write ``manifest.parquet`` and ``shards.parquet``; return the counts.
+
+    ``bounded`` (the default) streams the tiles parts (:func:`rs4m.stages.bounded.run_catalog_bounded`);
+    ``bounded=False`` joins them in memory. Both write the same bytes.
+    """
     layout = OutputLayout(Path(out))
+    if bounded:
+        from rs4m.stages.bounded import run_catalog_bounded
+
+        counts = run_catalog_bounded(layout)
+    else:
+        counts = _catalog_in_memory(layout)
+    write_shards_table(layout)
+    return counts
+
+
+def _catalog_in_memory(layout: OutputLayout) -> dict:
     table = joined_tiles(layout)
     keep = kept_mask(table)
     manifest = table.filter(keep)
     manifest = manifest.take(pc.sort_indices(manifest, [("tile_id", "ascending")]))
     mf.write_table(manifest, layout.manifest, mf.MANIFEST_SCHEMA)
-    write_shards_table(layout)
     return catalog_counts(table, keep)

@@ -194,10 +194,26 @@ def dedup_table(table: pa.Table, groups: dd.Groups) -> pa.Table:
     }, schema=mf.DEDUP_SCHEMA)
 
 
-def run_dedup(out: Path, config: DedupConfig = DedupConfig()) -> DedupReport:
-    """Find duplicate groups among the tiles of build ``out``; write ``dedup.parquet`` and ``dedup.json``."""
+def run_dedup(out: Path, config: DedupConfig = DedupConfig(), bounded: bool = True) -> DedupReport:
+    """Find duplicate groups among the tiles of build ``out``; write ``dedup.parquet`` and ``dedup.json``.
+
+    ``bounded`` (the default) reads the tiles parts a few columns at a time (:mod:`rs4m.stages.bounded`);
+    ``bounded=False`` holds them all in memory. Both write the same bytes.
+    """
     started = time.perf_counter()
     layout = OutputLayout(Path(out))
+    if bounded:
+        from rs4m.stages.bounded import run_dedup_bounded
+
+        report = run_dedup_bounded(layout, config)
+    else:
+        report = _dedup_in_memory(layout, config)
+    report.seconds = round(time.perf_counter() - started, 3)
+    mf.atomic_write_json(layout.dedup_report, {"config": asdict(config), **report.to_dict()})
+    return report
+
+
+def _dedup_in_memory(layout: OutputLayout, config: DedupConfig) -> DedupReport:
     table = read_tiles(layout)
     searchable = _searchable(table, config.min_richness)
     edges, method = find_edges(table, config, searchable)
@@ -211,8 +227,6 @@ def run_dedup(out: Path, config: DedupConfig = DedupConfig()) -> DedupReport:
     report = DedupReport(tiles=len(tile_ids), searched=int(searchable.sum()), dihedral=method,
                          pairs_by_source=_pairs_by_source(sources, [e for e in edges if len(e)]))
     _summarise(report, groups)
-    report.seconds = round(time.perf_counter() - started, 3)
-    mf.atomic_write_json(layout.dedup_report, {"config": asdict(config), **report.to_dict()})
     return report
 
 
