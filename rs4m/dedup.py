@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from rs4m.hamming import hamming_pairs, hamming_pairs_between
+from rs4m.hamming import hamming_pairs, hamming_pairs_between, hamming_pairs_on
 from rs4m.hashing import dhash_dihedral, phash_dihedral
 
 #: edge reasons, strongest first: a tile joined by several kinds of edge reports the strongest
@@ -68,15 +68,18 @@ def _searchable_rows(n: int, searchable: np.ndarray | None) -> np.ndarray:
 
 
 def near_edges(phash: np.ndarray, dhash: np.ndarray, radius_bits: int, dhash_radius_bits: int,
-               searchable: np.ndarray | None = None) -> Edges:
+               searchable: np.ndarray | None = None, engine: Any = None) -> Edges:
     """Pairs within ``radius_bits`` on pHash and ``dhash_radius_bits`` on dHash (multi-index hashing).
 
     Args:
-        phash, dhash: ``uint64 [N]``; searchable: ``bool [N]`` rows taking part (None: all).
+        phash, dhash: ``uint64 [N]``; searchable: ``bool [N]`` rows taking part (None: all);
+        engine: run the candidate search as units of this engine (:func:`rs4m.hamming.hamming_pairs_on`;
+            same result), None: in this process.
     """
     rows = _searchable_rows(len(phash), searchable)
     hashes = np.stack([np.asarray(phash, np.uint64)[rows], np.asarray(dhash, np.uint64)[rows]], axis=1)
-    a, b, dist = hamming_pairs(hashes, [radius_bits, dhash_radius_bits])
+    radii = [radius_bits, dhash_radius_bits]
+    a, b, dist = hamming_pairs(hashes, radii) if engine is None else hamming_pairs_on(engine, hashes, radii)
     return Edges(rows[a], rows[b], dist[:, 0].astype(np.float64), "near")
 
 

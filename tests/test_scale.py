@@ -168,3 +168,73 @@ def test_parquet_stream_equals_write_table(tmp_path):
         for lo, hi in ((0, 1000), (1000, 700_000), (700_000, n)):
             out.write(table.slice(lo, hi - lo))
     assert (tmp_path / "whole.parquet").read_bytes() == (tmp_path / "stream.parquet").read_bytes()
+
+
+def _planted_hashes(n: int = 3000, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    h = rng.integers(0, 2**63, (n, 2), dtype=np.uint64)
+    copy = rng.integers(0, n, n // 5)
+    flips = np.uint64(1) << rng.integers(0, 64, (n // 5, 2)).astype(np.uint64)
+    h[rng.integers(0, n, n // 5)] = h[copy] ^ flips
+    return h
+
+
+@pytest.mark.parametrize("engine_name,workers", [("inprocess", 1), ("local", 2)])
+def test_partitioned_hamming_search_equals_local(engine_name, workers):
+    from rs4m.engines import get_engine
+    from rs4m.hamming import hamming_pairs, hamming_pairs_on
+
+    h = _planted_hashes()
+    want = hamming_pairs(h, [5, 5])
+    engine = get_engine("local", workers=workers)
+    try:
+        got = hamming_pairs_on(engine, h, [5, 5], partitions=4)
+    finally:
+        engine.close()
+    assert len(want[0]) > 400  # the planted pairs
+    for w, g in zip(want, got):
+        assert w.dtype == g.dtype and np.array_equal(w, g)
+
+
+@pytest.mark.ray
+def test_ray_partitioned_hamming_search_equals_local():
+    from rs4m.engines import get_engine
+    from rs4m.hamming import hamming_pairs, hamming_pairs_on
+
+    h = _planted_hashes(seed=1)
+    engine = get_engine("ray", workers=2)
+    try:
+        got = hamming_pairs_on(engine, h, [5, 5], partitions=3)
+    finally:
+        engine.close()
+    for w, g in zip(hamming_pairs(h, [5, 5]), got):
+        assert np.array_equal(w, g)
+
+
+def test_dedup_with_an_engine_equals_local(dup_build, tmp_path):
+    import shutil
+
+    from rs4m.engines.base import InProcessEngine
+    from rs4m.stages.dedup import DedupConfig, run_dedup
+
+    a = shutil.copytree(dup_build, tmp_path / "a", symlinks=True)
+    b = shutil.copytree(dup_build, tmp_path / "b", symlinks=True)
+    run_dedup(a, DedupConfig(dihedral=True))
+    run_dedup(b, DedupConfig(dihedral=True), engine=InProcessEngine())
+    assert (a / "dedup.parquet").read_bytes() == (b / "dedup.parquet").read_bytes()
+
+
+def test_overlapping_boxes_equal_brute_force():
+    from rs4m.stages.bounded import _overlapping_boxes
+
+    rng = np.random.default_rng(0)
+    for trial in range(6):
+        n = 300
+        lo = rng.uniform(-10, 10, (n, 2)) if trial % 2 else rng.integers(-5, 5, (n, 2)).astype(float)
+        size = rng.uniform(0.01, 3, (n, 2)) if trial % 3 else np.ones((n, 2))  # touching edges included
+        boxes = np.concatenate([lo, lo + size], 1)
+        a, b = _overlapping_boxes(boxes)
+        ix, iy = np.triu_indices(n, 1)
+        hit = ((boxes[ix, 0] <= boxes[iy, 2]) & (boxes[iy, 0] <= boxes[ix, 2]) & (boxes[ix, 1] <= boxes[iy, 3])
+               & (boxes[iy, 1] <= boxes[ix, 3]))
+        assert sorted(zip(a.tolist(), b.tolist())) == list(zip(ix[hit].tolist(), iy[hit].tolist()))

@@ -5,9 +5,10 @@ of every tile as Arrow and Python objects: about 2 GB per million tiles. Here th
 fixed-size numpy columns (tile id as 32 bytes, hashes, GSD, area, source code: ≈ 100 bytes a tile) and reads
 the rest again, part by part, when it needs it:
 
-* exact duplicates sort one digest column at a time, as fixed-width bytes (64 bytes a tile while it runs);
+* exact duplicates: one digest column at a time, values hashed to 64 bits to find candidates, and only the
+  candidates' values read back and compared;
 * the Hamming search runs on the hash arrays (:func:`rs4m.dedup.near_edges`);
-* geo candidates come from a uniform grid over the footprints' bounding boxes; only the tiles of candidate
+* geo candidates come from a band sweep over the footprints' bounding boxes; only the tiles of candidate
   pairs (different scenes, boxes overlapping, comparable GSD) have their footprints loaded to measure the
   overlap, with the same shapely operations as :func:`rs4m.dedup.geo_edges`;
 * union-find works on integer row ids (:func:`rs4m.dedup.resolve`);
@@ -104,18 +105,45 @@ def load_tiles(layout: OutputLayout) -> Tiles:
                  {k: np.concatenate(v) for k, v in valid.items()}, cat["richness"], cat["gsd"], cat["area"])
 
 
+def _string_hashes(column: pa.ChunkedArray) -> np.ndarray:
+    """64-bit hash of each value (this process's ``hash``; only used to find candidates), nulls as 0."""
+    return np.fromiter((hash(v) & 0xFFFFFFFFFFFFFFFF if v is not None else 0 for v in column.to_pylist()),
+                       np.uint64, count=len(column))
+
+
 def exact_edges_bounded(tiles: Tiles, column: str) -> dd.Edges:
-    """As :func:`rs4m.dedup.exact_edges` on a string column (e.g. ``sha256``), read part by part."""
-    parts = [_part_columns(p, [column])[column] for p in tiles.parts]
-    key = np.concatenate([fixed_width(c) for c in parts])
-    rows = np.flatnonzero(np.concatenate([np.asarray(c.is_valid(), bool) for c in parts]))
-    del parts
-    order = rows[np.argsort(key[rows], kind="stable")]  # by key, then row: a run's head comes first
+    """As :func:`rs4m.dedup.exact_edges` on a string column (e.g. ``sha256``), read part by part.
+
+    Rows whose values hash alike are the candidates (8 bytes a tile); only their values are read back and
+    compared exactly.
+    """
+    valid, hashed = [], []
+    for part in tiles.parts:
+        col = _part_columns(part, [column])[column]
+        valid.append(np.asarray(col.is_valid(), bool))
+        hashed.append(_string_hashes(col))
+    ok, key = np.concatenate(valid), np.concatenate(hashed)
+    rows = np.flatnonzero(ok)
+    key = key[rows]
+    order = np.argsort(key, kind="stable")
     k = key[order]
-    new_run = np.concatenate([[True], k[1:] != k[:-1]]) if len(order) else np.zeros(0, bool)
-    head = order[np.flatnonzero(new_run)][np.cumsum(new_run) - 1]
-    member = ~new_run
-    return dd.Edges(head[member], order[member], np.zeros(int(member.sum())), "exact")
+    twin = np.concatenate([[False], k[1:] == k[:-1]]) | np.concatenate([k[:-1] == k[1:], [False]])
+    candidates = np.sort(rows[order[twin]])
+    del key, order, k, twin
+    values = _values_of(tiles, column, candidates)
+    same = dd.exact_edges(values)
+    return dd.Edges(candidates[same.i], candidates[same.j], same.distance, "exact")
+
+
+def _values_of(tiles: Tiles, column: str, rows: np.ndarray) -> list:
+    """The values of ``column`` at the (sorted) global ``rows``, read part by part."""
+    out, base = [], 0
+    for part, n in zip(tiles.parts, tiles.rows_per_part):
+        local = rows[(rows >= base) & (rows < base + n)] - base
+        if len(local):
+            out.extend(_part_columns(part, [column])[column].take(pa.array(local)).to_pylist())
+        base += n
+    return out
 
 
 def _footprint_boxes(tiles: Tiles) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -134,45 +162,39 @@ def _footprint_boxes(tiles: Tiles) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.concatenate(rows), np.concatenate(boxes), np.concatenate(scenes)
 
 
-def _cell_pairs(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs ``(a < b)`` of boxes that overlap (edges included), each once: boxes are put in the cells of a
-    grid they touch, and a pair is reported by the cell holding the corner ``(max minx, max miny)``."""
+def _overlapping_boxes(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(a < b)`` of boxes ``[minx, miny, maxx, maxy]`` that overlap (edges included), each once.
+
+    Boxes go into horizontal bands of the grid they touch (about 1–2 bands each); within a band, sorted by
+    ``minx``, a box's candidates are the boxes after it whose ``minx`` is at most its ``maxx`` (a sweep). A
+    pair is reported by the band holding ``max(miny)`` of the two, so once.
+    """
     if len(boxes) < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    extent = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-    cell = max(float(np.quantile(extent, 0.95)), 1e-9)
-    lo, hi = np.floor(boxes[:, :2] / cell).astype(np.int64), np.floor(boxes[:, 2:] / cell).astype(np.int64)
-    nx, ny = hi[:, 0] - lo[:, 0] + 1, hi[:, 1] - lo[:, 1] + 1
-    box = np.repeat(np.arange(len(boxes)), nx * ny)
-    k = np.arange(len(box)) - np.repeat(np.cumsum(nx * ny) - nx * ny, nx * ny)
-    cx, cy = lo[box, 0] + k % nx[box], lo[box, 1] + k // nx[box]
-    key = (cx - cx.min()) * (int(cy.max() - cy.min()) + 1) + (cy - cy.min())
-    order = np.lexsort((box, key))
-    box, key, cx, cy = box[order], key[order], cx[order], cy[order]
-    starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1], [True]]))
-    length = np.diff(starts)
+    band_h = max(float(np.quantile(boxes[:, 3] - boxes[:, 1], 0.95)), 1e-9)
+    y0 = np.floor(boxes[:, 1] / band_h).astype(np.int64)
+    n = np.floor(boxes[:, 3] / band_h).astype(np.int64) - y0 + 1
+    box = np.repeat(np.arange(len(boxes)), n)
+    band = np.repeat(y0, n) + np.arange(len(box)) - np.repeat(np.cumsum(n) - n, n)
+    order = np.lexsort((boxes[box, 0], band))
+    box, band = box[order], band[order]
+    del order, n
+    # a monotone search key per (band, minx); the margin keeps the sweep a superset despite rounding
+    rank = np.concatenate([[0], np.cumsum(band[1:] != band[:-1])])
+    x0, span = boxes[:, 0].min(), float(np.ptp(boxes[:, [0, 2]])) + 1.0
+    key = rank * span + (boxes[box, 0] - x0)
+    hi = np.searchsorted(key, rank * span + (boxes[box, 2] - x0) + 1e-6 * (1.0 + span * rank.max()), "right")
+    del key
     pos = np.arange(len(box))
     out_a, out_b = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
-    for p, q in expand_pairs(pos, np.repeat(starts[1:], length) - pos - 1, pos + 1):
+    for p, q in expand_pairs(pos, hi - pos - 1, pos + 1):
         a, b = box[p], box[q]
-        corner = np.floor(np.maximum(boxes[a, :2], boxes[b, :2]) / cell).astype(np.int64)
-        ok = ((boxes[a, 0] <= boxes[b, 2]) & (boxes[b, 0] <= boxes[a, 2]) & (boxes[a, 1] <= boxes[b, 3])
-              & (boxes[b, 1] <= boxes[a, 3]) & (corner[:, 0] == cx[p]) & (corner[:, 1] == cy[p]))
+        ok = ((band[p] == band[q]) & (boxes[a, 0] <= boxes[b, 2]) & (boxes[b, 0] <= boxes[a, 2])
+              & (boxes[a, 1] <= boxes[b, 3]) & (boxes[b, 1] <= boxes[a, 3])
+              & (np.floor(np.maximum(boxes[a, 1], boxes[b, 1]) / band_h).astype(np.int64) == band[p]))
         out_a.append(np.minimum(a[ok], b[ok]))
         out_b.append(np.maximum(a[ok], b[ok]))
     return np.concatenate(out_a), np.concatenate(out_b)
-
-
-def _footprints_of(tiles: Tiles, rows: np.ndarray) -> dict[int, bytes]:
-    """WKB footprint of each of the (sorted, unique) global ``rows``, read part by part."""
-    out, base = {}, 0
-    for part, n in zip(tiles.parts, tiles.rows_per_part):
-        local = rows[(rows >= base) & (rows < base + n)] - base
-        if len(local):
-            wkb = _part_columns(part, ["geometry"])["geometry"].take(pa.array(local)).to_pylist()
-            out.update(zip((local + base).tolist(), wkb))
-        base += n
-    return out
 
 
 def geo_edges_bounded(tiles: Tiles, min_overlap: float, max_gsd_ratio: float, measure: str,
@@ -183,11 +205,12 @@ def geo_edges_bounded(tiles: Tiles, min_overlap: float, max_gsd_ratio: float, me
     if measure not in dd.GEO_MEASURES:
         raise ValueError(f"measure must be one of {dd.GEO_MEASURES}, not {measure!r}")
     rows, boxes, scenes = _footprint_boxes(tiles)
-    a, b = _cell_pairs(boxes)
+    a, b = _overlapping_boxes(boxes)
     keep = (scenes[a] != scenes[b]) & dd._gsd_ok(tiles.gsd_m[rows[a]], tiles.gsd_m[rows[b]],
                                                            max_gsd_ratio)
     i, j = rows[a[keep]], rows[b[keep]]
-    wkb = _footprints_of(tiles, np.unique(np.concatenate([i, j])))
+    needed = np.unique(np.concatenate([i, j]))
+    wkb = dict(zip(needed.tolist(), _values_of(tiles, "geometry", needed)))
     parts = [(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))]
     for lo in range(0, len(i), chunk):
         qi, qj = i[lo : lo + chunk], j[lo : lo + chunk]
@@ -228,17 +251,18 @@ def read_leaks_bounded(layout: OutputLayout, ids: np.ndarray, order: np.ndarray)
     return distance, dd.Edges(rows[same_image.i], rows[same_image.j], same_image.distance, "exact")
 
 
-def find_edges_bounded(tiles: Tiles, config, searchable: np.ndarray) -> tuple[list[dd.Edges], str]:
-    """As :func:`rs4m.stages.dedup.find_edges`, on compact columns."""
+def find_edges_bounded(tiles: Tiles, config, searchable: np.ndarray, engine=None) -> tuple[list[dd.Edges], str]:
+    """As :func:`rs4m.stages.dedup.find_edges`, on compact columns (the Hamming searches on ``engine``)."""
     edges = [exact_edges_bounded(tiles, "sha256"), exact_edges_bounded(tiles, "pixel_sha256")]
     r = (config.radius_bits, config.dhash_radius_bits)
-    edges.append(dd.near_edges(tiles.hashes["phash"], tiles.hashes["dhash"], *r, searchable=searchable))
+    edges.append(dd.near_edges(tiles.hashes["phash"], tiles.hashes["dhash"], *r, searchable=searchable,
+                               engine=engine))
     method = "off"
     if config.dihedral and "phash_canonical" in tiles.hashes:
         method = "canonical"
         ok = searchable & tiles.valid["phash_canonical"] & tiles.valid["dhash_canonical"]
         edges.append(dd.near_edges(tiles.hashes["phash_canonical"], tiles.hashes["dhash_canonical"], *r,
-                                   searchable=ok))
+                                   searchable=ok, engine=engine))
     elif config.dihedral:
         method = "flip-estimate"
         edges.append(dd.flip_estimate_edges(tiles.hashes["phash"], tiles.hashes["dhash"], *r, searchable=searchable))
@@ -260,14 +284,14 @@ def write_dedup_bounded(layout: OutputLayout, tiles: Tiles, groups: dd.Groups) -
             base += n
 
 
-def run_dedup_bounded(layout: OutputLayout, config):
+def run_dedup_bounded(layout: OutputLayout, config, engine=None):
     """Groups and report of the build's tiles (see :func:`rs4m.stages.dedup.run_dedup`); writes dedup.parquet."""
     from rs4m.stages.dedup import DedupReport, _pairs_by_source, _summarise
 
     tiles = load_tiles(layout)
     has_hash = tiles.valid["phash"] & tiles.valid["dhash"]
     searchable = has_hash & ~(tiles.richness < config.min_richness)  # NaN richness stays searchable
-    edges, method = find_edges_bounded(tiles, config, searchable)
+    edges, method = find_edges_bounded(tiles, config, searchable, engine)
     order, id_rank = _id_order(tiles.ids)
     leak_distance, leak_edges = read_leaks_bounded(layout, tiles.ids, order)
     rank = dd.keep_rank_codes(tiles.source_codes, tiles.source_names, config.source_priority, tiles.gsd_m,

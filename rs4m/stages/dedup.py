@@ -194,18 +194,19 @@ def dedup_table(table: pa.Table, groups: dd.Groups) -> pa.Table:
     }, schema=mf.DEDUP_SCHEMA)
 
 
-def run_dedup(out: Path, config: DedupConfig = DedupConfig(), bounded: bool = True) -> DedupReport:
+def run_dedup(out: Path, config: DedupConfig = DedupConfig(), bounded: bool = True, engine=None) -> DedupReport:
     """Find duplicate groups among the tiles of build ``out``; write ``dedup.parquet`` and ``dedup.json``.
 
     ``bounded`` (the default) reads the tiles parts a few columns at a time (:mod:`rs4m.stages.bounded`);
-    ``bounded=False`` holds them all in memory. Both write the same bytes.
+    ``bounded=False`` holds them all in memory. Both write the same bytes. With an ``engine`` (e.g. Ray)
+    the bounded path runs the Hamming searches' candidate generation as its units, with the same result.
     """
     started = time.perf_counter()
     layout = OutputLayout(Path(out))
     if bounded:
         from rs4m.stages.bounded import run_dedup_bounded
 
-        report = run_dedup_bounded(layout, config)
+        report = run_dedup_bounded(layout, config, engine)
     else:
         report = _dedup_in_memory(layout, config)
     report.seconds = round(time.perf_counter() - started, 3)
