@@ -146,20 +146,23 @@ def _values_of(tiles: Tiles, column: str, rows: np.ndarray) -> list:
     return out
 
 
-def _footprint_boxes(tiles: Tiles) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows with a footprint, their bounding boxes ``float64 [M, 4]`` and scene ids ``S<w> [M]``."""
+#: box entries swept at a time (bounds the sweep's working memory)
+SWEEP_CHUNK = 1 << 20
+
+
+def _footprint_boxes(tiles: Tiles) -> tuple[np.ndarray, np.ndarray]:
+    """Rows with a footprint and their bounding boxes ``float64 [M, 4]``."""
     import shapely
 
-    rows, boxes, scenes, base = [], [], [], 0
+    rows, boxes, base = [], [], 0
     for part, n in zip(tiles.parts, tiles.rows_per_part):
-        t = _part_columns(part, ["geometry", "scene_id"])
-        has = np.asarray(t["geometry"].is_valid(), bool)
-        geoms = shapely.from_wkb(t["geometry"].filter(pa.array(has)).to_numpy(zero_copy_only=False))
+        geometry = _part_columns(part, ["geometry"])["geometry"]
+        has = np.asarray(geometry.is_valid(), bool)
         rows.append(np.flatnonzero(has) + base)
-        boxes.append(shapely.bounds(geoms).reshape(-1, 4))
-        scenes.append(fixed_width(t["scene_id"].filter(pa.array(has))))
+        boxes.append(shapely.bounds(shapely.from_wkb(geometry.filter(pa.array(has)).to_numpy(zero_copy_only=False)))
+                     .reshape(-1, 4))
         base += n
-    return np.concatenate(rows), np.concatenate(boxes), np.concatenate(scenes)
+    return np.concatenate(rows), np.concatenate(boxes)
 
 
 def _overlapping_boxes(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -167,24 +170,39 @@ def _overlapping_boxes(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Boxes go into horizontal bands of the grid they touch (about 1–2 bands each); within a band, sorted by
     ``minx``, a box's candidates are the boxes after it whose ``minx`` is at most its ``maxx`` (a sweep). A
-    pair is reported by the band holding ``max(miny)`` of the two, so once.
+    pair is reported by the band holding ``max(miny)`` of the two, so once. Bands are swept a chunk at a time.
     """
     if len(boxes) < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     band_h = max(float(np.quantile(boxes[:, 3] - boxes[:, 1], 0.95)), 1e-9)
     y0 = np.floor(boxes[:, 1] / band_h).astype(np.int64)
-    n = np.floor(boxes[:, 3] / band_h).astype(np.int64) - y0 + 1
-    box = np.repeat(np.arange(len(boxes)), n)
-    band = np.repeat(y0, n) + np.arange(len(box)) - np.repeat(np.cumsum(n) - n, n)
-    order = np.lexsort((boxes[box, 0], band))
+    n = (np.floor(boxes[:, 3] / band_h).astype(np.int64) - y0 + 1).astype(np.int32)
+    box = np.repeat(np.arange(len(boxes), dtype=np.int32), n)
+    band = np.repeat(y0, n) + (np.arange(len(box)) - np.repeat(np.cumsum(n, dtype=np.int64) - n, n))
+    del y0, n
+    order = np.argsort(band, kind="stable")
     box, band = box[order], band[order]
-    del order, n
+    del order
+    cuts = np.flatnonzero(np.concatenate([[True], band[1:] != band[:-1], [True]]))
+    out_a, out_b = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    lo = 0
+    while lo < len(cuts) - 1:  # whole bands, about SWEEP_CHUNK entries at a time
+        hi = max(int(np.searchsorted(cuts, cuts[lo] + SWEEP_CHUNK, "right")) - 1, lo + 1)
+        a, b = _sweep(boxes, box[cuts[lo] : cuts[hi]], band[cuts[lo] : cuts[hi]], band_h)
+        out_a.append(a), out_b.append(b)
+        lo = hi
+    return np.concatenate(out_a), np.concatenate(out_b)
+
+
+def _sweep(boxes: np.ndarray, box: np.ndarray, band: np.ndarray, band_h: float) -> tuple[np.ndarray, np.ndarray]:
+    """The reported pairs among the entries ``(box, band)`` of whole bands (see :func:`_overlapping_boxes`)."""
+    order = np.lexsort((boxes[box, 0], band))
+    box, band = box[order].astype(np.int64), band[order]
     # a monotone search key per (band, minx); the margin keeps the sweep a superset despite rounding
     rank = np.concatenate([[0], np.cumsum(band[1:] != band[:-1])])
     x0, span = boxes[:, 0].min(), float(np.ptp(boxes[:, [0, 2]])) + 1.0
     key = rank * span + (boxes[box, 0] - x0)
     hi = np.searchsorted(key, rank * span + (boxes[box, 2] - x0) + 1e-6 * (1.0 + span * rank.max()), "right")
-    del key
     pos = np.arange(len(box))
     out_a, out_b = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for p, q in expand_pairs(pos, hi - pos - 1, pos + 1):
@@ -204,12 +222,15 @@ def geo_edges_bounded(tiles: Tiles, min_overlap: float, max_gsd_ratio: float, me
 
     if measure not in dd.GEO_MEASURES:
         raise ValueError(f"measure must be one of {dd.GEO_MEASURES}, not {measure!r}")
-    rows, boxes, scenes = _footprint_boxes(tiles)
+    rows, boxes = _footprint_boxes(tiles)
     a, b = _overlapping_boxes(boxes)
-    keep = (scenes[a] != scenes[b]) & dd._gsd_ok(tiles.gsd_m[rows[a]], tiles.gsd_m[rows[b]],
-                                                           max_gsd_ratio)
+    del boxes
+    keep = dd._gsd_ok(tiles.gsd_m[rows[a]], tiles.gsd_m[rows[b]], max_gsd_ratio)
     i, j = rows[a[keep]], rows[b[keep]]
     needed = np.unique(np.concatenate([i, j]))
+    scene = dict(zip(needed.tolist(), _values_of(tiles, "scene_id", needed)))
+    other = np.array([scene[x] != scene[y] for x, y in zip(i.tolist(), j.tolist())], bool)
+    i, j = i[other], j[other]  # tiles of one scene never pair
     wkb = dict(zip(needed.tolist(), _values_of(tiles, "geometry", needed)))
     parts = [(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))]
     for lo in range(0, len(i), chunk):
@@ -374,9 +395,11 @@ def run_catalog_bounded(layout: OutputLayout) -> dict:
         keep = np.asarray(kept_mask(t), bool)
         _counts(per_source, t, keep)
         kept_ids.append(fixed_width(t["tile_id"].filter(pa.array(keep))))
-    ids = np.sort(np.concatenate(kept_ids)) if kept_ids else np.zeros(0, "S1")
-    bounds = ids[ROW_GROUP_ROWS::ROW_GROUP_ROWS]
-    del kept_ids, ids
+    ids = np.concatenate(kept_ids) if kept_ids else np.zeros(0, "S1")
+    del kept_ids
+    ids.sort()
+    bounds = ids[ROW_GROUP_ROWS::ROW_GROUP_ROWS].copy()
+    del ids
     spill_dir = Path(tempfile.mkdtemp(prefix=".catalog-", dir=layout.root))
     try:
         spills = _spill(parts, dedup, bounds, spill_dir)
