@@ -40,6 +40,7 @@ from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
+from rs4m.archive import gdal_member_path
 from rs4m.config import DEFAULT_MAX_PIXELS
 from rs4m.errors import BadInput
 from rs4m.georef import crs_string, footprint, gsd_m, is_georeferenced
@@ -65,14 +66,14 @@ GDAL_ENV = {"GDAL_ERROR_ON_LIBJPEG_WARNING": "TRUE", "GDAL_DISABLE_READDIR_ON_OP
 def gdal_path(root: Path, rel: str) -> str:
     """The path GDAL opens for scene path ``rel`` (POSIX, relative to ``root``).
 
-    ``a.zip/x/y.tif`` → ``/vsizip/ROOT/a.zip/x/y.tif``; ``.tar``, ``.tar.gz``, ``.tgz`` members → ``/vsitar/``;
-    anything else → ``ROOT/rel``. Archive members are read in place, never extracted.
+    ``a.zip/x/y.tif`` → ``/vsizip/ROOT/a.zip/x/y.tif``; tar members → ``/vsitar/``, the archive's kind read from
+    its bytes (:func:`rs4m.archive.gdal_member_path`); anything else → ``ROOT/rel``. Archive members are read in
+    place, never extracted; :class:`BadInput` for an archive GDAL cannot read in place.
     """
     split = split_archive(root, rel)
     if split is None:
         return str(Path(root) / rel)
-    archive, prefix, member = split
-    return f"{prefix}{archive}/{member}"
+    return gdal_member_path(*split)
 
 
 @dataclass(frozen=True)
