@@ -399,6 +399,7 @@ class LayoutAdapter(SourceAdapter):
 
     def _nothing_found(self) -> ScanProblem:
         return ScanProblem(".", f"no {self.title or self.name} images found under this folder",
-                           f"looked for {' or '.join(self.image_patterns())} (unpacked or inside .zip/.tar/"
-                           f".tar.gz archives; 7z/rar archives must be unpacked first). {self.layout_notes}")
+                           f"looked for {' or '.join(self.image_patterns())} (unpacked or inside zip and tar archives, "
+                           f"gzip-compressed or not; 7z, rar and bzip2/xz tars must be unpacked first). "
+                           f"{self.layout_notes}")
 

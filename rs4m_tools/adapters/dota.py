@@ -29,6 +29,7 @@ class DOTAv1(LayoutAdapter):
     sensor = "Google Earth, Gaofen-2, Jilin-1, aerial (CycloMedia)"
     gsd_m = (0.1, 4.5)
     bands = "RGB (a few grey)"
+    grey = "replicate"  # the Gaofen-2 / Jilin-1 scenes are single-band grey
     splits = {"train": 1411, "val": 458, "test": 937}
     test_splits = ("test",)
     tiling = "tile"

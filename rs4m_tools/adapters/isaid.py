@@ -26,6 +26,7 @@ class ISAID(LayoutAdapter):
     sensor = "Google Earth, Gaofen-2, Jilin-1 (DOTA v1.0 images)"
     gsd_m = None
     bands = "RGB (a few grey)"
+    grey = "replicate"  # the Gaofen-2 / Jilin-1 scenes are single-band grey
     splits = {"train": 1411, "val": 458, "test": 937}
     test_splits = ("test",)
     tiling = "tile"
