@@ -5,13 +5,14 @@ within one path component, ``[abc]`` / ``[!abc]`` a character class, ``**`` any 
 (none included: ``**/images/*.png`` matches ``images/a.png`` and ``train/x/images/a.png``), ``{a,b}``
 alternatives (which may hold ``/`` and nest).
 
-**Archives** (files named .zip, .tar, .tar.gz, .tgz, ...: :data:`rs4m.archive.CANDIDATE_SUFFIXES`) are listed,
-never extracted; what kind of archive a file is comes from its bytes (:mod:`rs4m.archive`), so a gzip-compressed
-``.tar`` or a plain tar named ``.tgz`` is read like any other. A member ``M`` of the archive ``D/A.zip`` stands for the file ``D/M`` once unpacked (its *logical
-path*; ``D/A/M`` too, for archives unpacked into a folder of their own name). Patterns, exclusions and split
-rules look at the logical path, so one pattern serves both the unpacked and the archived form; the scene path
-is ``D/A.zip/M``. When the unpacked file is there as well, the unpacked copy is taken and the member skipped;
-when two archives hold the same logical path, the first archive by path wins. Archives inside archives are not
+**Archives** (files named .zip, .tar, .tar.gz, .tgz, ...: :data:`rs4m.archive.CANDIDATE_SUFFIXES`) are
+listed, never extracted; what kind of archive a file is comes from its bytes (:mod:`rs4m.archive`), so a
+gzip-compressed ``.tar`` or a plain tar named ``.tgz`` is read like any other. A member ``M`` of the archive
+``D/A.zip`` stands for the file ``D/M`` once unpacked (its *logical path*; ``D/A/M`` too, for archives
+unpacked into a folder of their own name). Patterns, exclusions and split rules look at the logical path, so one
+pattern serves both the unpacked and the archived form; the scene path is ``D/A.zip/M``. When the unpacked
+file is there as well, the unpacked copy is taken and the member skipped; when two archives hold the same logical
+path, the first archive by path wins. Archives inside archives are not
 read; 7z, rar and bzip2/xz-compressed tars are a scan problem each (unpack those first). Listing a
 gzip-compressed tar decompresses it once, start to end.
 

@@ -41,7 +41,7 @@ class HRSC2016(LayoutAdapter):
     citation = ("Liu et al., A High Resolution Optical Satellite Image Dataset for Ship Recognition and Some New "
                 "Baselines, ICPRAM 2017")
     licence = "HRSC2016: research use (no explicit licence)"
-    facts_source = "Liu et al., ICPRAM 2017 (GSD 0.4-2 m; 436 train / 181 val / 444 test); ImageSets/*.txt"
+    facts_source = "unverified (the split lists of the download: ImageSets/*.txt)"
     sensor = "Google Earth"
     gsd_m = (0.4, 2.0)
     bands = "RGB"
@@ -53,7 +53,7 @@ class HRSC2016(LayoutAdapter):
                     "Train/Test folder names decide (Train/ then holds val images too, as train). An image "
                     "held in several copies (FullDataSet/, Train/, Test/) is one scene, the FullDataSet copy. "
                     "Images not in any list are reported and left out while splits are selected. "
-                    "Segmentations/ and LandMask/ are never taken. No licence is stated (unverified).")
+                    "Segmentations/ and LandMask/ are never taken. Unverified: licence, GSD range and split counts.")
     patterns = ("**/AllImages/*.{bmp,jpg,png}",)
     _folder_splits: dict[str, str] = {}  # image id → split of its Train/Test copy, set by select()
 

@@ -33,5 +33,6 @@ class ISAID(LayoutAdapter):
     layout_notes = ("Images are <split>/images/P*.png (or inside part*.zip); the *_instance_* PNGs under "
                     "Instance_masks/ and Semantic_masks/ are masks and never taken. Patch folders made by the "
                     "iSAID devkit (iSAID_patches) are skipped.")
+    facts_source = "https://captain-whu.github.io/DOTA/dataset.html (the images' terms)"
     patterns = ("**/images/P[0-9]*.png",)
     exclude = ("**/*_instance_*", "**/*masks*/**", "**/iSAID_patches/**")

@@ -21,7 +21,7 @@ class XView(LayoutAdapter):
     title = "xView"
     citation = "Lam et al., xView: Objects in Context in Overhead Imagery, arXiv:1802.07856, 2018"
     licence = "CC-BY-NC-SA-4.0"
-    facts_source = "https://xviewdataset.org (terms); Lam et al. 2018 (0.3 m WorldView-3)"
+    facts_source = "Lam et al., arXiv:1802.07856 (WorldView-3, 0.3 m GSD)"
     sensor = "WorldView-3"
     gsd_m = (0.3, 0.3)
     bands = "RGB"
@@ -31,5 +31,6 @@ class XView(LayoutAdapter):
     layout_notes = ("GeoTIFFs in train_images/ and val_images/ (official), or images/train/ and images/val/ (as "
                     "common tools prepare it), unpacked or archived. The val images' labels were never released "
                     "(they served as the challenge's hold-out), so 'val' is treated as a benchmark test split and "
-                    "left out by default. Split files a tool writes (autosplit_*.txt) are not read.")
+                    "left out by default. Split files a tool writes (autosplit_*.txt) are not read. "
+                    "Unverified: licence and split counts.")
     patterns = ("**/*images*/*.tif", "**/images/{train,val}/*.tif")

@@ -25,7 +25,8 @@ class XView2(LayoutAdapter):
     citation = ("Gupta et al., Creating xBD: A Dataset for Assessing Building Damage from Satellite Imagery, "
                 "CVPR Workshops 2019")
     licence = "CC-BY-NC-SA-4.0"
-    facts_source = "https://xview2.org/dataset (terms); TorchGeo XView2 docstring (torchgeo/datasets/xview.py)"
+    facts_source = ("xView2 challenge terms (xBD under CC BY-NC-SA 4.0); TorchGeo datasets table "
+                    "(github.com/microsoft/torchgeo docs/api/datasets/non_geo_datasets.csv): 0.8 m")
     sensor = "Maxar WorldView-2/3, GeoEye-1"
     gsd_m = (0.3, 0.8)
     bands = "RGB (PNG release 8-bit; GeoTIFF release 8- or 16-bit, georeferenced)"
@@ -37,7 +38,7 @@ class XView2(LayoutAdapter):
                     "gzip-compressed). Pre- and post-disaster images are both taken; when both releases are "
                     "there an image is taken once, as GeoTIFF. targets/, labels/ and *_target.png never are. "
                     "Counts are images (two per pair). 'hold' is the challenge hold-out set and, like 'test', "
-                    "left out by default. GSD range unverified (Maxar imagery, 'below 0.8 m' per the paper).")
+                    "left out by default. Unverified: the lower GSD bound and the split counts.")
     patterns = ("**/images/*_disaster.{png,tif}",)
     split_names = {**COMMON_SPLIT_NAMES, "tier1": "train", "tier3": "tier3", "hold": "hold", "holdout": "hold"}
 
