@@ -134,3 +134,20 @@ def test_split_member_only_takes_archive_named_files(tmp_path):
     assert archive.split_member(tmp_path, "plain/a.tif") is None
     assert archive.strip_suffix("train.tar.gz") == "train" and archive.strip_suffix("a.TGZ") == "a"
     assert archive.is_slow("tar.gz") and not archive.is_slow("tar") and not archive.is_slow("zip")
+
+
+def test_7z_and_rar_are_one_scan_problem_each(tmp_path):
+    (tmp_path / "a.7z").write_bytes(b"7z\xbc\xaf\x27\x1c" + b"\0" * 64)
+    (tmp_path / "b.rar").write_bytes(b"Rar!\x1a\x07\x00" + b"\0" * 64)
+    found, problems = find_images(tmp_path, Matcher(compile_globs(["**/*.tif"]), compile_globs([])))
+    assert found == [] and [(p.path, p.reason) for p in problems] == [
+        ("a.7z", "archive is a 7z archive, which is not read in place; unpack it first"),
+        ("b.rar", "archive is a rar archive, which is not read in place; unpack it first")]
+
+
+def test_unpacked_copy_beside_a_gzip_tar_is_taken_instead_of_its_member(tmp_path):
+    (tmp_path / "train.tar").write_bytes(CONTENTS["tar.gz"]())
+    (tmp_path / "inner").mkdir()
+    (tmp_path / "inner" / "a.tif").write_bytes(MEMBERS["inner/a.tif"])  # as `tar xzf train.tar` leaves it
+    found, problems = find_images(tmp_path, Matcher(compile_globs(["**/*.{tif,png}"]), compile_globs([])))
+    assert problems == [] and [f.path for f in found] == ["inner/a.tif", "train.tar/inner/b.png"]
