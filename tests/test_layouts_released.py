@@ -268,6 +268,10 @@ def test_grey_replicate_is_dotas_default(tmp_path):
     assert all(np.array_equal(pixels[..., k], grey) for k in range(3))  # R = G = B = the grey band
     record = json.loads(OutputLayout(out).build_json.read_text())
     assert record["sources"][0]["tile"]["grey"] == "replicate"
+    import rs4m
+
+    kept = rs4m.open(out).manifest(["scene_path"], where="bands == 3").column("scene_path").to_pylist()
+    assert sorted(kept) == ["train/images/P0001.png", "val/images/P0003.png"]  # the filter drops the grey one
 
 
 @pytest.mark.parametrize("how", ["flag", "recipe"])
