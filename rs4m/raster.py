@@ -46,7 +46,7 @@ from rs4m.config import DEFAULT_MAX_PIXELS
 from rs4m.errors import BadInput
 from rs4m.georef import crs_string, footprint, gsd_m, is_georeferenced
 from rs4m.whole_decode import decode_whole, read_bytes, split_archive
-from rs4m_tools.adapters.base import SceneRef
+from rs4m.sources.base import SceneRef
 
 __all__ = ["DEFAULT_MAX_PIXELS", "SceneInfo", "SceneReader", "footprint", "gdal_path", "open_scene"]
 
