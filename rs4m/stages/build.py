@@ -10,17 +10,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
-import shutil
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from rs4m import __version__
 from rs4m import manifest as mf
 from rs4m.config import FilterConfig, Recipe
 from rs4m.errors import ConfigError, OutputError
-from rs4m.layout import OutputLayout
+from rs4m.layout import LOCK_NAME, OutputLayout, is_leftover_name, leftover_files, owned_files
+from rs4m.lock import BuildLock
 from rs4m.stages.sources import SourceInput
 
 
@@ -74,9 +75,57 @@ def update_record(out: Path, **fields: Any) -> dict[str, Any]:
     return record
 
 
-def start_record(out: Path, plan: dict[str, Any], force: bool) -> None:
-    """Begin (or resume) a build in ``OUT``: a different plan in an existing folder needs ``--force``."""
+def check_out_folder(out: Path, roots: list[Path]) -> None:
+    """Refuse an OUT that overlaps a source root, or that is a non-empty folder holding no rs4m build.
+
+    Both are checked before anything is written or deleted, so neither a build nor ``--force`` ever touches
+    a source image or a folder of the user's that never was a build.
+    """
+    here = Path(out).resolve()
+    for root in roots:
+        root = Path(root).resolve()
+        if here == root or root in here.parents:
+            raise ConfigError(f"OUT {out} is inside the source folder {root}; give an OUT folder outside it")
+        if here in root.parents:
+            raise ConfigError(f"the source folder {root} is inside OUT {out}; give an OUT folder outside it")
     layout = OutputLayout(Path(out))
+    if not layout.root.exists():
+        return
+    if not layout.root.is_dir():
+        raise ConfigError(f"OUT {out} is a file, not a folder")
+    if layout.build_json.exists():
+        return
+    foreign = [p.name for p in layout.root.iterdir()
+               if p.name != LOCK_NAME and not is_leftover_name(".", p.name)]
+    if foreign:
+        raise ConfigError(f"OUT {out} is not empty and holds no rs4m build (no build.json; it has "
+                          f"{sorted(foreign)[0]!r}); give a new or empty folder")
+
+
+def remove_build(layout: OutputLayout) -> int:
+    """Delete the files a build wrote in ``layout.root`` (:func:`rs4m.layout.owned_files`), then its folders
+    where they are left empty; a file of any other name stays. Returns the number of files deleted.
+
+    A build folder that is a symlink is refused: what it points at is outside OUT, so ``--force`` cannot
+    tell the build's files there from anyone else's."""
+    for folder in (layout.tiles_dir, layout.unit_errors_dir, layout.shards_dir):
+        if folder.is_symlink():
+            raise ConfigError(f"{folder} is a symlink; --force deletes only inside {layout.root}, so remove "
+                              "the link (or rebuild into a new OUT folder)")
+    files = owned_files(layout.root)
+    for path in files:
+        path.unlink(missing_ok=True)
+    for folder in (layout.unit_errors_dir, layout.tiles_dir, layout.shards_dir):
+        if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+            folder.rmdir()
+    return len(files)
+
+
+def start_record(out: Path, plan: dict[str, Any], force: bool) -> None:
+    """Begin (or resume) a build in ``OUT``: a different plan in an existing folder needs ``--force``, which
+    deletes only the files the build wrote (:func:`remove_build`). The caller holds ``OUT``'s lock."""
+    layout = OutputLayout(Path(out))
+    check_out_folder(out, [Path(s["root"]) for s in plan.get("sources", [])])
     if layout.build_json.exists() and not force:
         old = read_record(out)
         old_plan = {k: old.get(k) for k in plan}
@@ -84,15 +133,33 @@ def start_record(out: Path, plan: dict[str, Any], force: bool) -> None:
             raise ConfigError(f"{out} holds a build with different sources or settings; "
                               "use another OUT folder, or --force to rebuild it from scratch")
     if force and layout.root.exists():
-        for name in ("scenes.parquet", "tiles", "shards", "shards.parquet", "dedup.parquet", "dedup.json",
-                     "manifest.parquet", "errors.parquet", "build.json"):
-            target = layout.root / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            else:
-                target.unlink(missing_ok=True)
+        remove_build(layout)
     layout.root.mkdir(parents=True, exist_ok=True)
     update_record(out, **plan, versions=tool_versions(), started=_now(), finished=None)
+
+
+def remove_leftovers(layout: OutputLayout) -> int:
+    """Delete temp files of killed writes and staged files of an uncommitted compaction; return their count."""
+    leftovers = leftover_files(layout.root)
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return len(leftovers)
+
+
+@contextmanager
+def writing(out: Path, command: str, settle: bool = True) -> Iterator[OutputLayout]:
+    """Hold ``OUT``'s writer lock for ``command``; first (``settle``) finish the renames of an interrupted
+    compaction and delete what killed writes left behind, so every writer starts from committed files."""
+    from rs4m.compact import finish_swaps
+
+    layout = OutputLayout(Path(out))
+    if not layout.root.is_dir():
+        raise OutputError(f"{out} does not exist; start with `rs4m build {out} --source ...`")
+    with BuildLock(layout.root, command):
+        if settle:
+            finish_swaps(layout)
+            remove_leftovers(layout)
+        yield layout
 
 
 def tile_configs(record: dict[str, Any]) -> dict[str, dict]:

@@ -169,7 +169,7 @@ def clean_partial(layout: OutputLayout, done: set[int]) -> None:
             for tmp in folder.glob(".*.tmp"):
                 tmp.unlink(missing_ok=True)
     if layout.shards_dir.is_dir():
-        for path in layout.shards_dir.glob("rs4m-*.tar"):
+        for path in layout.shards_dir.glob("rs4m-[0-9][0-9][0-9][0-9][0-9].tar"):  # only names it writes
             unit = int(path.stem.split("-")[1])
             if unit not in done:
                 path.unlink()
