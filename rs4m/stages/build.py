@@ -154,7 +154,8 @@ def writing(out: Path, command: str, settle: bool = True) -> Iterator[OutputLayo
 
     layout = OutputLayout(Path(out))
     if not layout.root.is_dir():
-        raise OutputError(f"{out} does not exist; start with `rs4m build {out} --source ...`")
+        yield layout  # nothing to lock: the command says what it misses
+        return
     with BuildLock(layout.root, command):
         if settle:
             finish_swaps(layout)

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rs4m import manifest as mf
+from rs4m.errors import OutputError
 from rs4m.layout import OutputLayout
 from rs4m.stages.tile import write_shards_table
 
@@ -65,6 +66,9 @@ def catalog_counts(table: pa.Table, keep: pa.ChunkedArray) -> dict:
 def run_catalog(out: Path) -> dict:
     """Write ``manifest.parquet`` and ``shards.parquet``; return the counts."""
     layout = OutputLayout(Path(out))
+    if not layout.tile_parts():
+        raise OutputError(f"{out} has no tiles parts to catalog; run `rs4m build {out} --source ...` "
+                          f"(or `rs4m scan` and `rs4m tile {out}`) first")
     table = joined_tiles(layout)
     keep = kept_mask(table)
     manifest = table.filter(keep)
