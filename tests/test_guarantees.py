@@ -225,3 +225,145 @@ def test_readers_need_no_lock(held):
     out, _, _ = held
     assert run("verify", out).exit_code == 0
     assert run("stats", out, "--json").exit_code == 0
+
+
+# --- clean failures: one line, no traceback; no orphan workers; no leftovers ------------------------------------
+
+def _one_error_line(result, code: int) -> str:
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in stderr_lines(result) if line.startswith("rs4m: error:")]
+    assert len(errors) == 1
+    return errors[0]
+
+
+@pytest.mark.parametrize("with_errno", [True, False])
+def test_disk_full_is_one_line_naming_the_file(tmp_path, monkeypatch, with_errno):
+    import errno
+
+    import pyarrow.parquet
+
+    src = tmp_path / "src"
+    make_images(src, n=2, copies=0)
+
+    def full(table, where, **kw):
+        if with_errno:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(where))
+        raise OSError(f"[Errno 28] Error writing bytes to file. Detail: [errno 28] No space left on device")
+
+    monkeypatch.setattr(pyarrow.parquet, "write_table", full)
+    line = _one_error_line(build(tmp_path / "out", src), 1)
+    if with_errno:
+        assert line.startswith(f"rs4m: error: cannot use {tmp_path / 'out'}/")
+        assert line.endswith(".tmp: no space left on the device; free some or give another OUT folder")
+    else:
+        assert "No space left on device; free some space" in line
+    assert not [p for p in (tmp_path / "out").rglob("*.tmp")]  # the failed write left nothing behind
+
+
+def test_read_only_out_is_one_line(fresh, monkeypatch):
+    import errno
+
+    out, src = fresh
+    real_open = os.open
+
+    def read_only(path, flags, *args):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only)
+    line = _one_error_line(run("catalog", out), 1)
+    assert line == (f"rs4m: error: cannot use {out / '.rs4m.lock'}: the file system is read-only; "
+                    "give a writable OUT folder")
+
+
+def test_unexpected_error_is_one_line_with_the_debug_hint(fresh, monkeypatch):
+    import rs4m.stages.catalog
+
+    out, _ = fresh
+
+    def broken(out):
+        raise KeyError("tile_id")
+
+    monkeypatch.setattr(rs4m.stages.catalog, "run_catalog", broken)
+    line = _one_error_line(run("catalog", out), 1)
+    assert line == ("rs4m: error: unexpected KeyError: 'tile_id' (rerun with `rs4m --debug ...` to see the "
+                    "traceback)")
+    result = run("--debug", "catalog", out)
+    assert isinstance(result.exception, KeyError)  # --debug: the traceback is not hidden
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_garbled_checkpoint_is_one_line(tmp_path, suffix):
+    pytest.importorskip("torch")
+    pytest.importorskip("safetensors")
+    data = tmp_path / "data"
+    for cls in ("a", "b"):
+        make_images(data / cls, n=2, size=32, copies=0)
+    ckpt = tmp_path / f"model{suffix}"
+    ckpt.write_bytes(b"PK\x03\x04" + os.urandom(2000) if suffix == ".pt" else b"\x10" + b"\x00" * 7 + b"{x" * 100)
+    line = _one_error_line(run("eval", "knn", "--checkpoint", ckpt, "--data", data), 2)
+    assert line.startswith(f"rs4m: error: checkpoint {ckpt} cannot be read (")
+    assert line.endswith("it is damaged or not a checkpoint of rs4m pretrain")
+
+
+def test_garbled_checkpoint_on_resume_is_one_line(fresh):
+    pytest.importorskip("torch")
+    out, _ = fresh
+    run_dir = out.parent / "run"
+    run_dir.mkdir()
+    (run_dir / "checkpoint.pt").write_bytes(b"PK\x03\x04" + os.urandom(4000))
+    line = _one_error_line(run("pretrain", "--manifest", out / "manifest.parquet", "--run", run_dir, "--steps", 2,
+                               "--model", "vit_tiny", "--batch-size", 4, "--workers", 0, "--device", "cpu",
+                               "--resume"), 2)
+    assert line.startswith(f"rs4m: error: checkpoint {run_dir / 'checkpoint.pt'} cannot be read (")
+
+
+def _marked(marker: str) -> list[int]:
+    """Pids of live processes whose environment carries ``marker``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if marker.encode() in (proc / "environ").read_bytes():
+                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc to find the workers")
+def test_pool_workers_die_with_a_killed_driver(tmp_path):
+    src = tmp_path / "src"
+    make_images(src, n=6, copies=0)
+    rec = tmp_path / "recipe.toml"
+    rec.write_text(f'[build]\ntile_size = 32\nscenes_per_unit = 1\n[[sources]]\nname = "folder"\npath = "{src}"\n')
+    marker = f"RS4M_TEST_MARK={os.getpid()}-{time.monotonic_ns()}"
+    env = {**os.environ, marker.split("=")[0]: marker.split("=")[1], "RS4M_KILL_AT": "engine:unit#3"}
+    driver = subprocess.run([*CLI, "build", str(tmp_path / "out"), "--recipe", str(rec), "--workers", "2", "-q"],
+                            env=env, capture_output=True, timeout=120)
+    assert driver.returncode == -9  # killed at the kill point, with its pool running
+    deadline = time.monotonic() + 10
+    while _marked(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _marked(marker) == []
+
+
+def test_leftovers_of_killed_writes_are_removed_and_nothing_else(fresh):
+    out, src = fresh
+    ours = [out / ".manifest.parquet.k2j4h_x1.tmp", out / "tiles" / ".part-00000.parquet.abcdefgh.tmp",
+            out / "tiles" / "errors" / ".part-00000.parquet.abcdefgh.tmp",
+            out / "shards" / ".rs4m-00000.tar.12345678.tmp", out / "shards" / ".rs4m-00000.tar.compact.abcdefgh.tmp",
+            out / "shards" / "rs4m-00000.tar.compact"]
+    theirs = [out / ".notes.txt.abcdefgh.tmp", out / "shards" / ".rs4m-1.tar.abcdefgh.tmp", out / "x.tmp",
+              out / "tiles" / ".part-00000.parquet.tmp"]
+    for path in ours + theirs:
+        path.write_bytes(b"half written")
+    result = build(out, src)
+    assert result.exit_code == 0, result.output
+    assert [p for p in ours if p.exists()] == []
+    assert all(p.read_bytes() == b"half written" for p in theirs)
