@@ -367,3 +367,23 @@ def test_leftovers_of_killed_writes_are_removed_and_nothing_else(fresh):
     assert result.exit_code == 0, result.output
     assert [p for p in ours if p.exists()] == []
     assert all(p.read_bytes() == b"half written" for p in theirs)
+
+
+# --- files added after a finished build are reported, not silently ignored --------------------------------------
+
+def test_files_added_after_the_build_are_reported(fresh):
+    out, src = fresh
+    result = build(out, src)
+    assert result.exit_code == 0 and "new files" not in result.output  # nothing new: no note
+    make_images(src / "later", n=2, seed=7, copies=0)
+    try:
+        result = build(out, src)
+    finally:
+        import shutil
+
+        shutil.rmtree(src / "later")
+    assert result.exit_code == 0, result.output
+    notes = [line for line in stderr_lines(result) if "new files" in line]
+    assert notes == [f"rs4m: note: 2 new files in {src.resolve()} since this build (e.g. later/img00.png); they "
+                     f"are not in it: rebuild with `rs4m build {out} ... --force` or build into a new OUT folder "
+                     "to include them"]

@@ -114,7 +114,7 @@ def execute(out: Path, inputs, engine: str, workers: int | None, ray_address: st
             started: float) -> bool:
     """Run every stage of a prepared build and print the summary; False if a unit failed after retries."""
     from rs4m.engines import get_engine
-    from rs4m.stages.build import finish_record, run_post_stages, run_stages
+    from rs4m.stages.build import finish_record, run_post_stages, run_stages, unseen_lines
 
     eng = get_engine(engine, workers=workers, address=ray_address)
     try:
@@ -123,6 +123,8 @@ def execute(out: Path, inputs, engine: str, workers: int | None, ray_address: st
     finally:
         eng.close()
     finish_record(out, started)
+    for line in unseen_lines(counts.get("unseen", {}), inputs, out):
+        click.echo(f"rs4m: note: {line}", err=True)
     report_failures(counts)
     click.echo(summary_line(counts, time.perf_counter() - started), err=True)
     return not counts["tile"]["units_failed"]

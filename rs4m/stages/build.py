@@ -16,6 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+import pyarrow.compute as pc
+
 from rs4m import __version__
 from rs4m import manifest as mf
 from rs4m.config import FilterConfig, Recipe
@@ -192,6 +194,8 @@ def run_stages(out: Path, inputs: list[SourceInput], engine, force: bool = False
         with tqdm(desc="scan", unit="scene", disable=quiet, leave=False) as bar:
             counts["scan"] = run_scan(out, inputs, engine, progress=bar.update)
         update_record(out, stages={"scan": counts["scan"]})
+    else:
+        counts["unseen"] = unseen_files(layout, inputs)
     record = read_record(out)
     units = mf.read_table(layout.scenes, mf.SCENES_SCHEMA, columns=["unit"]).column("unit")
     with tqdm(desc="tile", unit="unit", total=len(set(units.to_pylist())), disable=quiet, leave=False) as bar:
@@ -206,6 +210,37 @@ def run_stages(out: Path, inputs: list[SourceInput], engine, force: bool = False
     update_record(out, stages={"tile": counts["tile"]})
     counts["errors"] = error_count(layout)
     return counts
+
+
+def unseen_files(layout: OutputLayout, inputs: list[SourceInput]) -> dict[str, list[str]]:
+    """source → files a scan would pick now that the build's scan did not see (neither a scene nor a scan
+    error row): files added to a source after it was scanned. Lists the folders, opens no file."""
+    from rs4m.stages.scan import _enumerate
+
+    seen: dict[str, set[str]] = {}
+    scenes = mf.read_table(layout.scenes, mf.SCENES_SCHEMA, columns=["source", "scene_path"])
+    for source, path in zip(scenes["source"].to_pylist(), scenes["scene_path"].to_pylist()):
+        seen.setdefault(source, set()).add(path)
+    if layout.errors.exists():
+        errors = mf.read_table(layout.errors, mf.ERRORS_SCHEMA, columns=["source", "path", "stage"])
+        for row in errors.filter(pc.equal(errors["stage"], "scan")).to_pylist():
+            seen.setdefault(row["source"], set()).add(row["path"])
+    unseen = {}
+    for inp in inputs:
+        refs, problems = _enumerate(inp)
+        paths = sorted({r.scene_path for r in refs} | {p["path"] for p in problems})
+        new = [p for p in paths if p not in seen.get(inp.source, set())]
+        if new:
+            unseen[inp.source] = new
+    return unseen
+
+
+def unseen_lines(unseen: dict[str, list[str]], inputs: list[SourceInput], out: Path) -> list[str]:
+    """One line per source with files the build has not seen, saying what to do."""
+    roots = {inp.source: inp.root for inp in inputs}
+    return [f"{len(paths)} new files in {roots[source]} since this build (e.g. {paths[0]}); they are not in it: "
+            f"rebuild with `rs4m build {out} ... --force` or build into a new OUT folder to include them"
+            for source, paths in unseen.items()]
 
 
 def error_count(layout: OutputLayout) -> int:
