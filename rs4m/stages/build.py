@@ -22,6 +22,7 @@ from rs4m import __version__
 from rs4m import manifest as mf
 from rs4m.config import FilterConfig, Recipe
 from rs4m.errors import ConfigError, OutputError
+from rs4m.killpoints import kill_point
 from rs4m.layout import LOCK_NAME, OutputLayout, is_leftover_name, leftover_files, owned_files
 from rs4m.lock import BuildLock
 from rs4m.stages.sources import SourceInput
@@ -193,6 +194,7 @@ def run_stages(out: Path, inputs: list[SourceInput], engine, force: bool = False
     if not layout.scenes.exists():
         with tqdm(desc="scan", unit="scene", disable=quiet, leave=False) as bar:
             counts["scan"] = run_scan(out, inputs, engine, progress=bar.update)
+        kill_point("build:scanned")
         update_record(out, stages={"scan": counts["scan"]})
     else:
         counts["unseen"] = unseen_files(layout, inputs)
@@ -266,5 +268,6 @@ def run_post_stages(out: Path, quiet: bool = False) -> dict:
         from rs4m.stages.catalog import run_catalog
 
         counts["catalog"] = run_catalog(Path(out))
+        kill_point("build:catalogued")
         update_record(out, stages={"catalog": counts["catalog"]})
     return counts

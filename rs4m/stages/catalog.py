@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from rs4m import manifest as mf
 from rs4m.errors import OutputError
+from rs4m.killpoints import kill_point
 from rs4m.layout import OutputLayout
 from rs4m.stages.tile import write_shards_table
 
@@ -74,5 +75,6 @@ def run_catalog(out: Path) -> dict:
     manifest = table.filter(keep)
     manifest = manifest.take(pc.sort_indices(manifest, [("tile_id", "ascending")]))
     mf.write_table(manifest, layout.manifest, mf.MANIFEST_SCHEMA)
+    kill_point("catalog:manifest")
     write_shards_table(layout)
     return catalog_counts(table, keep)

@@ -27,6 +27,7 @@ from rs4m import dedup as dd
 from rs4m import manifest as mf
 from rs4m.config import DedupConfig  # noqa: F401 - the [dedup] settings; re-exported here
 from rs4m.errors import ConfigError, OutputError
+from rs4m.killpoints import kill_point
 from rs4m.layout import OutputLayout
 
 TILE_COLUMNS = ["tile_id", "scene_id", "source", "scene_path", "sha256", "pixel_sha256", "phash", "dhash",
@@ -178,6 +179,7 @@ def run_dedup(out: Path, config: DedupConfig = DedupConfig()) -> DedupReport:
     rank = dd.keep_rank(sources, config.source_priority, _floats(table, "gsd_m"), area, tile_ids)
     groups = dd.resolve(tile_ids, edges, rank, leak_distance, leak_edges)
     mf.write_table(dedup_table(table, groups), layout.dedup, mf.DEDUP_SCHEMA)
+    kill_point("dedup:written")  # a kill here leaves dedup.json of the previous run: the rerun redoes both
     report = DedupReport(tiles=len(tile_ids), searched=int(searchable.sum()), dihedral=method,
                          pairs_by_source=_pairs_by_source(sources, [e for e in edges if len(e)]))
     _summarise(report, groups)
