@@ -387,3 +387,25 @@ def test_files_added_after_the_build_are_reported(fresh):
     assert notes == [f"rs4m: note: 2 new files in {src.resolve()} since this build (e.g. later/img00.png); they "
                      f"are not in it: rebuild with `rs4m build {out} ... --force` or build into a new OUT folder "
                      "to include them"]
+
+
+def test_disk_full_while_tiling_says_so_once(tmp_path, monkeypatch):
+    import errno
+
+    from rs4m.shards import ShardWriter
+
+    src = tmp_path / "src"
+    make_images(src, n=3, copies=0)
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(ShardWriter, "_write", full)
+    rec = tmp_path / "r.toml"
+    rec.write_text(f'[build]\ntile_size = 64\nscenes_per_unit = 1\n[[sources]]\nname = "folder"\npath = "{src}"\n')
+    result = run("build", tmp_path / "out", "--recipe", rec, "--workers", 1, "-q")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = [line for line in stderr_lines(result) if line.startswith("rs4m:")]
+    assert lines == ["rs4m: 3 units (0, 1, 2) failed after retries: OSError: [Errno 28] No space left on device "
+                     "(re-run the same command to retry)"]
+    assert not list((tmp_path / "out").rglob("*.tmp"))

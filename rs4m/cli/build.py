@@ -9,6 +9,7 @@ import click
 
 from rs4m.config import FORMATS, MODES, Recipe, load_recipe
 from rs4m.errors import ConfigError
+from rs4m.layout import OutputLayout
 
 TILE_FLAGS = ("tile_size", "stride", "mode", "format", "out_size", "crop_min", "crop_max", "quality", "max_pixels")
 
@@ -119,7 +120,9 @@ def execute(out: Path, inputs, engine: str, workers: int | None, ray_address: st
     eng = get_engine(engine, workers=workers, address=ray_address)
     try:
         counts = run_stages(out, inputs, eng, quiet=quiet)
-        counts.update(run_post_stages(out, quiet=quiet))
+        # every unit failed (a full disk, say): nothing to dedup or catalog, the failures say why
+        if not counts["tile"]["units_failed"] or OutputLayout(Path(out)).tile_parts():
+            counts.update(run_post_stages(out, quiet=quiet))
     finally:
         eng.close()
     finish_record(out, started)
@@ -131,9 +134,14 @@ def execute(out: Path, inputs, engine: str, workers: int | None, ray_address: st
 
 
 def report_failures(counts: dict) -> None:
+    """One line per distinct cause of the units that failed after retries (a full disk fails them all alike)."""
+    by_error: dict[str, list[int]] = {}
     for fail in counts.get("tile", {}).get("units_failed", []):
-        click.echo(f"rs4m: unit {fail['unit']} failed after retries: {fail['error']} "
-                   "(re-run the same command to retry it)", err=True)
+        by_error.setdefault(fail["error"], []).append(fail["unit"])
+    for error, units in by_error.items():
+        which = f"unit {units[0]}" if len(units) == 1 else f"{len(units)} units ({', '.join(map(str, units[:5]))}" \
+            f"{', ...' if len(units) > 5 else ''})"
+        click.echo(f"rs4m: {which} failed after retries: {error} (re-run the same command to retry)", err=True)
 
 
 @click.command()
