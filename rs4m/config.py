@@ -48,7 +48,7 @@ def type_problem(kind: str, value: Any) -> str | None:
         return None
     if not isinstance(value, want):
         return f"must be {kind}, not {value!r}"
-    if want is float and not math.isfinite(value):
+    if want is float and not math.isfinite(float(value)):
         return f"must be a finite number, not {value!r}"
     return None
 
@@ -202,14 +202,14 @@ def from_mapping(cls: type, data: Mapping[str, Any], where: str) -> Any:
 _SOURCE_KEYS = {"name", "path", "splits", "glob", "max_images", "options"}
 
 
-def _source_field(entry: Mapping[str, Any], key: str, where: str, kind: type | tuple[type, ...]) -> Any:
+def _source_field(entry: Mapping[str, Any], key: str, where: str, kind: type) -> Any:
     """``entry[key]`` if absent or of type ``kind`` (never a boolean for a number), else a :class:`ConfigError`."""
     value = entry.get(key)
     if value is None:
         return None
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
-        names = {str: "a string", int: "an integer", dict: "a table", list: "a list of strings"}
-        raise ConfigError(f"{where}: {key} must be {names.get(kind, kind)}, not {value!r}")  # type: ignore[call-overload]
+        names: dict[type, str] = {str: "a string", int: "an integer", dict: "a table", list: "a list of strings"}
+        raise ConfigError(f"{where}: {key} must be {names.get(kind, kind.__name__)}, not {value!r}")
     return value
 
 

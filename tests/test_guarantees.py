@@ -249,7 +249,7 @@ def test_disk_full_is_one_line_naming_the_file(tmp_path, monkeypatch, with_errno
     def full(table, where, **kw):
         if with_errno:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(where))
-        raise OSError(f"[Errno 28] Error writing bytes to file. Detail: [errno 28] No space left on device")
+        raise OSError("[Errno 28] Error writing bytes to file. Detail: [errno 28] No space left on device")
 
     monkeypatch.setattr(pyarrow.parquet, "write_table", full)
     line = _one_error_line(build(tmp_path / "out", src), 1)

@@ -79,7 +79,7 @@ class Rs4mGroup(click.Group):
             ctx.exit(2)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
-        except Exception as err:  # noqa: BLE001 - one line instead of a traceback, unless --debug
+        except Exception as err:  # one line instead of a traceback, unless --debug
             if debug_enabled(ctx):
                 raise
             click.echo(f"rs4m: error: {describe_failure(err)}", err=True)
