@@ -409,3 +409,13 @@ def test_disk_full_while_tiling_says_so_once(tmp_path, monkeypatch):
     assert lines == ["rs4m: 3 units (0, 1, 2) failed after retries: OSError: [Errno 28] No space left on device "
                      "(re-run the same command to retry)"]
     assert not list((tmp_path / "out").rglob("*.tmp"))
+
+
+def test_a_stage_on_a_foreign_folder_leaves_no_lock_file(tmp_path):
+    mine = tmp_path / "photos"
+    mine.mkdir()
+    (mine / "holiday.jpg").write_bytes(b"not an rs4m build")
+    for command in ("catalog", "dedup", "compact", "tile"):
+        result = run(command, mine)
+        assert result.exit_code == 2 and "Traceback" not in result.output
+    assert sorted(p.name for p in mine.iterdir()) == ["holiday.jpg"]

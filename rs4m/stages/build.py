@@ -149,6 +149,13 @@ def remove_leftovers(layout: OutputLayout) -> int:
     return len(leftovers)
 
 
+def _may_hold_a_build(layout: OutputLayout) -> bool:
+    """True for an empty folder (a build about to start) or one holding files a build writes."""
+    if layout.build_json.exists() or owned_files(layout.root):
+        return True
+    return not any(p.name != LOCK_NAME for p in layout.root.iterdir())
+
+
 @contextmanager
 def writing(out: Path, command: str, settle: bool = True) -> Iterator[OutputLayout]:
     """Hold ``OUT``'s writer lock for ``command``; first (``settle``) finish the renames of an interrupted
@@ -156,8 +163,8 @@ def writing(out: Path, command: str, settle: bool = True) -> Iterator[OutputLayo
     from rs4m.compact import finish_swaps
 
     layout = OutputLayout(Path(out))
-    if not layout.root.is_dir():
-        yield layout  # nothing to lock: the command says what it misses
+    if not layout.root.is_dir() or not _may_hold_a_build(layout):
+        yield layout  # nothing a build wrote is here (and no lock file is left): the command says what it misses
         return
     with BuildLock(layout.root, command):
         if settle:
