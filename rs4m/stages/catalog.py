@@ -14,6 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rs4m import manifest as mf
+from rs4m.errors import OutputError
+from rs4m.killpoints import kill_point
 from rs4m.layout import OutputLayout
 from rs4m.stages.tile import write_shards_table
 
@@ -69,12 +71,16 @@ def run_catalog(out: Path, bounded: bool = True) -> dict:
     ``bounded=False`` joins them in memory. Both write the same bytes.
     """
     layout = OutputLayout(Path(out))
+    if not layout.tile_parts():
+        raise OutputError(f"{out} has no tiles parts to catalog; run `rs4m build {out} --source ...` "
+                          f"(or `rs4m scan` and `rs4m tile {out}`) first")
     if bounded:
         from rs4m.stages.bounded import run_catalog_bounded
 
         counts = run_catalog_bounded(layout)
     else:
         counts = _catalog_in_memory(layout)
+    kill_point("catalog:manifest")
     write_shards_table(layout)
     return counts
 
