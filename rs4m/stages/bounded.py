@@ -25,6 +25,7 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -292,10 +293,10 @@ def find_edges_bounded(tiles: Tiles, config, searchable: np.ndarray, engine=None
     return edges, method
 
 
-def write_dedup_bounded(layout: OutputLayout, tiles: Tiles, groups: dd.Groups) -> None:
-    """``dedup.parquet`` part by part, byte-identical to ``dedup_table`` of all rows at once."""
-    from rs4m.stages.dedup import dedup_table
-
+def write_dedup_bounded(layout: OutputLayout, tiles: Tiles, groups: dd.Groups,
+                        dedup_table: Callable[[pa.Table, dd.Groups], pa.Table]) -> None:
+    """``dedup.parquet`` part by part, byte-identical to ``dedup_table`` (the in-memory table builder of
+    :mod:`rs4m.stages.dedup`) of all rows at once."""
     base = 0
     with ParquetStream(layout.dedup, mf.DEDUP_SCHEMA) as out:
         for part, n in zip(tiles.parts, tiles.rows_per_part):
@@ -305,10 +306,8 @@ def write_dedup_bounded(layout: OutputLayout, tiles: Tiles, groups: dd.Groups) -
             base += n
 
 
-def run_dedup_bounded(layout: OutputLayout, config, engine=None):
-    """Groups and report of the build's tiles (see :func:`rs4m.stages.dedup.run_dedup`); writes dedup.parquet."""
-    from rs4m.stages.dedup import DedupReport, _pairs_by_source, _summarise
-
+def dedup_groups(layout: OutputLayout, config, engine=None):
+    """The build's tiles, edges, dihedral method, searchable mask and groups (as the in-memory dedup)."""
     tiles = load_tiles(layout)
     has_hash = tiles.valid["phash"] & tiles.valid["dhash"]
     searchable = has_hash & ~(tiles.richness < config.min_richness)  # NaN richness stays searchable
@@ -318,12 +317,7 @@ def run_dedup_bounded(layout: OutputLayout, config, engine=None):
     rank = dd.keep_rank_codes(tiles.source_codes, tiles.source_names, config.source_priority, tiles.gsd_m,
                               tiles.area_px, id_rank)
     groups = dd.resolve(tiles.ids, edges, rank, leak_distance, leak_edges)
-    write_dedup_bounded(layout, tiles, groups)
-    names = np.array(tiles.source_names, dtype=object)
-    report = DedupReport(tiles=len(tiles), searched=int(searchable.sum()), dihedral=method,
-                         pairs_by_source=_pairs_by_source(names[tiles.source_codes], [e for e in edges if len(e)]))
-    _summarise(report, groups)
-    return report
+    return tiles, edges, method, searchable, groups
 
 
 @dataclass
@@ -379,15 +373,14 @@ def _counts(per_source: dict[str, Counter], table: pa.Table, keep: np.ndarray) -
         c[names[code % 4]] += n
 
 
-def run_catalog_bounded(layout: OutputLayout) -> dict:
+def run_catalog_bounded(layout: OutputLayout, kept_mask: Callable[[pa.Table], pa.ChunkedArray]) -> dict:
     """Write ``manifest.parquet`` (see :func:`rs4m.stages.catalog.run_catalog`) with bounded memory.
 
     Pass 1 reads ``tile_id`` and the keep columns of every part and sorts the kept ids; the ids at every
     :data:`ROW_GROUP_ROWS`-th position cut the manifest into row groups. Pass 2 spills each part's kept rows
     to the spill file of their row group; pass 3 sorts each spill file and writes it as one row group.
+    ``kept_mask`` is the catalog's rule for the rows that stay.
     """
-    from rs4m.stages.catalog import kept_mask
-
     dedup = DedupColumns.read(layout)
     parts, per_source, kept_ids = layout.tile_parts(), {}, []
     for part in parts:
@@ -402,7 +395,7 @@ def run_catalog_bounded(layout: OutputLayout) -> dict:
     del ids
     spill_dir = Path(tempfile.mkdtemp(prefix=".catalog-", dir=layout.root))
     try:
-        spills = _spill(parts, dedup, bounds, spill_dir)
+        spills = _spill(parts, dedup, bounds, spill_dir, kept_mask)
         with ParquetStream(layout.manifest, mf.MANIFEST_SCHEMA) as out:
             for path in spills:
                 group = pq.read_table(path)
@@ -415,10 +408,8 @@ def run_catalog_bounded(layout: OutputLayout) -> dict:
             "sources": {s: {k: c[k] for k in keys} for s, c in sorted(per_source.items())}}
 
 
-def _spill(parts: list[Path], dedup: DedupColumns, bounds: np.ndarray, spill_dir: Path) -> list[Path]:
+def _spill(parts: list[Path], dedup: DedupColumns, bounds: np.ndarray, spill_dir: Path, kept_mask) -> list[Path]:
     """Each part's kept rows, appended to the spill file of the output row group their tile id falls in."""
-    from rs4m.stages.catalog import kept_mask
-
     paths = [spill_dir / f"group-{k:05d}.parquet" for k in range(len(bounds) + 1)]
     writers: dict[int, pq.ParquetWriter] = {}
     try:

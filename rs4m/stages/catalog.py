@@ -77,7 +77,7 @@ def run_catalog(out: Path, bounded: bool = True) -> dict:
     if bounded:
         from rs4m.stages.bounded import run_catalog_bounded
 
-        counts = run_catalog_bounded(layout)
+        counts = run_catalog_bounded(layout, kept_mask)
     else:
         counts = _catalog_in_memory(layout)
     kill_point("catalog:manifest")

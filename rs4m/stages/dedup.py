@@ -175,14 +175,24 @@ def run_dedup(out: Path, config: DedupConfig = DedupConfig(), bounded: bool = Tr
     started = time.perf_counter()
     layout = OutputLayout(Path(out))
     if bounded:
-        from rs4m.stages.bounded import run_dedup_bounded
-
-        report = run_dedup_bounded(layout, config, engine)
+        report = _dedup_bounded(layout, config, engine)
     else:
         report = _dedup_in_memory(layout, config)
     kill_point("dedup:written")  # a kill here leaves dedup.json of the previous run: the rerun redoes both
     report.seconds = round(time.perf_counter() - started, 3)
     mf.atomic_write_json(layout.dedup_report, {"config": asdict(config), **report.to_dict()})
+    return report
+
+
+def _dedup_bounded(layout: OutputLayout, config: DedupConfig, engine) -> DedupReport:
+    from rs4m.stages import bounded as bd
+
+    tiles, edges, method, searchable, groups = bd.dedup_groups(layout, config, engine)
+    bd.write_dedup_bounded(layout, tiles, groups, dedup_table)
+    sources = np.array(tiles.source_names, dtype=object)[tiles.source_codes]
+    report = DedupReport(tiles=len(tiles), searched=int(searchable.sum()), dihedral=method,
+                         pairs_by_source=_pairs_by_source(sources, [e for e in edges if len(e)]))
+    _summarise(report, groups)
     return report
 
 
