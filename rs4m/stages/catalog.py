@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rs4m import manifest as mf
+from rs4m.export.wids import write_wids_index
 from rs4m.layout import OutputLayout
 from rs4m.stages.tile import write_shards_table
 
@@ -71,4 +72,5 @@ def run_catalog(out: Path) -> dict:
     manifest = manifest.take(pc.sort_indices(manifest, [("tile_id", "ascending")]))
     mf.write_table(manifest, layout.manifest, mf.MANIFEST_SCHEMA)
     write_shards_table(layout)
+    write_wids_index(layout.root)  # the random-access index beside the shards
     return catalog_counts(table, keep)
