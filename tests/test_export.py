@@ -284,3 +284,26 @@ def test_dest_must_be_empty_or_the_same_export(corpus, tmp_path):
     assert run_cli("export", "hf", corpus.out, other, "--shard-size", SHARD, "-q").exit_code == 0
     result = run_cli("export", "hf", corpus.out, other, "--shard-size", "1MB")
     assert result.exit_code == 2 and "different build, selection or format" in result.stderr
+
+
+def test_card_cites_each_adapter_and_warns_per_restriction(tmp_path):
+    from rs4m.export.card import licence_warnings
+    from rs4m_tools.adapters import get_source
+
+    out = make_corpus(tmp_path / "out").out
+    record = json.loads((out / "build.json").read_text())
+    record["sources"][0]["adapter"] = "ucmerced"  # alpha's tiles came through a real adapter
+    (out / "build.json").write_text(json.dumps(record))
+    result = run_cli("export", "hf", out, tmp_path / "hf", "--title", "Alpha and friends", "-q")
+    assert result.exit_code == 0, result.output
+    card = (tmp_path / "hf" / "README.md").read_text()
+    ucm = get_source("ucmerced")
+    assert f"- **alpha** ({ucm.title}): {ucm.citation}" in card and "# Alpha and friends" in card
+    assert "- **beta** (unknown dataset): no citation declared" in card
+    lines = licence_warnings({"CC-BY-NC-4.0": 3, "ISPRS benchmark: research use only, no redistribution": 2,
+                              "unknown": 1, "CC0-1.0": 4})
+    assert len(lines) == 3
+    assert "5 of 10 tiles" in lines[0] and "CC-BY-NC-4.0 (3)" in lines[0]  # NC and research-only
+    assert "2 of 10 tiles" in lines[1] and "redistribution" in lines[1]
+    assert "1 of 10 tiles" in lines[2] and "unknown" in lines[2]
+    assert licence_warnings({"CC0-1.0": 4, "CC-BY-4.0": 1}) == []

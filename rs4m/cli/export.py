@@ -29,8 +29,9 @@ def _run(fmt_name: str, out: Path, dest: Path, where: str | None, shard_size: st
     from rs4m.export.runner import run_export
 
     fmt = importlib.import_module(FORMATS[fmt_name]).make_format(**options)
+    size = shard_size or fmt.default_shard_size
     with tqdm(desc=f"export {fmt_name}", unit="tile", disable=quiet, leave=False) as bar:
-        report = run_export(out, dest, fmt, where=where, shard_size=shard_size, progress=bar.update)
+        report = run_export(out, dest, fmt, where=where, shard_size=size, progress=bar.update)
     if as_json:
         echo_json(report.to_dict())
     click.echo(f"exported {report.rows} tiles ({report.bytes} bytes) to {report.files} files in {dest} "
@@ -41,8 +42,9 @@ def _run(fmt_name: str, out: Path, dest: Path, where: str | None, shard_size: st
 def _common(func):
     func = click.option("-q", "--quiet", is_flag=True, help="No progress bar.")(func)
     func = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")(func)
-    func = click.option("--shard-size", default="500MB", show_default=True,
-                        help="Tile bytes per output file (500MB, 2GB, 64MiB ...).")(func)
+    func = click.option("--shard-size", default=None,
+                        help="Tile bytes per output file (500MB, 2GB, 64MiB ...); default 500MB for hf and mds, "
+                             "64MB for litdata (its writer holds a chunk in memory).")(func)
     func = click.option("--where", default=None, help=WHERE_HELP)(func)
     func = click.argument("dest", type=click.Path(path_type=Path, file_okay=False))(func)
     return click.argument("out", type=click.Path(path_type=Path, file_okay=False, exists=True))(func)

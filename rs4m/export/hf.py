@@ -99,6 +99,7 @@ class HFFormat:
     """The ``hf`` export format (see the module docstring)."""
 
     name = "hf"
+    default_shard_size = "500MB"  # as datasets shards for push_to_hub
 
     def __init__(self, row_group_bytes: int = ROW_GROUP_BYTES, title: str | None = None) -> None:
         self.row_group_bytes = row_group_bytes

@@ -72,6 +72,7 @@ class LitDataFormat:
     """The ``litdata`` export format (see the module docstring)."""
 
     name = "litdata"
+    default_shard_size = "64MB"  # its writer holds one chunk in memory
 
     def options(self) -> dict[str, Any]:
         return {}

@@ -16,7 +16,7 @@ Columns: ``image`` (``bytes``: the stored tile bytes, unchanged), ``tile_id``, `
 from __future__ import annotations
 
 import json
-import mmap
+import os
 import struct
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
@@ -92,6 +92,7 @@ class MDSFormat:
     """The ``mds`` export format (see the module docstring)."""
 
     name = "mds"
+    default_shard_size = "500MB"
 
     def options(self) -> dict[str, Any]:
         return {}
@@ -113,19 +114,23 @@ class MDSFormat:
                                                                   sort_keys=True).encode())
 
     def read_back(self, job: ExportJob) -> Iterator[tuple[int, str, bytes]]:
-        """Every sample, parsed from the shards by the offsets in their headers."""
+        """Every sample, parsed from the shards by the offsets in their headers (ranged reads: no mmap, so
+        memory stays small whatever the shard size)."""
         image, tile_id = NAMES.index("image"), NAMES.index("tile_id")
         for fp in job.plan.files:
-            with open(job.final_path(fp.index), "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as raw:
-                (n,) = struct.unpack_from("<I", raw, 0)
-                offsets = struct.unpack_from(f"<{n + 1}I", raw, 4)
-                for begin in offsets[:-1]:
-                    sizes = struct.unpack_from(f"<{len(NAMES)}I", raw, begin)
-                    pos = [begin + 4 * len(NAMES)]
+            fd = os.open(job.final_path(fp.index), os.O_RDONLY)
+            try:
+                (n,) = struct.unpack("<I", os.pread(fd, 4, 0))
+                offsets = struct.unpack(f"<{n + 1}I", os.pread(fd, 4 * (n + 1), 4))
+                for begin, end in zip(offsets[:-1], offsets[1:]):
+                    raw = os.pread(fd, end - begin, begin)
+                    sizes = struct.unpack_from(f"<{len(NAMES)}I", raw, 0)
+                    pos = [4 * len(NAMES)]
                     for size in sizes:
                         pos.append(pos[-1] + size)
-                    yield (fp.index, bytes(raw[pos[tile_id]:pos[tile_id + 1]]).decode(),
-                           bytes(raw[pos[image]:pos[image + 1]]))
+                    yield fp.index, raw[pos[tile_id]:pos[tile_id + 1]].decode(), raw[pos[image]:pos[image + 1]]
+            finally:
+                os.close(fd)
 
     def finish(self, job: ExportJob) -> None:
         """Nothing more: ``index.json`` is the dataset's entry point."""

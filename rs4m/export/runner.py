@@ -94,6 +94,7 @@ class ExportFormat(Protocol):
     """What a format provides to :func:`run_export`."""
 
     name: str
+    default_shard_size: str
 
     def options(self) -> dict[str, Any]: ...
 
@@ -314,11 +315,11 @@ def verify_files(job: ExportJob) -> int:
 
 
 def run_export(out: Path, dest: Path, fmt: ExportFormat, where: str | None = None,
-               shard_size: str | int = "500MB", command: str = "", progress=None) -> ExportReport:
+               shard_size: str | int | None = None, command: str = "", progress=None) -> ExportReport:
     """Export the build in ``out`` to ``dest`` in ``fmt``; resumable, verified. See the module docstring."""
     started = time.perf_counter()
     selection = Selection(Path(out), where)
-    shard_bytes = parse_size(shard_size)
+    shard_bytes = parse_size(shard_size or fmt.default_shard_size)
     plan = plan_files(selection, shard_bytes)
     if not plan.files:
         raise ConfigError(f"the filter {where!r} selects no tile of {out}" if where else f"{out} has no tiles")
