@@ -27,9 +27,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rs4m import manifest as mf  # noqa: E402
-from rs4m.layout import OutputLayout  # noqa: E402
-from rs4m.shards import ShardWriter  # noqa: E402
+from rs4m import manifest as mf
+from rs4m.layout import OutputLayout
+from rs4m.shards import ShardWriter
 
 FORMATS = ("hf", "mds", "litdata")
 CHILD = """

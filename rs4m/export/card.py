@@ -145,8 +145,8 @@ def render_card(job: ExportJob, record: dict[str, Any], title: str) -> str:
     built_with = (record.get("versions") or {}).get("rs4m", "unknown")
     where = f" --where {json.dumps(job.selection.where)}" if job.selection.where else ""
     body = [f"# {title}", "",
-            f"{plan.rows} remote-sensing RGB tiles from {len(plan.by_source)} sources, curated with rs4m "
-            "(scan → tile → dedup → catalog) and exported with the stored image bytes unchanged.", "",
+            (f"{plan.rows} remote-sensing RGB tiles from {len(plan.by_source)} sources, curated with rs4m "
+             "(scan → tile → dedup → catalog) and exported with the stored image bytes unchanged."), "",
             "```python", "from datasets import load_dataset", "ds = load_dataset(\"PATH/OR/REPO\", split=\"train\")",
             "ds[0][\"image\"]  # PIL image; every manifest column is beside it", "```", "",
             "## Sources", "", *_sources_table(plan, facts), "",
@@ -157,6 +157,6 @@ def render_card(job: ExportJob, record: dict[str, Any], title: str) -> str:
             "## How this export was made", "",
             f"- built with rs4m {built_with}; exported with rs4m {__version__}",
             f"- command: `rs4m export hf {job.out.name} {job.dest.name} --shard-size {job.shard_bytes}{where}`",
-            f"- {len(plan.files)} Parquet files, {plan.bytes} bytes of tile data; each file was re-read and every "
-            "tile's sha256 checked against the build's manifest"]
+            (f"- {len(plan.files)} Parquet files, {plan.bytes} bytes of tile data; each file was re-read and every "
+             "tile's sha256 checked against the build's manifest")]
     return "\n".join(_yaml_header(plan, plan.rows) + [""] + body) + "\n"

@@ -16,8 +16,9 @@ uncompressed and without statistics (they are already compressed), the other col
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -84,7 +85,7 @@ class HFFileWriter:
 
     def _flush(self) -> None:
         if self._buffer:
-            group = pa.concat_tables(self._buffer).combine_chunks()
+            group = pa.concat_tables(self._buffer)  # chunked: the writer needs no contiguous copy
             self._writer.write_table(group, row_group_size=group.num_rows)
             self.rows += group.num_rows
         self._buffer, self._buffered = [], 0

@@ -15,11 +15,13 @@ Columns: ``image`` (``bytes``: the stored tile bytes, unchanged), ``tile_id``, `
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 
@@ -61,7 +63,7 @@ class MDSFileWriter:
         self.path = path
         self.config = json.dumps(shard_config(), sort_keys=True).encode()
         # a hidden *.tmp name: a killed run's spool is removed with the other temporary files
-        self._spool: BinaryIO = open(path.with_name(path.name.removesuffix(".tmp") + ".body.tmp"), "w+b")
+        self._spool: BinaryIO = open(path.with_name(path.name.removesuffix(".tmp") + ".body.tmp"), "w+b")  # noqa: SIM115 - closed in close()
         self._sizes: list[int] = []
 
     def add(self, rows: pa.Table, data: list[bytes]) -> None:
@@ -122,7 +124,7 @@ class MDSFormat:
             try:
                 (n,) = struct.unpack("<I", os.pread(fd, 4, 0))
                 offsets = struct.unpack(f"<{n + 1}I", os.pread(fd, 4 * (n + 1), 4))
-                for begin, end in zip(offsets[:-1], offsets[1:]):
+                for begin, end in itertools.pairwise(offsets):
                     raw = os.pread(fd, end - begin, begin)
                     sizes = struct.unpack_from(f"<{len(NAMES)}I", raw, 0)
                     pos = [4 * len(NAMES)]

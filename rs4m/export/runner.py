@@ -20,15 +20,17 @@ import re
 import shutil
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rs4m import manifest as mf
 from rs4m.errors import ConfigError, OutputError
+from rs4m.filters import filter_table, referenced_columns
 from rs4m.layout import OutputLayout
 from rs4m.shards import ShardReader, file_sha256
 
@@ -104,11 +106,11 @@ class ExportFormat(Protocol):
 
     def open_file(self, path: Path, index: int) -> FileWriter: ...
 
-    def write_index(self, job: "ExportJob", infos: list[dict[str, Any]]) -> None: ...
+    def write_index(self, job: ExportJob, infos: list[dict[str, Any]]) -> None: ...
 
-    def read_back(self, job: "ExportJob") -> Iterator[tuple[int, str, bytes]]: ...
+    def read_back(self, job: ExportJob) -> Iterator[tuple[int, str, bytes]]: ...
 
-    def finish(self, job: "ExportJob") -> None: ...
+    def finish(self, job: ExportJob) -> None: ...
 
 
 class Selection:
@@ -121,11 +123,7 @@ class Selection:
         self.where = where or None
         self.batch_rows = batch_rows
         self.columns = pq.read_schema(self.layout.manifest).names
-        self._where_columns: list[str] = []
-        if self.where:
-            from rs4m.filters import referenced_columns
-
-            self._where_columns = referenced_columns(self.where, self.columns)
+        self._where_columns = referenced_columns(self.where, self.columns) if self.where else []
 
     def batches(self, columns: list[str] | None = None) -> Iterator[pa.Table]:
         """Selected rows as tables of at most ``batch_rows`` rows with ``columns`` (default: all)."""
@@ -135,8 +133,6 @@ class Selection:
             for batch in pf.iter_batches(batch_size=self.batch_rows, columns=read):
                 table = pa.Table.from_batches([batch])
                 if self.where:
-                    from rs4m.filters import filter_table
-
                     table = filter_table(table, self.where)
                 if table.num_rows:
                     yield table.select(wanted)
@@ -173,7 +169,6 @@ class ExportJob:
     selection: Selection
     plan: Plan
     shard_bytes: int
-    command: str = ""
 
     @property
     def state_dir(self) -> Path:
@@ -315,7 +310,7 @@ def verify_files(job: ExportJob) -> int:
 
 
 def run_export(out: Path, dest: Path, fmt: ExportFormat, where: str | None = None,
-               shard_size: str | int | None = None, command: str = "", progress=None) -> ExportReport:
+               shard_size: str | int | None = None, progress=None) -> ExportReport:
     """Export the build in ``out`` to ``dest`` in ``fmt``; resumable, verified. See the module docstring."""
     started = time.perf_counter()
     selection = Selection(Path(out), where)
@@ -324,12 +319,15 @@ def run_export(out: Path, dest: Path, fmt: ExportFormat, where: str | None = Non
     if not plan.files:
         raise ConfigError(f"the filter {where!r} selects no tile of {out}" if where else f"{out} has no tiles")
     fmt.prepare(pq.read_schema(selection.layout.manifest))
-    job = ExportJob(Path(out), Path(dest), fmt, selection, plan, shard_bytes, command)
+    job = ExportJob(Path(out), Path(dest), fmt, selection, plan, shard_bytes)
     record = start_state(job)
     written = write_files(job, progress)
     fmt.write_index(job, [json.loads(job.info_path(f.index).read_text()) for f in plan.files])
     verified = verify_files(job)
     fmt.finish(job)
+    for path in job.dest.rglob("*"):  # temporary files are created private; a finished export is for sharing
+        if path.is_file() and STATE_DIR not in path.relative_to(job.dest).parts:
+            path.chmod(0o644)
     mf.atomic_write_json(job.state_dir / STATE_FILE, {**record, "done": True})
     return ExportReport(fmt.name, str(dest), len(plan.files), written, plan.rows, plan.bytes, verified,
                         round(time.perf_counter() - started, 3))
