@@ -288,7 +288,7 @@ def test_dest_must_be_empty_or_the_same_export(corpus, tmp_path):
 
 def test_card_cites_each_adapter_and_warns_per_restriction(tmp_path):
     from rs4m.export.card import licence_warnings
-    from rs4m_tools.adapters import get_source
+    from rs4m.sources import get_source
 
     out = make_corpus(tmp_path / "out").out
     record = json.loads((out / "build.json").read_text())

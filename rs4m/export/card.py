@@ -47,7 +47,7 @@ def licence_warnings(by_licence: dict[str, int]) -> list[str]:
 
 def adapter_facts(record: dict[str, Any]) -> dict[str, dict]:
     """source → the adapter's declared facts (title, citation, licence), where the adapter is known."""
-    from rs4m_tools.adapters import get_source
+    from rs4m.sources import get_source
 
     facts: dict[str, dict] = {}
     for src in record.get("sources") or []:
