@@ -125,6 +125,7 @@ def main() -> None:
     parser.add_argument("--shard-size", default="64MB", help="output file size of every export")
     parser.add_argument("--write", action="store_true", help="write the section of benchmarks/RESULTS.md")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="rs4m-export-bench-") as tmp:
         results = [r for size in args.sizes for r in measure(size, args.tile_kb, args.shard_size, Path(tmp))]
     text = table(results)
@@ -132,12 +133,13 @@ def main() -> None:
     if args.write:
         from benchmarks.results import write_section
 
-        note = ("Each export includes its manifest planning pass, a sha256 check of every tile read, and the "
+        load = f"load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+        note = (f"Shared machine ({load}): timings are noisy, compare rows of one run. Each export includes its manifest planning pass, a sha256 check of every tile read, and the "
                 "verification pass that re-reads every written tile (the copy does none of these). Files are "
                 "in the page cache (written just before), so this measures CPU work, not the disk. Peak RSS is "
                 "the exporting process's (imports included: LitData brings torch); it is set by the output file "
-                "size (LitData's writer holds a chunk in memory) and the HF row group (64 MiB of image bytes), "
-                "not by the corpus size.")
+                "size (LitData's writer holds a chunk in memory) and the HF row group (64 MiB of image bytes): "
+                "compare the two corpus sizes, 4x apart.")
         cmd = (f"python benchmarks/export.py --sizes {args.sizes[0]} {args.sizes[1]} --tile-kb {args.tile_kb} "
                f"--shard-size {args.shard_size} --write")
         write_section("export", cmd, text + "\n\n" + note)
