@@ -8,9 +8,9 @@ Layout of ``DEST``::
 Each file has an ``image`` column of the ``datasets`` ``Image`` feature (a struct of the stored ``bytes``,
 unchanged, and a ``path`` of ``<tile_id>.<format>``) and every manifest column beside it. The schema carries the
 ``huggingface`` metadata (so ``datasets`` decodes ``image`` to a PIL image with no ``features=`` argument) and
-GeoParquet ``geo`` metadata for the WKB ``geometry`` column. Row groups hold at most ``row_group_bytes`` of
-image bytes (the Hub's viewer and ``datasets`` read a row group at a time); image bytes are stored
-uncompressed and without statistics (they are already compressed), the other columns with zstd.
+GeoParquet ``geo`` metadata for the WKB ``geometry`` column. A row group ends with the tile that brings it
+to ``row_group_bytes`` of image bytes (the Hub's viewer and ``datasets`` read a row group at a time); image
+bytes are stored uncompressed and without statistics (they are already compressed), the rest with zstd.
 """
 
 from __future__ import annotations
