@@ -25,8 +25,10 @@ import torch
 from safetensors.torch import save_file
 
 from pretrain.model import MaskedViT
+from rs4m.errors import OutputError
 
 CHECKPOINT_NAME = "checkpoint.pt"
+PREVIOUS_NAME = "checkpoint.prev.pt"
 
 
 def rng_state() -> dict[str, Any]:
@@ -52,8 +54,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically: a temp file in the same folder, fsync, then rename."""
+def save_checkpoint(path: Path, state: dict[str, Any], previous: Path | None = None) -> None:
+    """Write ``state`` to ``path`` atomically: a temp file in the same folder, fsync, then rename.
+
+    With ``previous``, the checkpoint ``path`` held so far is first renamed to ``previous`` (so two good
+    checkpoints exist; between the two renames only ``previous`` does, which ``latest_checkpoint`` finds).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -62,18 +68,38 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
             torch.save(state, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        if previous is not None and path.exists():
+            os.replace(path, previous)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def latest_checkpoint(run: Path) -> Path | None:
+    """``run/checkpoint.pt``, else ``run/checkpoint.prev.pt`` (a save interrupted between its renames), else None."""
+    for name in (CHECKPOINT_NAME, PREVIOUS_NAME):
+        if (Path(run) / name).is_file():
+            return Path(run) / name
+    return None
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint without unpickling code (``weights_only=True``)."""
+    """Load a checkpoint without unpickling code (``weights_only=True``).
+
+    Raises ``OutputError`` (one line) when ``path`` is missing or is not a checkpoint of ``rs4m pretrain``.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    return torch.load(path, map_location=map_location, weights_only=True)
+        raise OutputError(f"{path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch.load raises many types on foreign bytes (UnpicklingError, RuntimeError, ...)
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise OutputError(f"{path} is not a checkpoint of rs4m pretrain ({reason[:200]})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise OutputError(f"{path} is not a checkpoint of rs4m pretrain (no model weights in it)")
+    return state
 
 
 def encoder_weights(model_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -15,7 +15,7 @@ The forward never enables autocast itself: wrap the call in ``torch.autocast`` f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -23,36 +23,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pretrain import selection
+from pretrain.config import MODEL_CONFIGS, ViTConfig  # noqa: F401  (re-exported: the sizes live in config)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class ViTConfig:
-    """Encoder and decoder shapes. ``decoder_depth`` is the authors' 8 unless overridden."""
-
-    width: int
-    depth: int
-    heads: int
-    decoder_width: int
-    decoder_heads: int
-    decoder_depth: int = 8
-    img_size: int = 224
-    patch: int = 16
-    mlp_ratio: float = 4.0
-
-    @property
-    def num_patches(self) -> int:
-        return (self.img_size // self.patch) ** 2
-
-
-MODEL_CONFIGS: dict[str, ViTConfig] = {
-    "vit_tiny": ViTConfig(192, 4, 3, 128, 4, decoder_depth=2),  # for tests
-    "vit_small": ViTConfig(384, 12, 6, 256, 8),
-    "vit_base": ViTConfig(768, 12, 12, 512, 16),
-    "vit_large": ViTConfig(1024, 24, 16, 512, 16),
-}
 
 
 def normalize(imgs: Tensor) -> tuple[Tensor, Tensor]:

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pretrain.config import SCORES, TARGET_CHOICES  # noqa: F401  (one list, read by the CLI too)
+
 HOG_BINS = 9
 HOG_CELL_PX = 8
 
@@ -44,8 +46,6 @@ FAR_END = 0.725
 RANDOM_START = 0.75
 
 MODE_NEAR, MODE_FAR, MODE_RANDOM = 0, 1, 2
-SCORES = ("hog", "uniform")
-TARGET_CHOICES = ("top", "sample")
 
 
 # ----------------------------------------------------------------------------------------------- budgets

@@ -18,21 +18,21 @@ import torch
 from safetensors import safe_open
 
 from pretrain import checkpoint as ckpt
-from pretrain.engine import TrainConfig, lr_at, resolve
+from pretrain.engine import NonFiniteLoss, TrainConfig, lr_at, resolve
 from pretrain.train import train
-from rs4m.errors import ConfigError
-from tests.pretrain_corpus import build_real_corpus
+from rs4m.errors import ConfigError, OutputError
+from tests.pretrain_corpus import build_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def manifest(shared_data, tmp_path_factory) -> Path:
-    return build_real_corpus(shared_data, tmp_path_factory.mktemp("corpus") / "out")
+def manifest(tmp_path_factory) -> Path:
+    return build_corpus(tmp_path_factory.mktemp("corpus") / "out")
 
 
 def tiny(manifest: Path, run: Path, **kw) -> TrainConfig:
-    base = dict(manifest=str(manifest), run=str(run), model="vit_tiny", steps=4, batch_size=4, workers=0,
+    base = dict(manifest=str(manifest), run=str(run), model="vit_test", steps=4, batch_size=4, workers=0,
                 log_every=1, ckpt_every=2, seed=3, blr=1e-2, warmup_steps=2, device="cpu")
     return TrainConfig(**{**base, **kw})
 
@@ -81,7 +81,7 @@ def test_resume_after_stop_is_bit_exact(manifest, uninterrupted, tmp_path):
 
 def test_resume_after_sigkill_is_bit_exact(manifest, uninterrupted, tmp_path):
     run = tmp_path / "killed"
-    args = [sys.executable, "-m", "pretrain", "--manifest", str(manifest), "--run", str(run), "--model", "vit_tiny",
+    args = [sys.executable, "-m", "pretrain", "--manifest", str(manifest), "--run", str(run), "--model", "vit_test",
             "--steps", "4", "--batch-size", "4", "--workers", "1", "--log-every", "1", "--ckpt-every", "2",
             "--seed", "3", "--blr", "1e-2", "--warmup-steps", "2", "--device", "cpu"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -96,10 +96,86 @@ def test_resume_after_sigkill_is_bit_exact(manifest, uninterrupted, tmp_path):
     assert losses(run) == losses(uninterrupted)
 
 
+def test_restart_after_a_kill_before_the_first_checkpoint_logs_each_step_once(manifest, uninterrupted, tmp_path):
+    run = tmp_path / "early"
+    args = [sys.executable, "-m", "pretrain", "--manifest", str(manifest), "--run", str(run), "--model", "vit_test",
+            "--steps", "4", "--batch-size", "4", "--workers", "0", "--log-every", "1", "--ckpt-every", "1000",
+            "--seed", "3", "--blr", "1e-2", "--warmup-steps", "2", "--device", "cpu"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while (not metrics.exists() or not metrics.read_text().strip()) and proc.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / "checkpoint.pt").exists(), "the run reached its checkpoint before it could be killed"
+    assert metrics.read_text().strip(), "nothing was logged before the kill"
+    train(tiny(manifest, run, ckpt_every=1000, resume=True))
+    assert losses(run) == losses(uninterrupted)  # steps 1..4 once each (losses() checks), same values
+
+
+def poison_step(monkeypatch, bad_step: int) -> None:
+    """Make the model's loss NaN on training step ``bad_step`` (1-based; one micro-batch per step)."""
+    from pretrain import train as train_module
+
+    real = train_module.create_model
+
+    def create(*args, **kw):
+        model = real(*args, **kw)
+        forward, calls = model.forward, [0]
+
+        def poisoned(imgs, progress=0.0, **more):
+            calls[0] += 1
+            loss, pred, info = forward(imgs, progress=progress, **more)
+            return (loss * float("nan") if calls[0] == bad_step else loss), pred, info
+        model.forward = poisoned
+        return model
+    monkeypatch.setattr(train_module, "create_model", create)
+
+
+def test_a_nan_never_overwrites_the_last_good_checkpoint(manifest, tmp_path, monkeypatch):
+    run = tmp_path / "nan"
+    poison_step(monkeypatch, 7)
+    with pytest.raises(NonFiniteLoss, match="step 7") as err:  # found at the step-8 checkpoint, named step 7
+        train(tiny(manifest, run, steps=12, log_every=3, ckpt_every=4))
+    assert err.value.step == 7 and "holds step 4" in str(err.value) and "\n" not in str(err.value)
+    state = ckpt.load_checkpoint(run / "checkpoint.pt")
+    assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["model"].values())
+    assert not (run / "checkpoint.prev.pt").exists()  # step 4 was the first save; nothing rotated over it
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 3, 6]
+
+
+def test_checkpoints_rotate_to_prev(manifest, tmp_path, monkeypatch):
+    run = tmp_path / "rotate"
+    poison_step(monkeypatch, 6)
+    with pytest.raises(NonFiniteLoss, match="step 6"):
+        train(tiny(manifest, run, steps=8, ckpt_every=2))  # log_every 1: found on step 6 itself
+    assert ckpt.load_checkpoint(run / "checkpoint.pt")["step"] == 4
+    assert ckpt.load_checkpoint(run / "checkpoint.prev.pt")["step"] == 2
+
+
+def test_resume_falls_back_to_prev_when_a_save_was_cut_between_renames(manifest, uninterrupted, tmp_path):
+    run = tmp_path / "cut"
+    train(tiny(manifest, run, stop_at=3))
+    (run / "checkpoint.pt").rename(run / "checkpoint.prev.pt")
+    train(tiny(manifest, run, resume=True))
+    assert losses(run) == losses(uninterrupted)
+
+
+def test_resume_from_something_that_is_not_a_checkpoint_is_one_line(manifest, tmp_path):
+    run = tmp_path / "junk"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(OutputError, match="is not a checkpoint of rs4m pretrain") as err:
+        train(tiny(manifest, run, resume=True))
+    assert "\n" not in str(err.value)
+
+
 def test_exported_encoder_has_timm_keys(uninterrupted, tmp_path):
     out = tmp_path / "enc.safetensors"
     meta = ckpt.export_encoder(uninterrupted / "checkpoint.pt", out)
-    assert meta["method"] == "selectivemae" and meta["model"] == "vit_tiny"
+    assert meta["method"] == "selectivemae" and meta["model"] == "vit_test"
     per_block = ["norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight",
                  "attn.proj.bias", "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias",
                  "mlp.fc2.weight", "mlp.fc2.bias"]
@@ -117,8 +193,8 @@ def test_exported_encoder_has_timm_keys(uninterrupted, tmp_path):
 
 def test_where_sets_the_training_set(manifest, tmp_path):
     run = tmp_path / "filtered"
-    train(tiny(manifest, run, steps=1, where="scene_path == 'P1888.png'"))
-    wanted = (pd.read_parquet(manifest)["scene_path"] == "P1888.png").sum()
+    train(tiny(manifest, run, steps=1, where="scene_path == 'scene1.png'"))
+    wanted = (pd.read_parquet(manifest)["scene_path"] == "scene1.png").sum()
     assert json.loads((run / "config.json").read_text())["num_samples"] == wanted
 
 
@@ -150,14 +226,14 @@ def test_config_rules():
     cfg = TrainConfig(manifest="m", run="r", method="mae", steps=10, batch_size=512, accum_steps=2)
     settings = resolve(cfg, num_samples=1000, world_size=4, device="cpu")
     assert settings["lr"] == pytest.approx(1.5e-4 * 2) and settings["micro_batch"] == 64
-    assert settings["warmup_steps"] == 0 or settings["warmup_steps"] == round(0.05 * 10)
+    assert settings["warmup_steps"] == 1  # 5 % of 10 steps, rounded half up
     epochs = resolve(replace(cfg, steps=None, epochs=2), num_samples=1000, world_size=1, device="cpu")
     assert epochs["total_steps"] == 4  # ceil(2 · 1000 / 512)
     with pytest.raises(ConfigError, match="divisible"):
         resolve(cfg, num_samples=1000, world_size=3, device="cpu")
     with pytest.raises(ConfigError, match="exactly one"):
         TrainConfig(manifest="m", run="r").check()
-    with pytest.raises(ConfigError, match="vit_tiny"):
+    with pytest.raises(ConfigError, match="vit_test"):
         TrainConfig(manifest="m", run="r", steps=1, model="vit_huge").check()
 
 
@@ -171,7 +247,7 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
 @pytest.mark.slow
 def test_torchrun_two_ranks_equal_single_process_accumulation(manifest, tmp_path):
     """2 gloo ranks × micro-batch 4 == 1 process × 2 accumulation micro-batches of 4, same global batch 8."""
-    common = ["--manifest", str(manifest), "--model", "vit_tiny", "--steps", "3", "--batch-size", "8",
+    common = ["--manifest", str(manifest), "--model", "vit_test", "--steps", "3", "--batch-size", "8",
               "--workers", "0", "--log-every", "1", "--seed", "1", "--blr", "1e-2", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
@@ -199,7 +275,7 @@ def run_cli(*args):
 
 def test_cli_trains_and_exports(manifest, tmp_path):
     run = tmp_path / "cli"
-    result = run_cli("pretrain", "--manifest", manifest, "--run", run, "--model", "vit_tiny", "--method", "mae",
+    result = run_cli("pretrain", "--manifest", manifest, "--run", run, "--model", "vit_test", "--method", "mae",
                      "--steps", "2", "--batch-size", "4", "--workers", "0", "--log-every", "1", "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
