@@ -317,3 +317,124 @@ def test_rs4m_cli_does_not_import_torch():
     code = "import sys; from rs4m.cli import get_cli; get_cli(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+# ----------------------------------------------------------------------------------------------- method flags
+
+
+def built(**kw):
+    """The model the trainer builds for these flags (vit_test, CPU)."""
+    from pretrain.train import build_model_and_optimizer
+
+    cfg = TrainConfig(manifest="m", run="r", model="vit_test", steps=10, batch_size=4, device="cpu", **kw)
+    return build_model_and_optimizer(resolve(cfg, num_samples=100, world_size=1, device="cpu"))[0]
+
+
+def half_textured(size: int = 224) -> torch.Tensor:
+    """One uint8 image [1, 3, size, size]: random texture in the top half, flat grey below."""
+    img = torch.full((1, 3, size, size), 128, dtype=torch.uint8)
+    img[..., : size // 2, :] = torch.randint(0, 256, (1, 3, size // 2, size), generator=torch.Generator().manual_seed(0),
+                                              dtype=torch.uint8)
+    return img
+
+
+def seed_share_in_top_half(model, draws: int = 200) -> float:
+    """Fraction of PSTS seed patches (the first draw, before expansion) that lie in the image's top half."""
+    from pretrain import selection
+
+    img = half_textured().expand(draws, -1, -1, -1)
+    x_norm, x01 = model.prepare(img, None, need_x01=True)
+    tokens = model.embed_patches(x_norm)
+    scores = (selection.uniform_scores(draws, tokens.shape[1]) if model.score == "uniform"
+              else model.patch_scores(x01))
+    torch.manual_seed(0)
+    seeds = selection.seed_patches(scores, selection.expansion_sizes(model.num_encode)[0])
+    return (seeds < tokens.shape[1] // 2).float().mean().item()
+
+
+def test_score_flag_uniform_gives_uniform_seed_sampling():
+    assert built().score == "hog" and built(score="uniform").score == "uniform"
+    hog, uniform = seed_share_in_top_half(built()), seed_share_in_top_half(built(score="uniform"))
+    assert hog > 0.8  # the HOG score puts most seeds on the texture (z ≈ +1 vs −1: e² ≈ 7× per patch)
+    assert uniform == pytest.approx(0.5, abs=0.03)  # 2800 draws: 3 standard deviations ≈ 0.028
+
+
+def test_decoder_depth_flag_changes_the_parameter_count():
+    default, deeper = built(), built(decoder_depth=5)
+    per_block = sum(p.numel() for p in default.decoder_blocks[0].parameters())
+    assert len(default.decoder_blocks) == 2 and len(deeper.decoder_blocks) == 5
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(deeper) - count(default) == 3 * per_block
+    assert count(built(method="mae", decoder_depth=5)) > count(built(method="mae"))
+
+
+def test_ratio_flags_set_the_token_budget_and_the_lr_rule():
+    assert (built().num_encode, built().num_target) == (29, 49)
+    assert (built(mask_ratio=0.75, recon_ratio=0.5).num_encode, built(recon_ratio=0.5).num_target) == (49, 98)
+    assert built(method="mae").num_keep == 49 and built(method="mae", mask_ratio=0.5).num_keep == 98
+    cfg = TrainConfig(manifest="m", run="r", steps=1, batch_size=256, mask_ratio=0.8, recon_ratio=0.4)
+    assert resolve(cfg, 10, 1, "cpu")["lr"] == pytest.approx(0.4 / 0.8 * 1.5e-4)
+    assert resolve(replace(cfg, lr=3e-4), 10, 1, "cpu")["lr"] == 3e-4  # --lr is the absolute peak
+
+
+def test_target_flag_top_or_sampled():
+    from pretrain import selection
+
+    img = half_textured().expand(16, -1, -1, -1)
+    for target, always_top in (("top", True), ("sample", False)):
+        model = built(target=target)
+        torch.manual_seed(0)
+        with torch.no_grad():
+            _, _, info = model(img, progress=0.9)
+        scores = model.patch_scores(model.prepare(img, None, True)[1])
+        encoded = torch.zeros_like(scores, dtype=torch.bool).scatter(1, info["ids_encode"], True)
+        top = selection.choose_targets(scores, encoded, model.num_target, "top")
+        # ties among the flat patches make "top" sets differ in the flat part only: compare score sums
+        got = scores.gather(1, info["ids_target"]).sum(1)
+        best = scores.gather(1, top).sum(1)
+        assert torch.allclose(got, best, atol=1e-4) == always_top
+
+
+def test_decoder_self_attn_flag():
+    assert built().decoder_blocks[0].self_attn is None
+    assert built(decoder_self_attn=True).decoder_blocks[0].self_attn is not None
+
+
+def test_selectivemae_flags_are_refused_for_mae():
+    for kw in ({"score": "uniform"}, {"target": "sample"}, {"recon_ratio": 0.5}, {"decoder_self_attn": True}):
+        with pytest.raises(ConfigError, match="selectivemae only"):
+            TrainConfig(manifest="m", run="r", method="mae", steps=1, **kw).check()
+    with pytest.raises(ConfigError, match="--score"):
+        TrainConfig(manifest="m", run="r", steps=1, score="entropy").check()
+
+
+def test_config_json_records_every_setting_and_resume_compares_them(manifest, uninterrupted, tmp_path):
+    from dataclasses import fields
+
+    config = json.loads((uninterrupted / "config.json").read_text())
+    assert {f.name for f in fields(TrainConfig)} <= set(config)
+    assert config["model_options"] == {"img_size": 224, "mask_ratio": 0.85, "recon_ratio": 0.25, "score": "hog",
+                                       "target": "top", "decoder_self_attn": False}
+    run = tmp_path / "copy"
+    shutil.copytree(uninterrupted, run)
+    for kw in ({"score": "uniform"}, {"decoder_depth": 3}, {"target": "sample"}, {"compile": True},
+               {"lr": 1e-3}):
+        with pytest.raises(ConfigError, match=next(iter(kw))):
+            train(tiny(manifest, run, resume=True, **kw))
+
+
+def test_both_command_lines_reach_every_setting():
+    from dataclasses import fields
+
+    from pretrain.__main__ import parse_args
+    from rs4m.cli.pretrain import pretrain
+
+    flags = ["--manifest", "m.parquet", "--run", "r", "--steps", "5", "--score", "uniform", "--target", "sample",
+             "--decoder-depth", "12", "--mask-ratio", "0.8", "--recon-ratio", "0.3", "--lr", "0.001",
+             "--decoder-self-attn", "--img-size", "128"]
+    want = TrainConfig(manifest="m.parquet", run="r", steps=5, score="uniform", target="sample", decoder_depth=12,
+                       mask_ratio=0.8, recon_ratio=0.3, lr=1e-3, decoder_self_attn=True, img_size=128)
+    assert parse_args(flags) == want
+    params = pretrain.make_context("pretrain", flags).params
+    assert TrainConfig(**{k: str(v) if isinstance(v, Path) else v for k, v in params.items()}) == want
+    assert {p.name for p in pretrain.params} == {f.name for f in fields(TrainConfig)}
