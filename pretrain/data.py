@@ -31,7 +31,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from rs4m import codec
-from rs4m.errors import OutputError
+from rs4m.errors import ConfigError, OutputError, Rs4mError
 from rs4m.manifest import MANIFEST_SCHEMA, read_table
 from rs4m.shards import ShardReader
 
@@ -39,6 +39,18 @@ from rs4m.shards import ShardReader
 READ_COLUMNS = ["tile_id", "shard", "offset", "length", "format"]
 #: consecutive unreadable tiles tolerated before a sample gives up (a sign the shards are broken, not a few tiles)
 MAX_CORRUPT_RETRIES = 16
+
+
+
+
+class BrokenShards(OutputError):
+    """Too many unreadable tiles in a row: the shards, not a few tiles, are broken."""
+
+    @classmethod
+    def one_line(cls, err: Exception) -> "BrokenShards":
+        """The same error with one line: a DataLoader worker re-raises it with the worker's traceback added."""
+        last = [line for line in str(err).splitlines() if line.strip()][-1]
+        return cls(last.split(f"{cls.__name__}: ", 1)[-1])
 
 
 # ----------------------------------------------------------------------------------------------- manifest
@@ -61,8 +73,9 @@ def load_manifest(path: Path, where: str | None = None) -> pd.DataFrame:
     """The manifest's tiles as a DataFrame of ``READ_COLUMNS``, optionally filtered by ``where``.
 
     ``where`` is a ``pandas.DataFrame.query`` expression over the manifest columns, e.g.
-    ``"source == 'folder/images' and richness > 40"``. A bad expression, or one that keeps no tile, raises
-    ``ValueError`` naming the columns it may use. Only the columns the expression names are read.
+    ``"source == 'folder/images' and richness > 40"``. A bad expression raises ``ValueError`` naming the
+    columns it may use; one that keeps no tile a ``ConfigError``, a manifest without tiles an ``OutputError``
+    (one line each). Only the columns the expression names are read.
     """
     if not Path(path).is_file():
         raise OutputError(f"{path} does not exist; give the manifest.parquet of an rs4m build")
@@ -77,9 +90,17 @@ def load_manifest(path: Path, where: str | None = None) -> pd.DataFrame:
         except Exception as err:  # pandas raises many types (NameError, SyntaxError, TypeError, ...)
             raise ValueError(f"invalid --where expression {where!r}: {err}. Columns: {usable}") from None
     if len(df) == 0:
-        what = f"--where {where!r} keeps" if where else f"{path} has"
-        raise ValueError(f"{what} no tiles. Columns: {usable}")
+        raise _no_tiles(Path(path), where, usable)
     return df[READ_COLUMNS].reset_index(drop=True)
+
+
+def _no_tiles(path: Path, where: str | None, usable: str) -> Rs4mError:
+    """The one-line error of a training set with no tile: an empty manifest, or a filter that keeps none."""
+    total = pq.read_metadata(path).num_rows
+    if total == 0:
+        return OutputError(f"{path} lists no kept tiles (every tile was filtered, a duplicate or leaked): see "
+                           "`rs4m stats` on the build")
+    return ConfigError(f"--where {where!r} selects none of the {total} tiles of {path}; columns: {usable}")
 
 
 # ----------------------------------------------------------------------------------------------- transform
@@ -180,7 +201,7 @@ class TileDataset(Dataset):
             except (OSError, EOFError, ValueError, RuntimeError):  # simplejpeg / Pillow / numpy decode errors
                 corrupt += 1
                 if corrupt > MAX_CORRUPT_RETRIES:
-                    raise RuntimeError(f"{corrupt} unreadable tiles in a row from index {index}: the shards "
+                    raise BrokenShards(f"{corrupt} unreadable tiles in a row from index {index}: the shards "
                                        f"under {self.shards_dir} look broken; run `rs4m verify`") from None
                 current = int(rng.integers(len(self)))
         return torch.from_numpy(augment(rgb, rng, self.size, self.scale)), int(index), corrupt

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from pretrain.data import BrokenShards
 from pretrain.config import DEFAULT_MASK_RATIO, RESUME_MAY_CHANGE, TrainConfig, config_from_dict  # noqa: F401
 from rs4m.errors import ConfigError, Rs4mError
 
@@ -121,7 +122,10 @@ def _forward_backward(loop: Loop, step: int, meter: Meter) -> None:
         progress = torch.tensor(progress, device=device)  # a Python float would recompile as it changes
     for micro in range(accum):
         t0 = time.perf_counter()
-        imgs, _, corrupt = next(loop.batches)
+        try:
+            imgs, _, corrupt = next(loop.batches)
+        except BrokenShards as err:
+            raise BrokenShards.one_line(err) from None
         meter.data_wait_s += time.perf_counter() - t0
         meter.corrupt_tiles += int(corrupt.sum())
         imgs = imgs.to(device, non_blocking=True)

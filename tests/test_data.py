@@ -6,12 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
 from pretrain import data
 from pretrain.data import ResumableSampler, TileDataset, load_manifest, random_resized_crop_box
+from rs4m.errors import ConfigError, OutputError, Rs4mError
 from rs4m.shards import ShardReader
 from tests.pretrain_corpus import build_corpus
 
@@ -55,9 +57,24 @@ def test_where_on_numeric_column(corpus_manifest):
 
 @pytest.mark.parametrize("expr", ["no_such_column > 3", "richness >", "source == 'nowhere'"])
 def test_bad_where_names_the_columns(corpus_manifest, expr):
-    with pytest.raises(ValueError) as err:
+    with pytest.raises((ValueError, Rs4mError)) as err:
         load_manifest(corpus_manifest, where=expr)
     assert "richness" in str(err.value) and "licence" in str(err.value)
+
+
+def test_where_selecting_nothing_is_one_line(corpus_manifest):
+    n = len(pd.read_parquet(corpus_manifest))
+    with pytest.raises(ConfigError, match=f"selects none of the {n} tiles") as err:
+        load_manifest(corpus_manifest, where="richness > 1e9")
+    assert "\n" not in str(err.value) and "richness" in str(err.value)
+
+
+def test_manifest_without_tiles_is_one_line(corpus_manifest, tmp_path):
+    empty = tmp_path / "manifest.parquet"
+    pq.write_table(pq.read_table(corpus_manifest).slice(0, 0), empty)
+    with pytest.raises(OutputError, match="lists no kept tiles") as err:
+        load_manifest(empty)
+    assert "\n" not in str(err.value)
 
 
 def test_sample_is_a_pure_function_of_seed_epoch_index(corpus_manifest):
@@ -130,7 +147,7 @@ def test_too_many_corrupt_tiles_stop_with_a_clear_error(mini_build, monkeypatch)
     out, _ = mini_build
     ds = TileDataset(out / "manifest.parquet")
     monkeypatch.setattr(data, "decode_tile", lambda raw, fmt: (_ for _ in ()).throw(ValueError("bad")))
-    with pytest.raises(RuntimeError, match="rs4m verify"):
+    with pytest.raises(data.BrokenShards, match="rs4m verify"):
         ds[(0, 0)]
 
 

@@ -18,6 +18,7 @@ import torch
 from safetensors import safe_open
 
 from pretrain import checkpoint as ckpt
+from pretrain import data
 from pretrain.engine import NonFiniteLoss, TrainConfig, lr_at, resolve
 from pretrain.train import train
 from rs4m.errors import ConfigError, OutputError
@@ -198,7 +199,7 @@ def test_where_sets_the_training_set(manifest, tmp_path):
     assert json.loads((run / "config.json").read_text())["num_samples"] == wanted
 
 
-def test_corrupt_tiles_reach_the_metrics(manifest, tmp_path):
+def test_corrupt_tiles_reach_the_metrics(manifest, tmp_path, capsys):
     out = tmp_path / "out"
     shutil.copytree(manifest.parent, out)
     row = pd.read_parquet(out / "manifest.parquet").iloc[0]
@@ -211,6 +212,17 @@ def test_corrupt_tiles_reach_the_metrics(manifest, tmp_path):
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["corrupt_tiles"] == 1  # one full epoch in one step reads the bad tile exactly once
     assert ckpt.load_checkpoint(run / "checkpoint.pt")["corrupt_tiles"] == 1
+    assert "1 corrupt tile(s) were skipped" in capsys.readouterr().err.splitlines()[-1]  # said at the end
+
+
+def test_broken_shards_stop_the_run_with_one_line(manifest, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(manifest.parent, out)
+    for shard in (out / "shards").iterdir():
+        shard.write_bytes(b"\x00" * shard.stat().st_size)  # every tile unreadable
+    with pytest.raises(data.BrokenShards, match="unreadable tiles in a row") as err:
+        train(tiny(out / "manifest.parquet", tmp_path / "run", steps=1, workers=1))  # raised in a worker
+    assert "\n" not in str(err.value) and "Traceback" not in str(err.value)
 
 
 def test_resume_refuses_a_different_run(manifest, uninterrupted, tmp_path):
