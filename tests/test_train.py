@@ -292,6 +292,16 @@ def test_cli_trains_and_exports(manifest, tmp_path):
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert json.loads((run / "config.json").read_text())["lr"] == pytest.approx(1.5e-4 * 4 / 256)  # mae: no r/m
+    start = next(line for line in result.output.splitlines() if line.startswith("pretrain: "))
+    for part in ("mae vit_test", "M parameters", "on cpu", "tiles", "steps 1–2", "batch 4", "peak lr 2.34e-06"):
+        assert part in start
+    warning = [line for line in result.output.splitlines() if line.startswith("warning: peak lr")]
+    assert len(warning) == 1 and "--lr" in warning[0]
+    logs = [line for line in result.output.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in logs] == ["1/2", "2/2"] and all(" eta " in line for line in logs)
+    quiet = run_cli("pretrain", "--manifest", manifest, "--run", tmp_path / "lr", "--model", "vit_test", "--steps",
+                    "1", "--batch-size", "4", "--workers", "0", "--lr", "1e-3", "--device", "cpu")
+    assert quiet.exit_code == 0 and "peak lr 0.001" in quiet.output and "warning" not in quiet.output
     out = tmp_path / "enc.safetensors"
     result = run_cli("pretrain", "export", run / "checkpoint.pt", out)
     assert result.exit_code == 0, result.output
