@@ -89,6 +89,7 @@ class Meter:
 
     loss_sum: torch.Tensor
     first_bad: torch.Tensor
+    progress: torch.Tensor  # 0-d float32 on the device: the model's ``progress`` under --compile
     steps: int = 0
     data_wait_s: float = 0.0
     started: float = 0.0
@@ -117,9 +118,9 @@ def _forward_backward(loop: Loop, step: int, meter: Meter) -> None:
     s = loop.settings
     device = torch.device(s["device"])
     world, accum = s["world_size"], s["accum_steps"]
-    progress = step / s["total_steps"]
-    if s["compile"]:
-        progress = torch.tensor(progress, device=device)  # a Python float would recompile as it changes
+    progress: float | torch.Tensor = step / s["total_steps"]
+    if s["compile"]:  # a Python float would recompile as it changes; fill_ of a kept tensor copies nothing
+        progress = meter.progress.fill_(progress)
     for micro in range(accum):
         t0 = time.perf_counter()
         try:
@@ -140,6 +141,29 @@ def _forward_backward(loop: Loop, step: int, meter: Meter) -> None:
         # masked_fill with a Python scalar launches a kernel; no host sync, no host-to-device copy
         bad_here = meter.first_bad.new_full((), NO_BAD_STEP).masked_fill(~torch.isfinite(loss), step + 1)
         torch.minimum(meter.first_bad, bad_here, out=meter.first_bad)
+
+
+def new_meter(device: torch.device) -> Meter:
+    """A ``Meter`` whose device tensors live on ``device``."""
+    meter = Meter(torch.zeros((), device=device), torch.full((), NO_BAD_STEP, dtype=torch.int64, device=device),
+                  torch.zeros((), device=device))
+    meter.reset()
+    return meter
+
+
+def train_step(loop: Loop, step: int, meter: Meter) -> None:
+    """One optimiser step ``step`` (0-based): lr, forward and backward of each micro-batch, update.
+
+    No host synchronisation on CUDA (tested under ``torch.cuda.set_sync_debug_mode("error")``).
+    """
+    s = loop.settings
+    lr = lr_at(step, s["lr"], s["warmup_steps"], s["total_steps"])
+    for group in loop.optimizer.param_groups:
+        group["lr"] = lr
+    _forward_backward(loop, step, meter)
+    loop.optimizer.step()
+    loop.optimizer.zero_grad(set_to_none=True)
+    meter.steps += 1
 
 
 def _log_record(loop: Loop, step: int, meter: Meter, corrupt_before: int) -> dict[str, Any]:
@@ -167,18 +191,10 @@ def run_steps(loop: Loop, start_step: int, corrupt_tiles: int = 0) -> int:
     """
     s = loop.settings
     end = min(s["total_steps"], s["stop_at"] or s["total_steps"])
-    device = torch.device(s["device"])
-    meter = Meter(torch.zeros((), device=device), torch.full((), NO_BAD_STEP, dtype=torch.int64, device=device))
-    meter.reset()
+    meter = new_meter(torch.device(s["device"]))
     began = time.perf_counter()
     for step in range(start_step, end):
-        lr = lr_at(step, s["lr"], s["warmup_steps"], s["total_steps"])
-        for group in loop.optimizer.param_groups:
-            group["lr"] = lr
-        _forward_backward(loop, step, meter)
-        loop.optimizer.step()
-        loop.optimizer.zero_grad(set_to_none=True)
-        meter.steps += 1
+        train_step(loop, step, meter)
         done = step + 1
         if done % s["log_every"] == 0 or done == end or done == 1:  # step 1 at once: nothing silent for long
             check_finite(loop, meter, done)

@@ -163,7 +163,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 def _train(cfg: TrainConfig, run: Path, dist_info: Dist) -> dict[str, Any]:
     prepare_run(cfg, run, dist_info.rank)
-    dataset = TileDataset(Path(cfg.manifest), cfg.where, seed=cfg.seed, scale=(cfg.min_scale, 1.0))
+    dataset = TileDataset(Path(cfg.manifest), cfg.where, seed=cfg.seed, size=cfg.img_size, scale=(cfg.min_scale, 1.0))
     settings = resolve(cfg, len(dataset), dist_info.world_size, pick_device(cfg.device, dist_info.local_rank))
     model, optimizer = build_model_and_optimizer(settings)
     metrics = MetricsLog(run / "metrics.jsonl")

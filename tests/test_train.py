@@ -177,6 +177,16 @@ def test_exported_encoder_has_timm_keys(uninterrupted, tmp_path):
     out = tmp_path / "enc.safetensors"
     meta = ckpt.export_encoder(uninterrupted / "checkpoint.pt", out)
     assert meta["method"] == "selectivemae" and meta["model"] == "vit_test"
+    # what the encoder expects, as text in the safetensors header and as JSON beside it
+    with safe_open(out, "pt") as f:
+        header = f.metadata()
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert header == meta and json.loads(header["mean"]) == side["mean"] == [0.485, 0.456, 0.406]
+    assert side["std"] == [0.229, 0.224, 0.225] and side["input_range"] == [0.0, 1.0]
+    assert (side["img_size"], side["patch_size"], side["step"]) == (224, 16, 4)
+    assert side["architecture"] == "" and side["method"] == "selectivemae"  # vit_test has no timm counterpart
+    assert side["settings"]["score"] == "hog" and side["settings"]["mask_ratio"] == 0.85
+    assert side["settings"]["lr"] == pytest.approx(0.25 / 0.85 * 1e-2 * 4 / 256)
     per_block = ["norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight",
                  "attn.proj.bias", "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias",
                  "mlp.fc2.weight", "mlp.fc2.bias"]
@@ -460,3 +470,48 @@ def test_both_command_lines_reach_every_setting():
     params = pretrain.make_context("pretrain", flags).params
     assert TrainConfig(**{k: str(v) if isinstance(v, Path) else v for k, v in params.items()}) == want
     assert {p.name for p in pretrain.params} == {f.name for f in fields(TrainConfig)}
+
+
+# ----------------------------------------------------------------------------------------------- GPU
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", ["selectivemae", "mae"])
+@pytest.mark.parametrize("compiled", [False, True])
+def test_training_steps_do_not_synchronise_on_cuda(method, compiled):
+    """A few full steps (bf16 autocast, fused AdamW, NaN tracking) under sync debug mode "error"."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from pretrain.engine import Loop, new_meter, train_step
+    from pretrain.train import build_model_and_optimizer
+
+    cfg = TrainConfig(manifest="m", run="r", method=method, model="vit_test", steps=100, batch_size=8,
+                      device="cuda", compile=compiled, lr=1e-4)
+    settings = resolve(cfg, num_samples=1000, world_size=1, device="cuda:0")
+    model, optimizer = build_model_and_optimizer(settings)
+
+    def batches():
+        while True:  # what a pin_memory DataLoader hands over: pinned uint8 images, corrupt counts on the host
+            yield (torch.randint(0, 256, (8, 3, 224, 224), dtype=torch.uint8).pin_memory(), None,
+                   torch.zeros(8, dtype=torch.int64))
+    loop = Loop(torch.compile(model) if compiled else model, optimizer, batches(), settings)
+    meter = new_meter(torch.device("cuda:0"))
+    for step in range(2):  # warm-up: compilation, cuBLAS handles, optimiser state
+        train_step(loop, step, meter)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for step in range(2, 6):
+            train_step(loop, step, meter)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert meter.steps == 6 and torch.isfinite(meter.loss_sum).item()
+
+
+def test_export_metadata_names_timms_architecture_and_the_input():
+    state = {"config": {"model": "vit_tiny", "method": "mae", "lr": 1e-3,
+                        "model_options": {"img_size": 128, "mask_ratio": 0.75}}, "step": 9}
+    meta = ckpt.encoder_metadata(state)
+    assert (meta["architecture"], meta["img_size"], meta["patch_size"], meta["step"]) == \
+        ("vit_tiny_patch16_224", 128, 16, 9)
+    assert meta["settings"] == {"img_size": 128, "mask_ratio": 0.75, "lr": 1e-3}
