@@ -199,7 +199,8 @@ def run_steps(loop: Loop, start_step: int, corrupt_tiles: int = 0) -> int:
         if done % s["log_every"] == 0 or done == end or done == 1:  # step 1 at once: nothing silent for long
             check_finite(loop, meter, done)
             record = _log_record(loop, done, meter, corrupt_tiles)
-            record["eta_s"] = (time.perf_counter() - began) / (done - start_step) * (end - done)
+            # to the end of the run (not of this invocation's --stop-at), at this invocation's pace so far
+            record["eta_s"] = (time.perf_counter() - began) / (done - start_step) * (s["total_steps"] - done)
             corrupt_tiles = record["corrupt_tiles"]
             meter.corrupt_tiles = 0
             if loop.rank == 0:
