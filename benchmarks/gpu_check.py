@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.results import RESULTS, write_section  # noqa: E402
+from benchmarks.results import RESULTS, write_section
 
 PLOT = ROOT / "benchmarks" / "gpu_pretrain_loss.png"
 SHARED_IMAGES = ROOT.parent / "shared" / "data" / "real" / "dota-devkit" / "images"
@@ -119,7 +119,7 @@ def speed_row(model: str, compiled: bool, mae: dict, sel: dict) -> str:
     if "error" in mae or "error" in sel:
         return f"| {model} | {compiled} | {mae.get('error', 'ok')} | {sel.get('error', 'ok')} | | | | | |"
     mib = 2 ** 20
-    mfu = lambda r: "–" if r["mfu"] is None else f"{100 * r['mfu']:.1f} %"  # noqa: E731
+    mfu = lambda r: "–" if r["mfu"] is None else f"{100 * r['mfu']:.1f} %"
     return (f"| {model} | {compiled} | {mae['images_per_s']:.1f} | {sel['images_per_s']:.1f} | "
             f"**{sel['images_per_s'] / mae['images_per_s']:.2f}×** | {mfu(mae)} / {mfu(sel)} | "
             f"{mae['peak_mem_bytes'] / mib:.0f} / {sel['peak_mem_bytes'] / mib:.0f} | "
@@ -242,7 +242,7 @@ def check(plan: Plan, images: Path | None, manifest: Path | None, work: Path, pl
             plot(metrics, plot_path, f"SelectiveMAE {base} on {plan.device}, batch {plan.batch_size}")
             summary += f" Curve: `benchmarks/{plot_path.name}`."
         lines += ["", summary]
-    except Exception as err:  # noqa: BLE001 -- a failed part is reported, the figures so far are kept
+    except Exception as err:
         lines += ["", f"corpus / loader / pretraining failed: {type(err).__name__}: {str(err)[:300]}"]
     lines += ["", f"Whole check: {time.monotonic() - began:.0f} s."]
     return "\n".join(lines)

@@ -40,13 +40,13 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.results import write_section  # noqa: E402
-from pretrain import checkpoint as ckpt  # noqa: E402
-from pretrain.config import TrainConfig  # noqa: E402
-from pretrain.data import TileDataset  # noqa: E402
-from pretrain.eval import encode  # noqa: E402
-from pretrain.model import create_model, normalize  # noqa: E402
-from pretrain.train import train  # noqa: E402
+from benchmarks.results import write_section
+from pretrain import checkpoint as ckpt
+from pretrain.config import TrainConfig
+from pretrain.data import TileDataset
+from pretrain.eval import encode
+from pretrain.model import create_model, normalize
+from pretrain.train import train
 
 PLOT = ROOT / "benchmarks" / "pretrain_learning.png"
 PROBE_SCALE = (0.1, 0.5)  # probe crops: small and often disjoint, so matching two views takes more than colour

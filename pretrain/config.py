@@ -85,8 +85,8 @@ class TrainConfig:
                                                        "accumulation micro-batches)."))
     accum_steps: int = field(default=1, metadata=flag("Gradient accumulation micro-batches per step."))
     workers: int = field(default=4, metadata=flag("DataLoader workers per process."))
-    where: str | None = field(default=None, metadata=flag("Filter the manifest, e.g. \"source == 'dota' and "
-                                                          "richness > 40\"."))
+    where: str | None = field(default=None, metadata=flag("Filter the manifest (rs4m's filter language), e.g. "
+                                                          "\"source == 'dota' and richness > 40\"."))
     resume: bool = field(default=False, metadata=flag("Continue the run from RUN/checkpoint.pt (same flags)."))
     log_every: int = field(default=20, metadata=flag("Log every N steps (and step 1)."))
     ckpt_every: int = field(default=1000, metadata=flag("Checkpoint every N steps (and at the end)."))

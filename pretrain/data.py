@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import math
-import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -32,6 +31,7 @@ from torch.utils.data import Dataset, Sampler
 
 from rs4m import codec
 from rs4m.errors import ConfigError, OutputError, Rs4mError
+from rs4m.filters import filter_frame, referenced_columns
 from rs4m.manifest import MANIFEST_SCHEMA, read_table
 from rs4m.shards import ShardReader
 
@@ -56,39 +56,26 @@ class BrokenShards(OutputError):
 # ----------------------------------------------------------------------------------------------- manifest
 
 
-def _referenced_columns(where: str, columns: list[str]) -> list[str]:
-    """Manifest columns named in a ``DataFrame.query`` expression (plain names and `backticked` ones)."""
-    names: set[str] = set()
-    try:
-        for tok in tokenize.generate_tokens(io.StringIO(where).readline):
-            if tok.type == tokenize.NAME:
-                names.add(tok.string)
-    except (tokenize.TokenError, IndentationError, SyntaxError) as err:
-        raise ValueError(f"invalid --where expression {where!r}: {err}") from None
-    names.update(part for i, part in enumerate(where.split("`")) if i % 2 == 1)
-    return [c for c in columns if c in names]
-
-
 def load_manifest(path: Path, where: str | None = None) -> pd.DataFrame:
     """The manifest's tiles as a DataFrame of ``READ_COLUMNS``, optionally filtered by ``where``.
 
-    ``where`` is a ``pandas.DataFrame.query`` expression over the manifest columns, e.g.
-    ``"source == 'folder/images' and richness > 40"``. A bad expression raises ``ValueError`` naming the
-    columns it may use; one that keeps no tile a ``ConfigError``, a manifest without tiles an ``OutputError``
-    (one line each). Only the columns the expression names are read.
+    ``where`` is a filter in rs4m's filter language (:mod:`rs4m.filters`) over the manifest columns, e.g.
+    ``"source == 'folder/images' and richness > 40"``. A bad expression, or one that keeps no tile, raises
+    :class:`ConfigError` naming the columns it may use; a manifest without tiles an ``OutputError`` (one line
+    each). Only the columns the expression names are read.
     """
     if not Path(path).is_file():
         raise OutputError(f"{path} does not exist; give the manifest.parquet of an rs4m build")
     schema_names = [n for n in pq.read_schema(path).names if n in MANIFEST_SCHEMA.names and n != "geometry"]
     usable = ", ".join(schema_names)
-    extra = _referenced_columns(where, schema_names) if where else []
-    columns = READ_COLUMNS + [c for c in extra if c not in READ_COLUMNS]
-    df = read_table(Path(path), MANIFEST_SCHEMA, columns=columns).to_pandas()
-    if where:
-        try:
-            df = df.query(where)
-        except Exception as err:  # pandas raises many types (NameError, SyntaxError, TypeError, ...)
-            raise ValueError(f"invalid --where expression {where!r}: {err}. Columns: {usable}") from None
+    try:
+        extra = referenced_columns(where, schema_names) if where else []
+        columns = READ_COLUMNS + [c for c in extra if c not in READ_COLUMNS]
+        df = read_table(Path(path), MANIFEST_SCHEMA, columns=columns).to_pandas()
+        if where:
+            df = filter_frame(df, where).reset_index(drop=True)
+    except ConfigError as err:
+        raise ConfigError(f"{err}. Columns: {usable}") from None
     if len(df) == 0:
         raise _no_tiles(Path(path), where, usable)
     return df[READ_COLUMNS].reset_index(drop=True)
@@ -147,7 +134,9 @@ def decode_tile(data: bytes, fmt: str) -> np.ndarray:
     """Stored tile bytes → RGB uint8 [H, W, 3] (jpg through simplejpeg, npy through numpy, the rest Pillow)."""
     if fmt == "npy":
         arr = np.load(io.BytesIO(data), allow_pickle=False)
-        return np.ascontiguousarray(arr[..., :3]).astype(np.uint8, copy=False)
+        if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] < 3:  # a cast would wrap uint16 silently
+            raise ValueError(f"npy tile is {arr.dtype} {arr.shape}, expected uint8 [H, W, >= 3]")
+        return np.ascontiguousarray(arr[..., :3])
     rgb = codec.decode(data, fmt)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"decoded to {rgb.dtype} {rgb.shape}, expected uint8 [H, W, 3]")

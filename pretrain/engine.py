@@ -21,8 +21,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from pretrain.config import (  # noqa: F401
+    DEFAULT_MASK_RATIO,
+    RESUME_MAY_CHANGE,
+    TrainConfig,
+    config_from_dict,
+)
 from pretrain.data import BrokenShards
-from pretrain.config import DEFAULT_MASK_RATIO, RESUME_MAY_CHANGE, TrainConfig, config_from_dict  # noqa: F401
 from rs4m.errors import ConfigError, Rs4mError
 
 PEAK_FLOPS_BF16 = 989e12  # H100 / H200 SXM dense bf16, for MFU

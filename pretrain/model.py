@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pretrain import selection
-from pretrain.config import MODEL_CONFIGS, ViTConfig  # noqa: F401  (re-exported: the sizes live in config)
+from pretrain.config import MODEL_CONFIGS, ViTConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -30,10 +30,18 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from pretrain import checkpoint as ckpt
-from pretrain.data import ResumableSampler, TileDataset
 from pretrain.config import LOW_LR
-from pretrain.engine import (Loop, MetricsLog, NonFiniteLoss, TrainConfig, format_record, resolve,
-                             resume_differences, run_steps)
+from pretrain.data import ResumableSampler, TileDataset
+from pretrain.engine import (
+    Loop,
+    MetricsLog,
+    NonFiniteLoss,
+    TrainConfig,
+    format_record,
+    resolve,
+    resume_differences,
+    run_steps,
+)
 from pretrain.flops import flops_per_image
 from pretrain.model import create_model
 from rs4m.errors import ConfigError

@@ -12,7 +12,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from pretrain import data
-from pretrain.data import ResumableSampler, TileDataset, load_manifest, random_resized_crop_box
+from pretrain.data import (
+    ResumableSampler,
+    TileDataset,
+    load_manifest,
+    random_resized_crop_box,
+)
 from rs4m.errors import ConfigError, OutputError, Rs4mError
 from rs4m.shards import ShardReader
 from tests.pretrain_corpus import build_corpus
@@ -191,3 +196,16 @@ def test_ranks_equal_the_single_process_micro_batches():
         for r in range(world):
             k = step * world + r  # micro-batch k of the single process is rank r's micro-batch `step`
             assert ranks[r][step * chunk:(step + 1) * chunk] == single[k * chunk:(k + 1) * chunk]
+
+
+def test_npy_tiles_must_be_uint8():
+    import io
+
+    for arr, ok in ((np.zeros((4, 4, 3), np.uint8), True), (np.full((4, 4, 3), 300, np.uint16), False)):
+        buf = io.BytesIO()
+        np.save(buf, arr)
+        if ok:
+            assert data.decode_tile(buf.getvalue(), "npy").shape == (4, 4, 3)
+        else:
+            with pytest.raises(ValueError, match="uint16"):
+                data.decode_tile(buf.getvalue(), "npy")

@@ -6,9 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from pretrain.flops import flops_per_image
 from pretrain.config import TIMM_NAMES
-from pretrain.model import (MODEL_CONFIGS, create_model, normalize, sincos_pos_embed, unnormalize)
+from pretrain.flops import flops_per_image
+from pretrain.model import (
+    MODEL_CONFIGS,
+    create_model,
+    normalize,
+    sincos_pos_embed,
+    unnormalize,
+)
 from rs4m.demo import synthetic_scene
 
 METHODS = ["selectivemae", "mae"]

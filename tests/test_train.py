@@ -395,7 +395,7 @@ def test_decoder_depth_flag_changes_the_parameter_count():
     default, deeper = built(), built(decoder_depth=5)
     per_block = sum(p.numel() for p in default.decoder_blocks[0].parameters())
     assert len(default.decoder_blocks) == 2 and len(deeper.decoder_blocks) == 5
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    count = lambda m: sum(p.numel() for p in m.parameters())
     assert count(deeper) - count(default) == 3 * per_block
     assert count(built(method="mae", decoder_depth=5)) > count(built(method="mae"))
 

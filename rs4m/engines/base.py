@@ -10,7 +10,6 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
-from rs4m.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -116,19 +115,3 @@ class LocalPoolEngine:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-
-
-def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
-
-
-def get_engine(name: str = "local", workers: int | None = None, address: str | None = None) -> Engine:
-    """The engine called ``name`` (``local`` or ``ray``)."""
-    if name == "local":
-        workers = workers or default_workers()
-        return InProcessEngine() if workers == 1 else LocalPoolEngine(workers)
-    if name == "ray":
-        from rs4m.engines.ray_engine import RayEngine
-
-        return RayEngine(address=address, workers=workers)
-    raise ConfigError(f"unknown engine {name!r}; valid: local, ray")

@@ -33,7 +33,7 @@ from rs4m.richness import tile_richness
 from rs4m.shards import ShardWriter
 from rs4m.stages.errors_table import replace_stage_errors
 from rs4m.tiling import Window, grid_windows, random_windows
-from rs4m_tools.adapters import SceneRef
+from rs4m.sources import SceneRef
 
 HASH_BATCH = 64
 SCENE_COLUMNS = ["scene_id", "source", "source_root", "scene_path", "band_paths", "rgb_bands", "split",
