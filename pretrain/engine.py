@@ -1,8 +1,9 @@
-"""The training loop's pieces: the run config, the learning-rate schedule, per-micro-batch seeding, the step
-loop and its metrics. ``pretrain.train`` builds the objects and calls :func:`run_steps`.
+"""The training loop's pieces: the resolved settings, the learning-rate schedule, per-micro-batch seeding, the
+step loop, its NaN guard and its metrics (the settings themselves are ``pretrain.config.TrainConfig``). ``pretrain.train`` builds the objects and calls :func:`run_steps`.
 
-Performance facts: a step does no host synchronisation; the loss is accumulated on the device and read
-(``.item()``, a host sync, plus one all-reduce under DDP) only on logging steps. The corrupt-tile counts come
+Performance facts: a step does no host synchronisation; the loss and the first non-finite step are accumulated
+on the device and read (``.item()``, a host sync, plus one all-reduce under DDP) only on logging and checkpoint
+steps. The corrupt-tile counts come
 from the DataLoader on the host and cost nothing.
 """
 

@@ -10,10 +10,12 @@ Many processes (one per GPU; on CPU the gloo backend)::
 
 (``--run-dir`` is ``--run``'s other name; torchrun mistakes ``--run`` for its own ``--run-path``.)
 
-A run folder holds ``config.json`` (the resolved config), ``metrics.jsonl``, ``checkpoint.pt`` (the latest,
-replaced atomically every ``--ckpt-every`` steps and at the end) and ``encoder.safetensors`` (the final
-encoder, timm keys). ``--resume`` continues from ``checkpoint.pt``: with the same ``--steps`` it finishes the
-same run, and on CPU its per-step losses equal the uninterrupted run's bit for bit.
+A run folder holds ``config.json`` (every resolved setting), ``metrics.jsonl`` (written by rank 0, each step
+once), ``checkpoint.pt`` (the latest, replaced atomically every ``--ckpt-every`` steps and at the end, never by
+a diverged model), ``checkpoint.prev.pt`` (the one before) and ``encoder.safetensors`` + ``encoder.json``
+(the final encoder, timm keys, with what it expects as input). ``--resume`` continues from ``checkpoint.pt``:
+with the same settings it finishes the same run, and on CPU its per-step losses equal the uninterrupted run's
+bit for bit.
 """
 
 from __future__ import annotations

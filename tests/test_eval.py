@@ -158,6 +158,15 @@ def test_wrong_keys_are_a_clear_error(tmp_path):
         ev.load_encoder(tmp_path / "bad.safetensors")
 
 
+def test_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path):
+    from rs4m.errors import OutputError
+
+    (tmp_path / "junk.pt").write_bytes(b"these bytes are not a checkpoint")
+    with pytest.raises(OutputError, match="is not a checkpoint of rs4m pretrain") as err:
+        ev.load_encoder(tmp_path / "junk.pt")
+    assert "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("shuffle_labels", [False, True])
 def test_end_to_end_knn_on_images(tmp_path, shuffle_labels):
     root = write_image_folder(tmp_path / "ds", per_class=16, shuffle_labels=shuffle_labels)

@@ -9,11 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
-from pretrain.config import TrainConfig  # pure Python: no torch at CLI start
 from rs4m.cli.common import Rs4mGroup
 from rs4m.errors import ConfigError, DependencyError
 
@@ -30,29 +29,33 @@ def require_torch() -> None:
 _TYPES = {"int": int, "float": float, "str": str}
 
 
-def _option(f: dataclasses.Field) -> Callable:
+def _option(f: dataclasses.Field) -> click.Option:
     """The click option of one ``TrainConfig`` field (its help, choices and default from the field)."""
     flag = "--" + f.name.replace("_", "-")
     help_text = f.metadata.get("help", "")
     if f.type == "bool":
-        return click.option(flag, is_flag=True, default=f.default, help=help_text)
+        return click.Option([flag], is_flag=True, default=f.default, help=help_text)
     if f.name in ("manifest", "run"):  # required by the command, not by --help or a subcommand
-        return click.option(flag, type=click.Path(path_type=Path, dir_okay=f.name == "run",
-                                                  file_okay=f.name == "manifest"), help=help_text)
+        return click.Option([flag], type=click.Path(path_type=Path, dir_okay=f.name == "run",
+                                                    file_okay=f.name == "manifest"), help=help_text)
     choices = f.metadata.get("choices")
     kind = click.Choice(list(choices)) if choices else _TYPES[f.type.replace(" | None", "")]
-    return click.option(flag, type=kind, default=f.default, show_default=f.default is not None, help=help_text)
+    return click.Option([flag], type=kind, default=f.default, show_default=f.default is not None, help=help_text)
 
 
-def config_options(func: Callable) -> Callable:
-    """Every ``TrainConfig`` field as a click option, in the field order."""
-    for f in reversed(dataclasses.fields(TrainConfig)):
-        func = _option(f)(func)
-    return func
+class PretrainGroup(Rs4mGroup):
+    """``rs4m pretrain``: its options are made from ``pretrain.config.TrainConfig`` (every field a flag) when
+    first needed, so that starting ``rs4m`` imports nothing of ``pretrain``."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        if not any(p.name == "manifest" for p in self.params):
+            from pretrain.config import TrainConfig
+
+            self.params[:0] = [_option(f) for f in dataclasses.fields(TrainConfig)]
+        return super().get_params(ctx)
 
 
-@click.group(name="pretrain", cls=Rs4mGroup, invoke_without_command=True)
-@config_options
+@click.group(name="pretrain", cls=PretrainGroup, invoke_without_command=True)
 @click.pass_context
 def pretrain(ctx: click.Context, **flags: Any) -> None:
     """Pretrain SelectiveMAE (or the MAE baseline) on a build's tiles.
@@ -67,6 +70,7 @@ def pretrain(ctx: click.Context, **flags: Any) -> None:
     if flags["manifest"] is None or flags["run"] is None:
         raise ConfigError("rs4m pretrain needs --manifest and --run (see rs4m pretrain --help)")
     require_torch()
+    from pretrain.config import TrainConfig
     from pretrain.train import train
 
     values = {k: str(v) if isinstance(v, Path) else v for k, v in flags.items()}
