@@ -96,10 +96,12 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch.load raises many types on foreign bytes (UnpicklingError, RuntimeError, ...)
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise OutputError(f"{path} is not a checkpoint of rs4m pretrain ({reason[:200]})") from None
+        message = " ".join(str(err).split())[:300] or type(err).__name__
+        raise OutputError(f"checkpoint {path} cannot be read ({type(err).__name__}: {message}); it is damaged or "
+                          "not a checkpoint of rs4m pretrain") from None
     if not isinstance(state, dict) or "model" not in state:
-        raise OutputError(f"{path} is not a checkpoint of rs4m pretrain (no model weights in it)")
+        raise OutputError(f"checkpoint {path} cannot be read (no model weights in it); it is damaged or not a "
+                          "checkpoint of rs4m pretrain")
     return state
 
 
