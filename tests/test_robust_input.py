@@ -1,0 +1,173 @@
+"""Bad input never loses data: scenes are all or nothing, any per-scene failure is one error row, nothing
+blocks, sizes are bounded, archives are unambiguous, scan outputs are one commit and damaged units are redone.
+
+Every fixture is made here, tiny; builds that could block run in a subprocess with a timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+from PIL import Image
+from rasterio.windows import Window
+
+from rs4m import manifest as mf
+from rs4m.cli import get_cli
+from rs4m.engines import get_engine
+from rs4m.errors import BadInput
+from rs4m.layout import OutputLayout
+from rs4m.raster import open_scene
+from rs4m.shards import ShardWriter, file_sha256, list_members
+from rs4m.stages import tile as tile_stage
+from rs4m.stages.build import filters_of, read_record, tile_configs
+from rs4m.whole_decode import read_bytes
+from rs4m_tools.adapters import SceneRef
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args):
+    return CliRunner().invoke(get_cli(), [str(a) for a in args], catch_exceptions=False)
+
+
+def run_sub(*args, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess: a hang fails the test instead of freezing it."""
+    cmd = [sys.executable, "-c", "from rs4m.cli import main; main()", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+@contextmanager
+def deadline(seconds: int):
+    """Fail (TimeoutError) instead of blocking for ever."""
+    def fire(*_):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, fire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def noise(h: int, w: int, seed: int = 0, dtype=np.uint8, bands: int = 3) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (bands, h, w)).astype(dtype)
+
+
+def write_tif(path: Path, data: np.ndarray, **kw) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                   dtype=data.dtype.name, **kw)
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(data)
+    return path
+
+
+def write_png(path: Path, h: int = 64, w: int = 64, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(noise(h, w, seed).transpose(1, 2, 0)).save(path)
+    return path
+
+
+def tiles_of(out: Path) -> list[dict]:
+    return mf.read_parts(OutputLayout(out).tile_parts(), mf.TILES_SCHEMA).to_pylist()
+
+
+def errors_of(out: Path) -> list[dict]:
+    return mf.read_table(OutputLayout(out).errors, mf.ERRORS_SCHEMA).to_pylist()
+
+
+def errors_by_name(out: Path) -> dict[str, list[dict]]:
+    found: dict[str, list[dict]] = {}
+    for e in errors_of(out):
+        found.setdefault(Path(e["path"]).name, []).append(e)
+    return found
+
+
+def recipe(tmp_path: Path, src: Path, **build) -> Path:
+    path = tmp_path / "recipe.toml"
+    lines = "".join(f"{k} = {v}\n" for k, v in {"tile_size": 64, **build}.items())
+    path.write_text(f'[build]\n{lines}[[sources]]\nname = "folder"\npath = "{src}"\n')
+    return path
+
+
+def truncated_tiled_tif(path: Path, size: int = 1024, keep: float = 0.7) -> Path:
+    """A tiled GeoTIFF whose first blocks read and whose later ones are cut off."""
+    write_tif(path, noise(size, size, 3), tiled=True, blockxsize=64, blockysize=64, compress="deflate")
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+def stored_rows_agree_with_shards(out: Path) -> None:
+    """Every row with bytes points at a member of that name and size; every member has its row."""
+    layout = OutputLayout(out)
+    rows = [t for t in tiles_of(out) if t["shard"]]
+    members = {}
+    for shard in layout.shards_dir.glob("rs4m-*.tar"):
+        for name, offset, size in list_members(shard):
+            members[(shard.name, offset)] = (name, size)
+    assert {(r["shard"], r["offset"]): (f"{r['tile_id']}.{r['format']}", r["length"]) for r in rows} == \
+        {k: v for k, v in members.items() if not v[0].endswith(".json")}
+
+
+# ------------------------------------------------------------------------------------- 3. no hangs
+
+
+def special_files(folder: Path) -> None:
+    """A FIFO, a socket and a symlink to /dev/zero, each named like an image."""
+    os.mkfifo(folder / "fifo.png")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(folder / "sock.png"))
+    sock.close()
+    os.symlink("/dev/zero", folder / "zero.tif")
+    os.symlink(folder / "loop_b.tif", folder / "loop_a.tif")
+    os.symlink(folder / "loop_a.tif", folder / "loop_b.tif")
+
+
+# ------------------------------------------------------------------------------ 5. archive members
+
+
+def png_with_padding(path: Path, padding: int) -> bytes:
+    write_png(path)
+    return path.read_bytes() + b"\0" * padding
+
+
+def jpeg_bytes(h: int, w: int, seed: int = 0) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(noise(h, w, seed).transpose(1, 2, 0)).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+# -------------------------------------------------------------------------- 7. rebuild on damage
+
+
+def test_an_unreadable_scenes_table_is_one_line_naming_it(tmp_path):
+    src = tmp_path / "src"
+    write_tif(src / "a.tif", noise(64, 64))
+    out = tmp_path / "out"
+    assert run_cli("build", out, "--source", f"folder={src}", "--workers", 1, "-q").exit_code == 0
+    OutputLayout(out).scenes.write_bytes(b"PAR1 garbled")
+    result = run_sub("build", out, "--source", f"folder={src}", "--workers", 1, "-q")
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in result.stderr and last.startswith("rs4m: error:"), result.stderr
+    assert "scenes.parquet is not a readable Parquet file" in last and "--force" in last
+
+
+# ------------------------------------------------------------------ 16. only the first page is used
