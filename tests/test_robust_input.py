@@ -124,6 +124,23 @@ def stored_rows_agree_with_shards(out: Path) -> None:
         {k: v for k, v in members.items() if not v[0].endswith(".json")}
 
 
+# ------------------------------------------------------------------ 1. a scene is all or nothing
+
+
+def test_shard_rollback_drops_the_members_since_the_mark(tmp_path):
+    with ShardWriter(tmp_path / "a.tar") as a:
+        a.add("k1", "jpg", b"one" * 300)
+        a.add("k3", "jpg", b"three")
+    with ShardWriter(tmp_path / "b.tar") as b:
+        b.add("k1", "jpg", b"one" * 300)
+        mark = b.mark()
+        b.add("k2", "jpg", b"two" * 1000, {"x": 1})
+        b.rollback(mark)
+        b.add("k3", "jpg", b"three")
+    assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
+    assert (b.info.samples, b.info.bytes, b.info.sha256) == (2, a.info.bytes, a.info.sha256)
+
+
 # ------------------------------------------------------------------------------------- 3. no hangs
 
 
