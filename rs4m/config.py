@@ -20,6 +20,8 @@ MODES = ("grid", "random")
 #: formats that can only be decoded whole are refused above this many pixels (the decompression-bomb guard);
 #: 400 MP is larger than any single RS image we know of (a 20000 x 20000 scene) and 1.2 GB as RGB uint8.
 DEFAULT_MAX_PIXELS = 400_000_000
+#: any raster (windowed formats too) is refused above this many pixels: 4e9 is a 63000 x 63000 scene
+DEFAULT_MAX_SCENE_PIXELS = 4_000_000_000
 
 
 @dataclass(frozen=True)
@@ -37,13 +39,15 @@ class TileConfig:
     scenes_per_unit: int = 64
     max_pixels: int = DEFAULT_MAX_PIXELS
     seed: int = 0
+    max_scene_pixels: int = DEFAULT_MAX_SCENE_PIXELS
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         if self.format not in FORMATS:
             raise ConfigError(f"format must be one of {', '.join(FORMATS)}, not {self.format!r}")
-        for name in ("tile_size", "scenes_per_unit", "crop_min", "crop_max", "max_pixels"):
+        for name in ("tile_size", "scenes_per_unit", "crop_min", "crop_max", "max_pixels",
+                     "max_scene_pixels"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.stride < 0 or self.out_size < 0:

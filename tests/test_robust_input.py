@@ -155,12 +155,45 @@ def special_files(folder: Path) -> None:
     os.symlink(folder / "loop_a.tif", folder / "loop_b.tif")
 
 
+def test_readers_refuse_special_files_without_blocking(tmp_path):
+    os.mkfifo(tmp_path / "fifo.png")
+    write_tif(tmp_path / "a.tif", noise(32, 32))
+    os.mkfifo(tmp_path / "a.tif.msk")  # a sidecar GDAL would open
+    with deadline(20):
+        for rel in ("fifo.png", "a.tif"):
+            with pytest.raises(BadInput, match="not a regular file"):
+                open_scene(tmp_path, SceneRef(rel))
+        with pytest.raises(BadInput, match="FIFO"):
+            read_bytes(tmp_path, "fifo.png")
+
+
 # ------------------------------------------------------------------------------ 5. archive members
 
 
 def png_with_padding(path: Path, padding: int) -> bytes:
     write_png(path)
     return path.read_bytes() + b"\0" * padding
+
+
+def test_an_archive_member_far_larger_than_its_image_is_refused_unread(tmp_path):
+    with zipfile.ZipFile(tmp_path / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.png", png_with_padding(tmp_path / "a.png", 40 << 20))
+    (tmp_path / "a.png").unlink()
+    import tracemalloc
+
+    tracemalloc.start()
+    with pytest.raises(BadInput, match="more than an image of its declared size can need"):
+        with open_scene(tmp_path, SceneRef("bomb.zip/a.png")) as reader:
+            reader.read_window(0, 0, 64, 64)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 << 20
+
+
+def test_a_file_with_gigabytes_of_trailing_data_is_refused(tmp_path):
+    (tmp_path / "pad.png").write_bytes(png_with_padding(tmp_path / "x.png", 20 << 20))
+    with pytest.raises(BadInput, match="more than an image"):
+        read_bytes(tmp_path, "pad.png", limit=1 << 20)
 
 
 def jpeg_bytes(h: int, w: int, seed: int = 0) -> bytes:
@@ -185,6 +218,22 @@ def test_an_unreadable_scenes_table_is_one_line_naming_it(tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert "Traceback" not in result.stderr and last.startswith("rs4m: error:"), result.stderr
     assert "scenes.parquet is not a readable Parquet file" in last and "--force" in last
+
+
+# ----------------------------------------------------------------------- 9. float64 beyond float32
+
+
+def test_float64_beyond_the_float32_range_is_stretched(tmp_path):
+    data = (noise(64, 64, 5).astype(np.float64) + 1.0) * 1e300
+    write_tif(tmp_path / "f64.tif", data)
+    with open_scene(tmp_path, SceneRef("f64.tif")) as reader:
+        rgb, valid = reader.read_window(0, 0, 64, 64)
+    assert valid.all()
+    assert rgb.min() == 0 and rgb.max() == 255 and len(np.unique(rgb)) > 100
+    expected = np.floor(np.clip((data - np.percentile(data, 2, axis=(1, 2), keepdims=True)) * 255
+                                / np.ptp(np.percentile(data, [2, 98], axis=(1, 2)), axis=0)[:, None, None],
+                                0, 255)).astype(np.uint8).transpose(1, 2, 0)
+    assert np.abs(rgb.astype(int) - expected).max() <= 1
 
 
 # ------------------------------------------------------------------ 16. only the first page is used
