@@ -141,6 +141,119 @@ def test_shard_rollback_drops_the_members_since_the_mark(tmp_path):
     assert (b.info.samples, b.info.bytes, b.info.sha256) == (2, a.info.bytes, a.info.sha256)
 
 
+def test_a_scene_failing_partway_leaves_no_rows_and_no_members(tmp_path):
+    src = tmp_path / "src"
+    write_tif(src / "good.tif", noise(128, 128, 1))
+    truncated_tiled_tif(src / "trunc.tif")
+    out = tmp_path / "out"
+    result = run_cli("build", out, "--source", f"folder={src}", "--tile-size", 64, "--workers", 1, "-q")
+    assert result.exit_code == 0, result.output
+    tiles = tiles_of(out)
+    assert {t["scene_path"] for t in tiles} == {"good.tif"}
+    assert all(t["shard"] and t["offset"] is not None and t["length"] for t in tiles)
+    errors = errors_by_name(out)["trunc.tif"]
+    assert len(errors) == 1 and errors[0]["stage"] == "tile" and "truncated" in errors[0]["reason"]
+    stored_rows_agree_with_shards(out)
+    assert run_cli("verify", out).exit_code == 0
+
+
+# ------------------------------------------------- 2. any per-scene failure is that scene's error row
+
+
+def test_files_changed_between_scan_and_tile_are_error_rows_and_neighbours_survive(tmp_path):
+    src = tmp_path / "src"
+    for name in ("a_good", "shrunk", "grown", "replaced", "folder", "fifo", "z_good"):
+        write_tif(src / f"{name}.tif", noise(128, 128, len(name)))
+    out = tmp_path / "out"
+    assert run_sub("scan", out, "--source", f"folder={src}", "--tile-size", 64, "--workers", 1, "-q").returncode == 0
+    (src / "shrunk.tif").write_bytes((src / "shrunk.tif").read_bytes()[:2000])
+    with open(src / "grown.tif", "ab") as fh:
+        fh.write(b"\0" * 4096)
+    (src / "replaced.tif").unlink()
+    write_png(src / "replaced.tif", 96, 80)  # another format and another size
+    (src / "folder.tif").unlink()
+    (src / "folder.tif").mkdir()
+    (src / "fifo.tif").unlink()
+    os.mkfifo(src / "fifo.tif")
+    result = run_sub("tile", out, "--workers", 1)
+    assert result.returncode == 0, result.stderr
+    errors = errors_by_name(out)
+    for name in ("shrunk", "grown", "replaced", "folder", "fifo"):
+        rows = errors[f"{name}.tif"]
+        assert len(rows) == 1 and rows[0]["stage"] == "tile" and rows[0]["reason"], (name, rows)
+    assert "FIFO" in errors["fifo.tif"][0]["reason"] and "folder" in errors["folder.tif"][0]["reason"]
+    assert "changed since the scan" in errors["grown.tif"][0]["reason"]
+    assert not [e for e in errors_of(out) if e["stage"] == "unit"]
+    assert {t["scene_path"] for t in tiles_of(out) if t["shard"]} == {"a_good.tif", "z_good.tif"}
+
+
+@pytest.mark.parametrize("exc", [ValueError("window check"), MemoryError(), OSError("disk")])
+def test_any_exception_of_a_scene_is_its_error_row(tmp_path, monkeypatch, exc):
+    src = tmp_path / "src"
+    for name in ("a", "b", "c"):
+        write_tif(src / f"{name}.tif", noise(64, 64, ord(name)))
+    out = tmp_path / "out"
+    assert run_cli("scan", out, "--source", f"folder={src}", "--tile-size", 64, "--workers", 1, "-q").exit_code == 0
+    real = tile_stage.open_scene
+
+    def flaky(root, ref, **kw):
+        if ref.scene_path == "b.tif":
+            raise exc
+        return real(root, ref, **kw)
+
+    monkeypatch.setattr(tile_stage, "open_scene", flaky)
+    record = read_record(out)
+    counts = tile_stage.run_tile(out, tile_configs(record), filters_of(record), get_engine("local", workers=1))
+    assert counts["units_failed"] == []
+    errors = errors_of(out)
+    assert [(e["path"], e["stage"]) for e in errors] == [("b.tif", "tile")] and errors[0]["reason"]
+    assert {t["scene_path"] for t in tiles_of(out)} == {"a.tif", "c.tif"}
+
+
+def test_a_unit_that_fails_is_an_error_row_naming_its_part(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    write_tif(src / "a.tif", noise(64, 64))
+    out = tmp_path / "out"
+    assert run_cli("scan", out, "--source", f"folder={src}", "--workers", 1, "-q").exit_code == 0
+
+    class Broken(ShardWriter):
+        def close(self):
+            raise RuntimeError("the disk is on fire")
+
+    monkeypatch.setattr(tile_stage, "ShardWriter", Broken)
+    record = read_record(out)
+    run = lambda: tile_stage.run_tile(out, tile_configs(record), filters_of(record), get_engine("local", workers=1))
+    assert len(run()["units_failed"]) == 1
+    rows = [e for e in errors_of(out) if e["stage"] == "unit"]
+    assert len(rows) == 1 and rows[0]["path"] == "tiles/part-00000.parquet"
+    assert "work unit 0" in rows[0]["reason"] and "RuntimeError" in rows[0]["reason"]
+    monkeypatch.setattr(tile_stage, "ShardWriter", ShardWriter)
+    assert run()["units_failed"] == []
+    assert not [e for e in errors_of(out) if e["stage"] == "unit"] and len(tiles_of(out)) == 1
+
+
+def test_any_exception_while_probing_is_a_scan_error_row(tmp_path, monkeypatch):
+    from rs4m.stages import scan as scan_stage
+
+    src = tmp_path / "src"
+    for name in ("a", "b"):
+        write_tif(src / f"{name}.tif", noise(64, 64))
+    real = scan_stage.open_scene
+
+    def flaky(root, ref, **kw):
+        if ref.scene_path == "a.tif":
+            raise ZeroDivisionError("bug in a reader")
+        return real(root, ref, **kw)
+
+    monkeypatch.setattr(scan_stage, "open_scene", flaky)
+    out = tmp_path / "out"
+    assert run_cli("scan", out, "--source", f"folder={src}", "--workers", 1, "-q").exit_code == 0
+    errors = errors_of(out)
+    assert [(e["path"], e["stage"]) for e in errors] == [("a.tif", "scan")]
+    assert "ZeroDivisionError" in errors[0]["reason"]
+    assert mf.read_table(OutputLayout(out).scenes).column("scene_path").to_pylist() == ["b.tif"]
+
+
 # ------------------------------------------------------------------------------------- 3. no hangs
 
 
@@ -155,6 +268,22 @@ def special_files(folder: Path) -> None:
     os.symlink(folder / "loop_a.tif", folder / "loop_b.tif")
 
 
+def test_fifo_socket_and_device_at_scan_time_are_error_rows(tmp_path):
+    src = tmp_path / "src"
+    write_png(src / "good.png")
+    special_files(src)
+    out = tmp_path / "out"
+    result = run_sub("build", out, "--source", f"folder={src}", "--workers", 1, "-q", timeout=120)
+    assert result.returncode == 0, result.stderr
+    errors = errors_by_name(out)
+    expect = {"fifo.png": "FIFO", "sock.png": "socket", "zero.tif": "character device", "loop_a.tif": "symlink loop",
+              "loop_b.tif": "symlink loop"}
+    for name, kind in expect.items():
+        assert len(errors[name]) == 1 and kind in errors[name][0]["reason"], (name, errors[name])
+    assert "broken" not in errors["zero.tif"][0]["reason"]
+    assert {t["scene_path"] for t in tiles_of(out)} == {"good.png"}
+
+
 def test_readers_refuse_special_files_without_blocking(tmp_path):
     os.mkfifo(tmp_path / "fifo.png")
     write_tif(tmp_path / "a.tif", noise(32, 32))
@@ -165,6 +294,49 @@ def test_readers_refuse_special_files_without_blocking(tmp_path):
                 open_scene(tmp_path, SceneRef(rel))
         with pytest.raises(BadInput, match="FIFO"):
             read_bytes(tmp_path, "fifo.png")
+
+
+# ------------------------------------------------------------------------------- 4. size bounds
+
+
+def test_a_tiny_file_declaring_a_huge_raster_gives_no_blank_rows(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    with rasterio.open(src / "huge.tif", "w", driver="GTiff", width=60000, height=60000, count=3, dtype="uint8",
+                       tiled=True, blockxsize=512, blockysize=512, sparse_ok=True):
+        pass
+    write_tif(src / "good.tif", noise(64, 64))
+    out = tmp_path / "out"
+    start = time.monotonic()
+    result = run_sub("build", out, "--source", f"folder={src}", "--workers", 1, "-q", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - start < 60
+    assert {t["scene_path"] for t in tiles_of(out)} == {"good.tif"}
+    rows = errors_by_name(out)["huge.tif"]
+    assert len(rows) == 1 and "stores none" in rows[0]["reason"]
+
+
+def test_sparse_blocks_are_skipped_and_stored_blocks_tiled(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    with rasterio.open(src / "part.tif", "w", driver="GTiff", width=512, height=512, count=3, dtype="uint8",
+                       tiled=True, blockxsize=128, blockysize=128, sparse_ok=True) as ds:
+        ds.write(noise(128, 128), window=Window(128, 256, 128, 128))
+    out = tmp_path / "out"
+    assert run_cli("build", out, "--source", f"folder={src}", "--tile-size", 128, "--workers", 1, "-q").exit_code == 0
+    assert [(t["x"], t["y"], bool(t["shard"])) for t in tiles_of(out)] == [(128, 256, True)]
+
+
+def test_rasters_over_max_scene_pixels_are_refused_before_tiling(tmp_path):
+    src = tmp_path / "src"
+    write_tif(src / "big.tif", noise(200, 100), tiled=True, blockxsize=64, blockysize=64)
+    write_tif(src / "small.tif", noise(100, 100))
+    out = tmp_path / "out"
+    rec = recipe(tmp_path, src, max_scene_pixels=10_000)
+    assert run_cli("build", out, "--recipe", rec, "--workers", 1, "-q").exit_code == 0
+    rows = errors_by_name(out)["big.tif"]
+    assert len(rows) == 1 and rows[0]["stage"] == "scan" and "max_scene_pixels" in rows[0]["reason"]
+    assert {t["scene_path"] for t in tiles_of(out)} == {"small.tif"}
 
 
 # ------------------------------------------------------------------------------ 5. archive members
@@ -204,7 +376,78 @@ def jpeg_bytes(h: int, w: int, seed: int = 0) -> bytes:
     return buf.getvalue()
 
 
+def test_duplicate_member_names_are_refused(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    with pytest.warns(UserWarning):  # zipfile warns about the duplicate name
+        with zipfile.ZipFile(src / "dup.zip", "w") as zf:
+            zf.writestr("images/a.jpg", jpeg_bytes(64, 64, 1))
+            zf.writestr("images/a.jpg", jpeg_bytes(32, 32, 2))
+    (src / "images").mkdir()
+    (src / "images" / "good.jpg").write_bytes(jpeg_bytes(64, 64, 3))
+    out = tmp_path / "out"
+    assert run_cli("build", out, "--source", f"patternnet={src}", "--workers", 1, "-q").exit_code == 0
+    errors = [e for e in errors_of(out) if e["path"].startswith("dup.zip")]
+    assert len(errors) == 1 and "two entries named 'images/a.jpg'" in errors[0]["reason"], errors
+    assert {t["scene_path"] for t in tiles_of(out)} == {"images/good.jpg"}
+
+
+# ------------------------------------------------------------------- 6. the scan is one commit
+
+
+def test_a_kill_between_the_scan_outputs_loses_no_scan_error(tmp_path, monkeypatch):
+    from rs4m.stages import scan as scan_stage
+    from rs4m.stages.sources import sources_from_flags
+    from rs4m.config import TileConfig
+
+    src = tmp_path / "src"
+    write_png(src / "good.png")
+    (src / "bad.png").write_text("not an image")
+    out = tmp_path / "out"
+    real, written = mf.write_table, []
+
+    class Killed(BaseException):
+        pass
+
+    def dying(table, path, *a, **kw):
+        if Path(path).name in ("scenes.parquet", "errors.parquet"):
+            written.append(Path(path).name)
+            if len(written) == 2:
+                raise Killed
+        return real(table, path, *a, **kw)
+
+    monkeypatch.setattr(mf, "write_table", dying)
+    out.mkdir()
+    with pytest.raises(Killed):
+        scan_stage.run_scan(out, sources_from_flags([f"folder={src}"], TileConfig()), get_engine("local", 1))
+    monkeypatch.setattr(mf, "write_table", real)
+    assert run_cli("build", out, "--source", f"folder={src}", "--workers", 1, "-q").exit_code == 0
+    assert [(e["path"], e["stage"]) for e in errors_of(out)] == [("bad.png", "scan")]
+
+
 # -------------------------------------------------------------------------- 7. rebuild on damage
+
+
+def test_damaged_units_are_redone_and_give_the_same_build(tmp_path):
+    src = tmp_path / "src"
+    for i in range(4):
+        write_tif(src / f"s{i}.tif", noise(128, 128, i))
+    rec = recipe(tmp_path, src, scenes_per_unit=1)
+    out = tmp_path / "out"
+    assert run_cli("build", out, "--recipe", rec, "--workers", 1, "-q").exit_code == 0
+    layout = OutputLayout(out)
+    before = {p.name: file_sha256(p) for p in sorted(layout.shards_dir.glob("*.tar"))}
+    parts = {p.name: p.read_bytes() for p in layout.tile_parts()}
+    with open(layout.shard(0), "r+b") as fh:  # truncated
+        fh.truncate(layout.shard(0).stat().st_size - 1024)
+    with open(layout.shard(1), "r+b") as fh:  # same size, a tar header garbled
+        fh.write(b"\xff" * 512)
+    layout.tile_part(2).write_bytes(b"garbage, not parquet")
+    result = run_cli("build", out, "--recipe", rec, "--workers", 1, "-q")
+    assert result.exit_code == 0, result.output
+    assert {p.name: file_sha256(p) for p in sorted(layout.shards_dir.glob("*.tar"))} == before
+    assert {p.name: p.read_bytes() for p in layout.tile_parts()} == parts
+    assert run_cli("verify", out).exit_code == 0
 
 
 def test_an_unreadable_scenes_table_is_one_line_naming_it(tmp_path):
@@ -237,3 +480,19 @@ def test_float64_beyond_the_float32_range_is_stretched(tmp_path):
 
 
 # ------------------------------------------------------------------ 16. only the first page is used
+
+
+def test_multi_page_tiff_and_animated_gif_say_only_the_first_page_is_used(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    frames = [Image.fromarray(noise(64, 64, i).transpose(1, 2, 0)) for i in range(3)]
+    frames[0].save(src / "pages.tif", save_all=True, append_images=frames[1:])
+    frames[0].convert("P").save(src / "anim.gif", save_all=True, append_images=[f.convert("P") for f in frames[1:]])
+    write_png(src / "one.png")
+    out = tmp_path / "out"
+    assert run_cli("build", out, "--source", f"folder={src}", "--workers", 1, "-q").exit_code == 0
+    errors = errors_by_name(out)
+    assert set(errors) == {"pages.tif", "anim.gif"}
+    for name in errors:
+        assert len(errors[name]) == 1 and "3 pages: only the first page is used" in errors[name][0]["reason"]
+    assert {t["scene_path"] for t in tiles_of(out) if t["shard"]} == {"pages.tif", "anim.gif", "one.png"}

@@ -2,12 +2,19 @@
 
 Each scene row records the file's size and sha256, raster size, bands, dtype, CRS, transform, GSD and
 footprint; scenes are sorted by (source, scene_path) and cut into work units (``unit``), never spanning two
-sources, so each unit carries one source's tiling. A file that cannot be opened becomes an error row.
+sources, so each unit carries one source's tiling. A file that cannot be opened (for any reason, whatever the
+exception) becomes an error row, and so does a FIFO, socket or device named like an image, checked before
+anything opens it. A multi-page TIFF or animated GIF is scanned, with an error row saying only its first page
+is used.
+
+The scan's outputs are one commit: ``errors.parquet`` is written first and ``scenes.parquet``, whose presence
+tells a rerun that the scan is done, last; a scan killed in between runs again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -21,6 +28,7 @@ from rs4m.raster import gdal_path, open_scene
 from rs4m.stages.errors_table import replace_stage_errors
 from rs4m.stages.sources import SourceInput
 from rs4m.layout import OutputLayout
+from rs4m.whole_decode import open_regular
 from rs4m_tools.adapters import SceneRef, ScanProblem
 
 PROBE_BATCH = 32
@@ -35,6 +43,7 @@ class ProbeTask:
     licence: str
     max_pixels: int
     refs: tuple[SceneRef, ...]
+    max_scene_pixels: int
 
 
 def _file_facts(root: Path, ref: SceneRef) -> tuple[int | None, str | None]:
@@ -44,15 +53,13 @@ def _file_facts(root: Path, ref: SceneRef) -> tuple[int | None, str | None]:
         return None, None
     h, size = hashlib.sha256(), 0
     for rel in rels:
-        try:
-            with open(root / rel, "rb") as fh:
+        with open_regular(root / rel) as fh:  # never blocks: a FIFO or device is refused before it is read
+            try:
                 for block in iter(lambda: fh.read(1 << 22), b""):
                     h.update(block)
                     size += len(block)
-        except PermissionError as err:
-            raise BadInput("permission denied: the file cannot be read", str(err)) from None
-        except OSError as err:
-            raise BadInput("the file cannot be read", str(err)) from None
+            except OSError as err:
+                raise BadInput("the file cannot be read", str(err)) from None
     return size, h.hexdigest()
 
 
@@ -62,7 +69,7 @@ def probe_scene(task: ProbeTask, ref: SceneRef) -> dict:
     size, sha = _file_facts(root, ref)
     if size == 0:
         raise BadInput("empty file (0 bytes)")
-    with open_scene(root, ref, max_pixels=task.max_pixels) as reader:
+    with open_scene(root, ref, max_pixels=task.max_pixels, max_scene_pixels=task.max_scene_pixels) as reader:
         info = reader.info
     return {
         "scene_id": mf.make_scene_id(task.source, ref.scene_path), "source": task.source,
@@ -72,7 +79,17 @@ def probe_scene(task: ProbeTask, ref: SceneRef) -> dict:
         "bands": info.bands, "dtype": info.dtype, "crs": info.crs,
         "transform": list(info.transform) if info.transform else None, "gsd_m": info.gsd_m,
         "geometry": shapely.to_wkb(info.footprint) if info.footprint is not None else None,
-    }
+    }, info.pages
+
+
+def _problem(task: ProbeTask, ref: SceneRef, err: Exception) -> dict:
+    """The error row of a scene whose probe raised ``err`` (any exception: one odd file never stops a batch)."""
+    if isinstance(err, BadInput):
+        reason, detail = err.reason, err.detail
+    else:
+        reason = f"the file could not be probed: unexpected {type(err).__name__}"
+        detail = "".join(traceback.format_exception_only(type(err), err)).strip()
+    return {"path": ref.scene_path, "source": task.source, "stage": "scan", "reason": reason, "detail": detail}
 
 
 def probe_batch(task: ProbeTask) -> tuple[list[dict], list[dict]]:
@@ -80,10 +97,16 @@ def probe_batch(task: ProbeTask) -> tuple[list[dict], list[dict]]:
     rows, errors = [], []
     for ref in task.refs:
         try:
-            rows.append(probe_scene(task, ref))
-        except BadInput as err:
+            row, pages = probe_scene(task, ref)
+        except Exception as err:  # noqa: BLE001 - any per-scene failure is that scene's error row
+            errors.append(_problem(task, ref, err))
+            continue
+        rows.append(row)
+        if pages > 1:
+            kind = "an animated GIF" if row["driver"] == "GIF" else "a multi-page TIFF"
             errors.append({"path": ref.scene_path, "source": task.source, "stage": "scan",
-                           "reason": err.reason, "detail": err.detail})
+                           "reason": f"{kind} of {pages} pages: only the first page is used",
+                           "detail": f"driver {row['driver']}, {pages} pages"})
     return rows, errors
 
 
@@ -108,7 +131,7 @@ def _tasks(inputs: list[SourceInput], refs_by_source: dict[str, list[SceneRef]])
         refs = refs_by_source[inp.source]
         for i in range(0, len(refs), PROBE_BATCH):
             yield ProbeTask(inp.source, str(inp.root), inp.licence, inp.spec.tile.max_pixels,
-                            tuple(refs[i:i + PROBE_BATCH]))
+                            tuple(refs[i:i + PROBE_BATCH]), inp.spec.tile.max_scene_pixels)
 
 
 def assign_units(rows: list[dict], inputs: list[SourceInput]) -> list[dict]:
@@ -142,8 +165,9 @@ def run_scan(out: Path, inputs: list[SourceInput], engine: Engine, progress=None
         if progress:
             progress(len(task.refs))
     rows = assign_units(rows, inputs)
-    mf.write_table(mf.table_from_rows(rows, mf.SCENES_SCHEMA), layout.scenes, mf.SCENES_SCHEMA)
+    # errors first: scenes.parquet marks the scan as done, so a kill between the two writes rescans
     replace_stage_errors(layout, "scan", errors)
+    mf.write_table(mf.table_from_rows(rows, mf.SCENES_SCHEMA), layout.scenes, mf.SCENES_SCHEMA)
     per_source = {inp.source: sum(1 for r in rows if r["source"] == inp.source) for inp in inputs}
     return {"scenes": len(rows), "errors": len(errors), "units": (rows[-1]["unit"] + 1) if rows else 0,
             "per_source": per_source}
