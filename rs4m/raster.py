@@ -26,7 +26,8 @@
 * Archive members whose name the archive holds twice are refused (GDAL and Python may read different ones),
   every window read is checked against the size it must have, and whole-decoded bytes are bounded by what an
   image of the declared size can need (:func:`rs4m.whole_decode.read_bytes`).
-* Multi-page TIFFs and animated GIFs: only the first page is read; :attr:`SceneInfo.pages` says how many there are.
+* Multi-page TIFFs and animated GIFs: only the first page is read; :meth:`SceneReader.page_count` says how many
+  there are.
 * float64 rasters whose statistics lie beyond the float32 range are stretched in float64.
 * Footprints: window bounds → EPSG:4326 (lon, lat) with densified edges; None without georeference or where the
   transform fails (e.g. off the Earth's disk in a geostationary view). Never a crash.
@@ -69,7 +70,7 @@ STRETCH_SAMPLE_PX = 1024
 #: because a decimated read would decode every block of the file (the whole 30000² scene) for statistics
 STRETCH_LATTICE_N, STRETCH_LATTICE_PX = 16, 64
 #: files GDAL may open beside a scene (masks, overviews, world files): each must be a regular file if present
-SIDECAR_SUFFIXES = (".msk", ".ovr", ".aux.xml", ".tfw", ".tifw", ".wld", ".imd", ".rpb", "_rpc.txt")
+SIDECAR_SUFFIXES = (".msk", ".ovr", ".aux.xml", ".tfw", ".wld")
 #: libjpeg warnings ("premature end of JPEG file" in a JPEG-compressed TIFF) become errors; no .aux.xml files
 #: are written next to sources; opening a file does not list its folder
 GDAL_ENV = {"GDAL_ERROR_ON_LIBJPEG_WARNING": "TRUE", "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
@@ -103,7 +104,6 @@ class SceneInfo:
             latitude on the WGS84 ellipsoid); None when not georeferenced.
         footprint: the whole scene's outline in EPSG:4326 (lon, lat), or None.
         nodata: the nodata value of the (first) source band, or None.
-        pages: pages of a multi-page TIFF or frames of an animated GIF (only the first is read); 1 otherwise.
     """
 
     width: int
@@ -116,7 +116,6 @@ class SceneInfo:
     gsd_m: float | None
     footprint: shapely.Polygon | None
     nodata: float | None
-    pages: int = 1
 
 
 def _describe_open_error(path: str, err: Exception) -> BadInput:
@@ -251,14 +250,14 @@ def _byte_limit(ds) -> int:
     return 2 * ds.width * ds.height * ds.count * np.dtype(ds.dtypes[0]).itemsize + (16 << 20)
 
 
-def _scene_info(ds, bands: int, pages: int) -> SceneInfo:
+def _scene_info(ds, bands: int) -> SceneInfo:
     geo = is_georeferenced(ds)
     return SceneInfo(
         width=ds.width, height=ds.height, bands=bands, dtype=ds.dtypes[0], driver=ds.driver,
         crs=crs_string(ds.crs) if geo else None,
         transform=tuple(float(v) for v in ds.transform.to_gdal()) if geo else None,
         gsd_m=gsd_m(ds), footprint=footprint(ds.crs, ds.transform, 0, 0, ds.width, ds.height) if geo else None,
-        nodata=ds.nodata, pages=pages)
+        nodata=ds.nodata)
 
 
 def _lattice_windows(width: int, height: int, block_w: int, block_h: int) -> list[Window]:
@@ -330,8 +329,7 @@ class SceneReader:
         if not self.whole_decode and _stores_nothing(first):
             raise BadInput(f"the file declares {first.width}x{first.height} pixels but stores none of them "
                            "(every block is empty)", f"driver {first.driver}, a sparse file")
-        pages = _page_count(first, self._root, rels[0], _byte_limit(first))
-        self.info = _scene_info(first, 3 if ref.band_paths else first.count, pages)
+        self.info = _scene_info(first, 3 if ref.band_paths else first.count)
 
     def _check_stackable(self, rels: list[str]) -> None:
         first = self._datasets[0]
@@ -479,6 +477,15 @@ class SceneReader:
             rgb = np.asarray(Image.fromarray(rgb).resize(tuple(out_size), Image.Resampling.BILINEAR))
             valid = np.asarray(Image.fromarray(valid).resize(tuple(out_size), Image.Resampling.NEAREST))
         return rgb, np.ascontiguousarray(valid)
+
+    def page_count(self) -> int:
+        """Pages of a multi-page TIFF or frames of an animated GIF (only the first is read); 1 otherwise.
+
+        Not part of :attr:`info`: GDAL walks every directory of the TIFF to count them (~2 ms for a COG).
+        """
+        ds, rel = self._datasets[0], (list(self._ref.band_paths) or [self._ref.scene_path])[0]
+        with rasterio.Env(**GDAL_ENV):
+            return _page_count(ds, self._root, rel, _byte_limit(ds))
 
     def window_is_empty(self, x: int, y: int, w: int, h: int) -> bool:
         """Whether the file stores no block of the window (a sparse GeoTIFF), known without decoding anything.

@@ -70,7 +70,7 @@ def probe_scene(task: ProbeTask, ref: SceneRef) -> dict:
     if size == 0:
         raise BadInput("empty file (0 bytes)")
     with open_scene(root, ref, max_pixels=task.max_pixels, max_scene_pixels=task.max_scene_pixels) as reader:
-        info = reader.info
+        info, pages = reader.info, reader.page_count()
     return {
         "scene_id": mf.make_scene_id(task.source, ref.scene_path), "source": task.source,
         "source_root": task.root, "scene_path": ref.scene_path, "band_paths": list(ref.band_paths) or None,
@@ -79,7 +79,7 @@ def probe_scene(task: ProbeTask, ref: SceneRef) -> dict:
         "bands": info.bands, "dtype": info.dtype, "crs": info.crs,
         "transform": list(info.transform) if info.transform else None, "gsd_m": info.gsd_m,
         "geometry": shapely.to_wkb(info.footprint) if info.footprint is not None else None,
-    }, info.pages
+    }, pages
 
 
 def _problem(task: ProbeTask, ref: SceneRef, err: Exception) -> dict:
