@@ -55,8 +55,15 @@ from rasterio.windows import Window
 from rs4m.config import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SCENE_PIXELS
 from rs4m.errors import BadInput
 from rs4m.georef import crs_string, footprint, gsd_m, is_georeferenced
-from rs4m.whole_decode import (check_member, check_regular, decode_whole, frame_count, read_bytes, scene_file,
-                               split_archive)
+from rs4m.whole_decode import (
+    check_member,
+    check_regular,
+    decode_whole,
+    frame_count,
+    read_bytes,
+    scene_file,
+    split_archive,
+)
 from rs4m_tools.adapters.base import SceneRef
 
 __all__ = ["DEFAULT_MAX_PIXELS", "SceneInfo", "SceneReader", "footprint", "gdal_path", "open_scene"]

@@ -14,6 +14,7 @@ between the check and the open cannot hang Python reads either.
 
 from __future__ import annotations
 
+import collections
 import functools
 import io
 import os
@@ -97,13 +98,13 @@ def _duplicated_members(archive: str, prefix: str, size: int, mtime_ns: int) -> 
                 with zipfile.ZipFile(fh) as zf:
                     names = [i.filename for i in zf.infolist()]
             elif archive.lower().endswith(".tar"):
-                names = [m.name.removeprefix("./") for m in tarfile.open(fileobj=fh, mode="r:")]
+                with tarfile.open(fileobj=fh, mode="r:") as tf:
+                    names = [m.name.removeprefix("./") for m in tf]
             else:  # a compressed tar would be decompressed whole just to list it
                 names = []
     except (OSError, BadInput, zipfile.BadZipFile, tarfile.TarError, EOFError):
         names = []  # an archive this cannot list is left to the reader, which says why it cannot be read
-    seen: set[str] = set()
-    return frozenset(n for n in names if n in seen or seen.add(n))
+    return frozenset(name for name, count in collections.Counter(names).items() if count > 1)
 
 
 def check_member(root: Path, rel: str) -> None:

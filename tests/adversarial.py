@@ -183,11 +183,11 @@ def _archives(c: Corpus, d: Path) -> None:
     c.add("archived", "good.zip/images/z1.jpg", "good")
     c.add("archived", "good.zip/images/z2.jpg", "good")
     c.add("archived", "good.tar/images/t1.jpg", "good")
-    with zipfile.ZipFile(d / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as zf:
-        with zf.open("images/bomb.jpg", "w", force_zip64=True) as fh:
-            fh.write(jpg[3])
-            for _ in range(BOMB_PADDING >> 20):
-                fh.write(bytes(1 << 20))
+    with zipfile.ZipFile(d / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as zf, \
+            zf.open("images/bomb.jpg", "w", force_zip64=True) as fh:
+        fh.write(jpg[3])
+        for _ in range(BOMB_PADDING >> 20):
+            fh.write(bytes(1 << 20))
     c.add("archived", "bomb.zip/images/bomb.jpg", "bad", "more than an image")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # zipfile warns about the duplicate name

@@ -63,8 +63,9 @@ def _file_facts(root: Path, ref: SceneRef) -> tuple[int | None, str | None]:
     return size, h.hexdigest()
 
 
-def probe_scene(task: ProbeTask, ref: SceneRef) -> dict:
-    """One scene row (without ``unit``); raises :class:`BadInput` for an unusable scene."""
+def probe_scene(task: ProbeTask, ref: SceneRef) -> tuple[dict, int]:
+    """One scene row (without ``unit``) and the file's page count; raises :class:`BadInput` for an unusable
+    scene."""
     root = Path(task.root)
     size, sha = _file_facts(root, ref)
     if size == 0:

@@ -24,7 +24,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pyarrow.compute as pc
@@ -42,8 +42,8 @@ from rs4m.raster import SceneReader, open_scene
 from rs4m.richness import tile_richness
 from rs4m.shards import ShardReader, ShardWriter
 from rs4m.stages.errors_table import replace_errors
-from rs4m.whole_decode import check_regular, scene_file
 from rs4m.tiling import Window, grid_windows, random_windows
+from rs4m.whole_decode import check_regular, scene_file
 from rs4m_tools.adapters import SceneRef
 
 HASH_BATCH = 64
@@ -219,7 +219,7 @@ def unit_tasks(out: Path, recipe_sources: dict[str, dict], filters: FilterConfig
             for u, rows in sorted(by_unit.items())]
 
 
-def clean_partial(layout: OutputLayout, done: set[int], units: list[int] = ()) -> None:
+def clean_partial(layout: OutputLayout, done: set[int], units: Iterable[int] = ()) -> None:
     """Remove files of units that did not finish or are damaged (``units`` not in ``done``), shards without
     their part, and stray temp files."""
     for folder in (layout.shards_dir, layout.tiles_dir, layout.unit_errors_dir):
@@ -291,7 +291,7 @@ def unit_error(layout: OutputLayout, task: UnitTask, error: str) -> dict:
             "detail": error}
 
 
-def merge_unit_errors(layout: OutputLayout, unit_rows: list[dict] = ()) -> int:
+def merge_unit_errors(layout: OutputLayout, unit_rows: Sequence[dict] = ()) -> int:
     """Fold the units' error parts into ``errors.parquet`` (stage ``tile``) with the rows of failed units
     (stage ``unit``, replacing the previous run's); returns the count of both."""
     parts = sorted(layout.unit_errors_dir.glob("part-*.parquet")) if layout.unit_errors_dir.is_dir() else []
