@@ -41,7 +41,7 @@ def require_torch() -> None:
 @click.option("--accum-steps", type=click.IntRange(1), default=1, show_default=True,
               help="Gradient accumulation micro-batches per step.")
 @click.option("--workers", type=click.IntRange(0), default=4, show_default=True, help="DataLoader workers per process.")
-@click.option("--where", help="Filter the manifest (pandas query), e.g. \"source == 'dota' and richness > 40\".")
+@click.option("--where", help="Filter the manifest (rs4m's safe filter language), e.g. \"source == 'dota' and richness > 40\".")
 @click.option("--resume", is_flag=True, help="Continue the run from RUN/checkpoint.pt (same flags).")
 @click.option("--log-every", type=click.IntRange(1), default=20, show_default=True)
 @click.option("--ckpt-every", type=click.IntRange(1), default=1000, show_default=True)
