@@ -254,6 +254,41 @@ def test_any_exception_while_probing_is_a_scan_error_row(tmp_path, monkeypatch):
     assert mf.read_table(OutputLayout(out).scenes).column("scene_path").to_pylist() == ["b.tif"]
 
 
+class CrashingEngine:
+    """In-process engine whose "worker dies" on any unit holding crash.png (as a segfaulting reader would)."""
+
+    name = "crashing"
+
+    def map_units(self, fn, units, retries=2):
+        from rs4m.engines import UnitFailure
+
+        for unit in units:
+            if any(r.scene_path == "crash.png" for r in unit.refs):
+                yield unit, UnitFailure("worker process died")
+            else:
+                yield unit, fn(unit)
+
+    def close(self):
+        pass
+
+
+def test_a_file_that_kills_its_probe_worker_takes_only_itself_down(tmp_path):
+    from rs4m.config import TileConfig
+    from rs4m.stages import scan as scan_stage
+    from rs4m.stages.sources import sources_from_flags
+
+    src = tmp_path / "src"
+    for name in ("a.png", "crash.png", "z.png"):
+        write_png(src / name)
+    out = tmp_path / "out"
+    out.mkdir()
+    counts = scan_stage.run_scan(out, sources_from_flags([f"folder={src}"], TileConfig()), CrashingEngine())
+    assert counts["scenes"] == 2
+    assert mf.read_table(OutputLayout(out).scenes).column("scene_path").to_pylist() == ["a.png", "z.png"]
+    errors = errors_of(out)
+    assert [(e["path"], e["stage"]) for e in errors] == [("crash.png", "scan")] and "crashed" in errors[0]["reason"]
+
+
 # ------------------------------------------------------------------------------------- 3. no hangs
 
 

@@ -13,6 +13,7 @@ tells a rerun that the scan is done, last; a scan killed in between runs again.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import traceback
 from dataclasses import dataclass
@@ -148,6 +149,29 @@ def assign_units(rows: list[dict], inputs: list[SourceInput]) -> list[dict]:
     return rows
 
 
+def probe_all(engine: Engine, tasks: list[ProbeTask], progress=None) -> tuple[list[dict], list[dict]]:
+    """Probe every batch: (scene rows, error rows). A batch that fails as a whole (its worker died on a file)
+    is probed again one scene at a time, so only the file that kills a worker becomes an error row."""
+    rows, errors, again = [], [], []
+    for task, result in engine.map_units(probe_batch, tasks):
+        if isinstance(result, UnitFailure) and len(task.refs) > 1:
+            again.extend(dataclasses.replace(task, refs=(ref,)) for ref in task.refs)
+            continue
+        if isinstance(result, UnitFailure):
+            errors.append({"path": task.refs[0].scene_path, "source": task.source, "stage": "scan",
+                           "reason": "probing the file failed unexpectedly (its reader crashed)",
+                           "detail": result.error})
+        else:
+            rows.extend(result[0])
+            errors.extend(result[1])
+        if progress:
+            progress(len(task.refs))
+    if again:
+        more_rows, more_errors = probe_all(engine, again, progress)
+        rows, errors = rows + more_rows, errors + more_errors
+    return rows, errors
+
+
 def run_scan(out: Path, inputs: list[SourceInput], engine: Engine, progress=None) -> dict:
     """Scan every source into ``OUT/scenes.parquet``; scan errors go to ``errors.parquet``. Returns counts."""
     layout = OutputLayout(Path(out))
@@ -155,16 +179,8 @@ def run_scan(out: Path, inputs: list[SourceInput], engine: Engine, progress=None
     for inp in inputs:
         refs_by_source[inp.source], problems = _enumerate(inp)
         errors.extend(problems)
-    rows: list[dict] = []
-    for task, result in engine.map_units(probe_batch, list(_tasks(inputs, refs_by_source))):
-        if isinstance(result, UnitFailure):
-            errors.extend({"path": r.scene_path, "source": task.source, "stage": "scan",
-                           "reason": "probing failed unexpectedly", "detail": result.error} for r in task.refs)
-            continue
-        rows.extend(result[0])
-        errors.extend(result[1])
-        if progress:
-            progress(len(task.refs))
+    rows, probe_errors = probe_all(engine, list(_tasks(inputs, refs_by_source)), progress)
+    errors.extend(probe_errors)
     rows = assign_units(rows, inputs)
     # errors first: scenes.parquet marks the scan as done, so a kill between the two writes rescans
     replace_stage_errors(layout, "scan", errors)
