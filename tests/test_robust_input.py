@@ -232,6 +232,37 @@ def test_a_unit_that_fails_is_an_error_row_naming_its_part(tmp_path, monkeypatch
     assert not [e for e in errors_of(out) if e["stage"] == "unit"] and len(tiles_of(out)) == 1
 
 
+class SegfaultingEngine:
+    """In-process engine whose worker "dies" on any unit that reads crash.tif (as a crashing reader would)."""
+
+    name = "segfaulting"
+
+    def map_units(self, fn, units, retries=2):
+        from rs4m.engines import UnitFailure
+
+        for unit in units:
+            reads = [s["scene_path"] for s in unit.scenes if s["scene_path"] not in unit.crashed]
+            yield unit, UnitFailure("worker process died") if "crash.tif" in reads else fn(unit)
+
+    def close(self):
+        pass
+
+
+def test_a_scene_that_kills_its_worker_takes_only_itself_down(tmp_path):
+    src = tmp_path / "src"
+    for name in ("a", "crash", "z"):
+        write_tif(src / f"{name}.tif", noise(64, 64, len(name)))
+    out = tmp_path / "out"
+    assert run_cli("scan", out, "--source", f"folder={src}", "--tile-size", 64, "--workers", 1, "-q").exit_code == 0
+    record = read_record(out)
+    counts = tile_stage.run_tile(out, tile_configs(record), filters_of(record), SegfaultingEngine())
+    assert counts["units_failed"] == []
+    errors = errors_of(out)
+    assert [(e["path"], e["stage"]) for e in errors] == [("crash.tif", "tile")] and "crashed" in errors[0]["reason"]
+    assert {t["scene_path"] for t in tiles_of(out) if t["shard"]} == {"a.tif", "z.tif"}
+    stored_rows_agree_with_shards(out)
+
+
 def test_any_exception_while_probing_is_a_scan_error_row(tmp_path, monkeypatch):
     from rs4m.stages import scan as scan_stage
 

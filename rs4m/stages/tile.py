@@ -7,7 +7,9 @@ appends it to the unit's shard. Filtered tiles are rows with a ``filter_reason``
 A scene is all or nothing: its members are appended to the shard as it is tiled, and when any step of the
 scene fails (whatever the exception) the shard is rolled back to where the scene began, its rows are dropped
 and it becomes one error row; the unit's other scenes go on. A scene whose file changed since the scan (size,
-type or pixel size) is such an error. A unit that fails all the same (a bug) is an error row of stage ``unit``.
+type or pixel size) is such an error. A unit that fails all the same (its worker died: a reader that crashes) has each scene tiled alone in a
+throwaway shard, and runs again with the scenes that crash alone as error rows; a unit that still fails (a
+bug) is an error row of stage ``unit``.
 
 A unit is done when its tiles part (written last, after its shard and its errors part) is readable and its
 shard agrees with the facts the part records (size, and a tar header before every stored tile naming it); a
@@ -20,9 +22,10 @@ or worker count.
 from __future__ import annotations
 
 import hashlib
+import tempfile
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -60,6 +63,8 @@ class UnitTask:
     tile: TileConfig
     filters: FilterConfig
     scenes: tuple[dict, ...]
+    #: scene paths that killed their worker when tiled alone: error rows, never read again in this run
+    crashed: tuple[str, ...] = ()
 
 
 def scene_windows(scene: dict, cfg: TileConfig) -> list[Window]:
@@ -194,6 +199,11 @@ def tile_unit(task: UnitTask) -> dict:
     errors: list[dict] = []
     with ShardWriter(layout.shard(task.unit)) as writer:
         for scene in task.scenes:
+            if scene["scene_path"] in task.crashed:
+                errors.append({"path": scene["scene_path"], "source": scene["source"], "stage": "tile",
+                               "reason": "tiling the scene crashed its worker process (a reader bug?); "
+                                         "it is left out", "detail": ""})
+                continue
             mark = writer.mark()
             try:
                 rows.extend(tile_scene(scene, task, writer, shard))
@@ -282,6 +292,35 @@ def write_shards_table(layout: OutputLayout) -> int:
     return len(infos)
 
 
+def trial_scene(task: UnitTask) -> bool:
+    """Tile the one scene of ``task`` into a throwaway shard: returns when it does not kill its worker."""
+    with tempfile.TemporaryDirectory(prefix="rs4m-trial-") as tmp:
+        writer = ShardWriter(Path(tmp) / "trial.tar")
+        try:
+            tile_scene(task.scenes[0], task, writer, "trial.tar")
+        except Exception:  # noqa: BLE001, S110 - in the real run this is the scene's error row, not a crash
+            pass
+        finally:
+            writer.abort()
+    return True
+
+
+def rerun_without_crashers(engine: Engine, failed: list[tuple[UnitTask, str]]):
+    """Units that failed as a whole: each scene is tiled alone (a trial) to find those that kill their worker,
+    and the units holding any run again with those scenes as error rows. Yields (task, result) of the reruns
+    and (task, UnitFailure) of units none of whose scenes crashes alone (their failure is not a scene's)."""
+    trials = [replace(task, scenes=(scene,)) for task, _ in failed for scene in task.scenes]
+    crashed: dict[int, set[str]] = {}
+    for trial, result in engine.map_units(trial_scene, trials):
+        if isinstance(result, UnitFailure):
+            crashed.setdefault(trial.unit, set()).add(trial.scenes[0]["scene_path"])
+    for task, error in failed:
+        if task.unit not in crashed:
+            yield task, UnitFailure(error)
+    reruns = [replace(task, crashed=tuple(sorted(crashed[task.unit]))) for task, _ in failed if task.unit in crashed]
+    yield from engine.map_units(tile_unit, reruns)
+
+
 def unit_error(layout: OutputLayout, task: UnitTask, error: str) -> dict:
     """The error row (stage ``unit``) of a work unit that failed as a whole: none of its scenes is in the build."""
     part = layout.tile_part(task.unit)
@@ -313,8 +352,14 @@ def run_tile(out: Path, recipe_sources: dict[str, dict], filters: FilterConfig, 
     done = done_units(layout)
     clean_partial(layout, done, [t.unit for t in tasks])
     pending = [t for t in tasks if t.unit not in done]
-    failed, unit_rows = [], []
+    first_failures = []
     for task, result in engine.map_units(tile_unit, pending):
+        if isinstance(result, UnitFailure):
+            first_failures.append((task, result.error))
+        elif progress:
+            progress(result)
+    failed, unit_rows = [], []
+    for task, result in rerun_without_crashers(engine, first_failures) if first_failures else ():
         if isinstance(result, UnitFailure):
             failed.append({"unit": task.unit, "error": result.error})
             unit_rows.append(unit_error(layout, task, result.error))
