@@ -17,6 +17,8 @@ from rs4m.errors import ConfigError
 
 FORMATS = ("jpg", "png", "webp")
 MODES = ("grid", "random")
+#: what a single grey band becomes: an error row ("refuse") or R = G = B ("replicate"); None: the adapter's default
+GREY_POLICIES = ("refuse", "replicate")
 #: formats that can only be decoded whole are refused above this many pixels (the decompression-bomb guard);
 #: 400 MP is larger than any single RS image we know of (a 20000 x 20000 scene) and 1.2 GB as RGB uint8.
 DEFAULT_MAX_PIXELS = 400_000_000
@@ -40,6 +42,7 @@ class TileConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     seed: int = 0
     max_scene_pixels: int = DEFAULT_MAX_SCENE_PIXELS
+    grey: str | None = None  # GREY_POLICIES; None: the adapter's default (``SourceAdapter.grey``)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -56,6 +59,8 @@ class TileConfig:
             raise ConfigError(f"crop_min ({self.crop_min}) is larger than crop_max ({self.crop_max})")
         if not 1 <= self.quality <= 100:
             raise ConfigError(f"quality must be within 1..100, not {self.quality}")
+        if self.grey is not None and self.grey not in GREY_POLICIES:
+            raise ConfigError(f"grey must be one of {', '.join(GREY_POLICIES)}, not {self.grey!r}")
 
     @property
     def stride_px(self) -> int:

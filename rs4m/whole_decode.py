@@ -28,21 +28,13 @@ import numpy as np
 import simplejpeg
 from PIL import Image
 
+from rs4m import archive
 from rs4m.errors import BadInput
 
-#: archive suffixes GDAL reads members of in place, longest first (``.tar.gz`` before ``.tar``)
-ARCHIVES = ((".tar.gz", "/vsitar/"), (".tgz", "/vsitar/"), (".tar", "/vsitar/"), (".zip", "/vsizip/"))
 
-
-def split_archive(root: Path, rel: str) -> tuple[Path, str, str] | None:
-    """(archive file, GDAL prefix, member path) when a leading component of ``rel`` is an archive file."""
-    parts = rel.split("/")
-    for i in range(1, len(parts)):
-        head = "/".join(parts[:i])
-        for suffix, prefix in ARCHIVES:
-            if head.lower().endswith(suffix) and (Path(root) / head).is_file():
-                return Path(root) / head, prefix, "/".join(parts[i:])
-    return None
+def split_archive(root: Path, rel: str) -> tuple[Path, str] | None:
+    """(archive file, member path) when a leading component of ``rel`` is an archive (:mod:`rs4m.archive`)."""
+    return archive.split_member(root, rel)
 
 
 _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
@@ -89,15 +81,16 @@ def scene_file(root: Path, rel: str) -> Path:
 
 
 @functools.lru_cache(maxsize=16)
-def _duplicated_members(archive: str, prefix: str, size: int, mtime_ns: int) -> frozenset[str]:
+def _duplicated_members(path: str, size: int, mtime_ns: int) -> frozenset[str]:
     """Member names an archive holds more than once (zip: its directory; plain tar: its headers)."""
     del size, mtime_ns  # cache key only: a changed archive is listed again
     try:
-        with open_regular(archive) as fh:
-            if prefix == "/vsizip/":
+        kind = archive.archive_kind(Path(path))
+        with open_regular(path) as fh:
+            if kind == archive.ZIP:
                 with zipfile.ZipFile(fh) as zf:
                     names = [i.filename for i in zf.infolist()]
-            elif archive.lower().endswith(".tar"):
+            elif kind == archive.TAR:
                 with tarfile.open(fileobj=fh, mode="r:") as tf:
                     names = [m.name.removeprefix("./") for m in tf]
             else:  # a compressed tar would be decompressed whole just to list it
@@ -112,11 +105,11 @@ def check_member(root: Path, rel: str) -> None:
     split = split_archive(root, rel)
     if split is None:
         return
-    archive, prefix, member = split
-    st = os.stat(archive)
-    if member in _duplicated_members(str(archive), prefix, st.st_size, st.st_mtime_ns):
+    path, member = split
+    st = os.stat(path)
+    if member in _duplicated_members(str(path), st.st_size, st.st_mtime_ns):
         raise BadInput(f"the archive holds two entries named {member!r}; readers disagree on which one is meant",
-                       f"{archive.name}: duplicate member {member!r}")
+                       f"{path.name}: duplicate member {member!r}")
 
 
 def _too_big(size: int, limit: int, rel: str) -> BadInput:
@@ -136,19 +129,24 @@ def read_bytes(root: Path, rel: str, limit: int | None = None) -> bytes:
         if split is None:
             with open_regular(Path(root) / rel) as fh:
                 data = _bounded_read(fh, os.fstat(fh.fileno()).st_size, limit, cap, rel)
-        elif split[1] == "/vsizip/":
-            with open_regular(split[0]) as raw, zipfile.ZipFile(raw) as zf, zf.open(split[2]) as fh:
-                data = _bounded_read(fh, zf.getinfo(split[2]).file_size, limit, cap, rel)
         else:
-            with open_regular(split[0]) as raw, tarfile.open(fileobj=raw) as tf:
-                info = tf.getmember(split[2])
-                fh = tf.extractfile(info)
-                if fh is None:
-                    raise KeyError(split[2])
-                data = _bounded_read(fh, info.size, limit, cap, rel)
+            data = _read_member(*split, limit, cap, rel)
     except (OSError, KeyError, zipfile.BadZipFile, tarfile.TarError, EOFError) as err:
         raise BadInput("truncated or corrupt image: its bytes cannot be read", f"{rel}: {err}") from None
     return data
+
+
+def _read_member(path: Path, member: str, limit: int | None, cap: int, rel: str) -> bytes:
+    """A member's bytes, its size checked from the zip directory or tar header before it is read."""
+    if archive.archive_kind(path) == archive.ZIP:
+        with open_regular(path) as raw, zipfile.ZipFile(raw) as zf, zf.open(member) as fh:
+            return _bounded_read(fh, zf.getinfo(member).file_size, limit, cap, rel)
+    with open_regular(path) as raw, tarfile.open(fileobj=raw, mode="r:*") as tf:
+        info = tf.getmember(member)
+        fh = tf.extractfile(info)
+        if fh is None:
+            raise KeyError(member)
+        return _bounded_read(fh, info.size, limit, cap, rel)
 
 
 def _bounded_read(fh, declared: int, limit: int | None, cap: int, rel: str) -> bytes:

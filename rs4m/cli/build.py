@@ -19,8 +19,9 @@ def source_options(fn):
         click.option("--recipe", type=click.Path(path_type=Path, dir_okay=False), help="Recipe TOML."),
         click.option("--root", type=click.Path(path_type=Path, file_okay=False),
                      help="Folder holding one folder per recipe source (default: current folder)."),
-        click.option("--source", "sources", multiple=True, metavar="ADAPTER=PATH",
-                     help="A source folder read by an adapter (see `rs4m sources`); repeatable."),
+        click.option("--source", "sources", multiple=True, metavar="ADAPTER=PATH[,grey=refuse|replicate]",
+                     help="A source folder read by an adapter (see `rs4m sources`); repeatable. grey: what a "
+                          "single grey band becomes (default: the adapter's)."),
         click.option("--strict", is_flag=True, help="A recipe source that is missing is an error."),
         click.option("--tile-size", type=click.IntRange(1), help="Tile edge in pixels (default 512)."),
         click.option("--stride", type=click.IntRange(1), help="Grid stride in pixels (default: tile size)."),

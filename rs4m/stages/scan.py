@@ -13,10 +13,10 @@ tells a rerun that the scan is done, last; a scan killed in between runs again.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
+import logging
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -24,8 +24,10 @@ import shapely
 
 from rs4m import manifest as mf
 from rs4m.engines import Engine, UnitFailure
-from rs4m.errors import BadInput
+from rs4m.config import DEFAULT_MAX_SCENE_PIXELS
+from rs4m.errors import BadInput, OutputError
 from rs4m.raster import gdal_path, open_scene
+from rs4m.stages import scan_report
 from rs4m.stages.errors_table import replace_stage_errors
 from rs4m.stages.sources import SourceInput
 from rs4m.layout import OutputLayout
@@ -33,6 +35,7 @@ from rs4m.whole_decode import open_regular
 from rs4m_tools.adapters import SceneRef, ScanProblem
 
 PROBE_BATCH = 32
+log = logging.getLogger("rs4m")
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,8 @@ class ProbeTask:
     licence: str
     max_pixels: int
     refs: tuple[SceneRef, ...]
-    max_scene_pixels: int
+    grey: str = "refuse"
+    max_scene_pixels: int = DEFAULT_MAX_SCENE_PIXELS
 
 
 def _file_facts(root: Path, ref: SceneRef) -> tuple[int | None, str | None]:
@@ -71,8 +75,11 @@ def probe_scene(task: ProbeTask, ref: SceneRef) -> tuple[dict, int]:
     size, sha = _file_facts(root, ref)
     if size == 0:
         raise BadInput("empty file (0 bytes)")
-    with open_scene(root, ref, max_pixels=task.max_pixels, max_scene_pixels=task.max_scene_pixels) as reader:
+    with open_scene(root, ref, max_pixels=task.max_pixels, grey=task.grey,
+                    max_scene_pixels=task.max_scene_pixels) as reader:
         info, pages = reader.info, reader.page_count()
+    if reader.grey_replicated:  # the tile stage reads band 1 as R, G and B; bands stays 1 in the manifest
+        ref = replace(ref, rgb_bands=(1, 1, 1))
     return {
         "scene_id": mf.make_scene_id(task.source, ref.scene_path), "source": task.source,
         "source_root": task.root, "scene_path": ref.scene_path, "band_paths": list(ref.band_paths) or None,
@@ -133,7 +140,8 @@ def _tasks(inputs: list[SourceInput], refs_by_source: dict[str, list[SceneRef]])
         refs = refs_by_source[inp.source]
         for i in range(0, len(refs), PROBE_BATCH):
             yield ProbeTask(inp.source, str(inp.root), inp.licence, inp.spec.tile.max_pixels,
-                            tuple(refs[i:i + PROBE_BATCH]), inp.spec.tile.max_scene_pixels)
+                            tuple(refs[i:i + PROBE_BATCH]), inp.spec.tile.grey or "refuse",
+                            inp.spec.tile.max_scene_pixels)
 
 
 def assign_units(rows: list[dict], inputs: list[SourceInput]) -> list[dict]:
@@ -155,7 +163,7 @@ def probe_all(engine: Engine, tasks: list[ProbeTask], progress=None) -> tuple[li
     rows, errors, again = [], [], []
     for task, result in engine.map_units(probe_batch, tasks):
         if isinstance(result, UnitFailure) and len(task.refs) > 1:
-            again.extend(dataclasses.replace(task, refs=(ref,)) for ref in task.refs)
+            again.extend(replace(task, refs=(ref,)) for ref in task.refs)
             continue
         if isinstance(result, UnitFailure):
             errors.append({"path": task.refs[0].scene_path, "source": task.source, "stage": "scan",
@@ -179,9 +187,18 @@ def run_scan(out: Path, inputs: list[SourceInput], engine: Engine, progress=None
     for inp in inputs:
         refs_by_source[inp.source], problems = _enumerate(inp)
         errors.extend(problems)
+        for line in scan_report.slow_archives(inp, refs_by_source[inp.source]):
+            log.warning("rs4m: note: %s", line)
     rows, probe_errors = probe_all(engine, list(_tasks(inputs, refs_by_source)), progress)
     errors.extend(probe_errors)
     rows = assign_units(rows, inputs)
+    empty = scan_report.empty_sources(inputs, {s: len(r) for s, r in refs_by_source.items()}, rows, errors)
+    for source, why in empty.items() if rows else ():
+        log.warning("rs4m: warning: source %s yielded nothing: %s", source, why)
+    if not rows:  # no scenes.parquet: a rerun scans again and says the same
+        replace_stage_errors(layout, "scan", errors)
+        raise OutputError("nothing readable: " + " | ".join(f"source {s}: {why}" for s, why in empty.items())
+                          + f" (every problem is a row of {layout.errors})")
     # errors first: scenes.parquet marks the scan as done, so a kill between the two writes rescans
     replace_stage_errors(layout, "scan", errors)
     mf.write_table(mf.table_from_rows(rows, mf.SCENES_SCHEMA), layout.scenes, mf.SCENES_SCHEMA)

@@ -32,8 +32,11 @@ Recipe TOML (``manifests/rs4m.toml``; read by :func:`rs4m.config.load_recipe`)::
     max_images = 0            # optional cap (0 = all); deterministic (first N by a hash of the path)
     tile_size = 1024          # any [build] key may be overridden per source
     mode = "random"
+    grey = "refuse"           # single grey-band images: "refuse" (error rows) or "replicate" (R = G = B);
+                              # default: the adapter's ``grey`` ("replicate" for DOTA and iSAID)
     options = {licence = "..."}  # optional, adapter-specific (``folder``: licence)
 
+On the command line the same per-source key follows the path: ``--source dota_v2=/data/dota,grey=refuse``.
 A split a source names must be one of its adapter's ``splits`` (``tests/test_adapters.py`` checks every
 shipped recipe); "whole" tiling is a ``tile_size`` at least as large as the images, since an image no larger
 than the tile becomes exactly one tile.

@@ -30,6 +30,8 @@ class AID(LayoutAdapter):
     tiling = "whole"
     layout_notes = ("JPEGs in one folder per class; no official split, so everything is split 'all', excluded "
                     "by default (evaluation benchmark).")
+    facts_source = "unverified"
+    layout_notes += " Unverified: licence and GSD range (not checked against the dataset's page)."
     patterns = ("**/*.jpg",)
     split_names = {}
     default_split = "all"

@@ -64,6 +64,11 @@ class SourceAdapter:
     tiling: ClassVar[str] = "tile"
     #: free text: what was assumed about the layout where it is not known for sure
     layout_notes: ClassVar[str] = ""
+    #: where the licence, GSD and splits were checked (the dataset's page or README, a loader's docs)
+    facts_source: ClassVar[str] = ""
+    #: single grey-band images: "refuse" (error rows) or "replicate" (R = G = B, ``bands`` 1 in the manifest);
+    #: "replicate" where the dataset's documentation says it holds grey images among its RGB ones
+    grey: ClassVar[str] = "refuse"
 
     def __init__(self, glob: str | None = None, options: dict | None = None) -> None:
         """``glob`` overrides the adapter's image pattern (from the recipe); ``options`` are adapter-specific."""
@@ -112,8 +117,10 @@ class SourceAdapter:
             "splits": dict(cls.splits),
             "test_splits": list(cls.test_splits),
             "tiling": cls.tiling,
+            "grey": cls.grey,
             "citation": cls.citation,
             "layout_notes": cls.layout_notes,
+            "facts_source": cls.facts_source,
         }
 
 

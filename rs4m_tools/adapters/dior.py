@@ -37,6 +37,8 @@ class DIOR(LayoutAdapter):
     layout_notes = ("Images are JPEGs in a folder whose name holds 'Images' (JPEGImages-trainval, Images/test, "
                     "...), unpacked or zipped; the split comes from the folder name, else from the official "
                     "numbering (five-digit ids up to 11725 are trainval, the rest test).")
+    facts_source = "unverified"
+    layout_notes += " Unverified: licence and GSD range (not checked against the dataset's page)."
     patterns = ("**/*Images*/**/*.jpg",)
     split_names = {"train": "trainval", "val": "trainval", "trainval": "trainval", "test": "test"}
 

@@ -29,4 +29,6 @@ class FAIR1M(LayoutAdapter):
     layout_notes = ("Images are TIFFs in images/ folders under train/, validation/ (split 'val') and test/, "
                     "unpacked or zipped. Per-split counts differ between FAIR1M 1.0 and 2.0 and are left "
                     "unknown (about 15,000 train+val images in all).")
+    facts_source = ("TorchGeo datasets table (github.com/microsoft/torchgeo "
+                    "docs/api/datasets/non_geo_datasets.csv): CC-BY-NC-SA-3.0, 0.3-0.8 m")
     patterns = ("**/images/*.{tif,tiff}",)

@@ -29,6 +29,9 @@ class MillionAID(LayoutAdapter):
                     "no evaluation benchmark here: its labels were never released and RS pretraining corpora "
                     "use all one million images, so no split is excluded by default. Image sizes range from "
                     "~100 px to many thousands: small images stay whole, large ones are tiled.")
+    facts_source = ("TorchGeo datasets table (github.com/microsoft/torchgeo "
+                    "docs/api/datasets/non_geo_datasets.csv): 0.5-153 m")
+    layout_notes += " Unverified: licence (TorchGeo lists none)."
     patterns = ("**/*.jpg",)
     split_names = {"train": "train", "test": "test"}
 

@@ -42,6 +42,9 @@ class Potsdam(LayoutAdapter):
     layout_notes = ("top_potsdam_<row>_<col>_RGB.tif, else _RGBIR.tif read as bands 1-3, unpacked or zipped; "
                     "when both exist for a tile only the RGB file is taken. IRRG, DSM and label files are never "
                     "taken. The split follows the benchmark's 24 train / 14 test tiles.")
+    facts_source = ("TorchGeo datasets table (github.com/microsoft/torchgeo "
+                    "docs/api/datasets/non_geo_datasets.csv): 0.05 m")
+    layout_notes += " Unverified: licence wording (TorchGeo lists none; the ISPRS terms not checked)."
     patterns = ("**/top_potsdam_*_{RGB,RGBIR}.tif",)
 
     def split_of(self, found: Found, context: object) -> str | None:

@@ -36,6 +36,9 @@ class Vaihingen(LayoutAdapter):
     layout_notes = ("Only top/top_mosaic_09cm_area<N>.tif are images; the ground-truth files share those names "
                     "but sit outside top/ (and their archive is never read). The bands are IR-R-G, so tiles "
                     "look false-coloured in an RGB corpus. Split by area number (16 train / 17 test).")
+    facts_source = ("TorchGeo datasets table (github.com/microsoft/torchgeo "
+                    "docs/api/datasets/non_geo_datasets.csv): 0.09 m")
+    layout_notes += " Unverified: licence wording (TorchGeo lists none; the ISPRS terms not checked)."
     patterns = ("**/top/top_mosaic_09cm_area*.tif",)
     skip_archives = ("**/*ground_truth*",)
 
