@@ -66,7 +66,7 @@ from rs4m.whole_decode import (
     scene_file,
     split_archive,
 )
-from rs4m_tools.adapters.base import SceneRef
+from rs4m.sources.base import SceneRef
 
 __all__ = ["DEFAULT_MAX_PIXELS", "SceneInfo", "SceneReader", "footprint", "gdal_path", "open_scene"]
 

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from rs4m.errors import SourceError
-from rs4m_tools.adapters import SceneRef, ScanProblem, get_source, list_sources
-from rs4m_tools.adapters._layout import ARCHIVE_SUFFIXES
+from rs4m.sources import SceneRef, ScanProblem, get_source, list_sources
+from rs4m.sources.layouts import ARCHIVE_SUFFIXES
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYOUTS = ROOT.parent / "shared" / "data" / "layouts"
@@ -426,7 +426,7 @@ def test_folder_unreadable_folder_is_a_problem(tmp_path, monkeypatch):
             raise PermissionError(13, "Permission denied", str(path))
         return real_scandir(path)
 
-    monkeypatch.setattr("rs4m_tools.adapters._layout.os.scandir", scandir)
+    monkeypatch.setattr("rs4m.sources.layouts.os.scandir", scandir)
     items = folder_scan(tmp_path)
     assert [r.scene_path for r in refs_of(items)] == ["ok/a.tif"]
     assert [(p.path, "permission denied" in p.reason) for p in problems_of(items)] == [("locked", True)]

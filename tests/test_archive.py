@@ -16,8 +16,8 @@ from PIL import Image
 from rs4m import archive
 from rs4m.errors import BadInput
 from rs4m.raster import gdal_path, open_scene
-from rs4m_tools.adapters import SceneRef
-from rs4m_tools.adapters._layout import Matcher, compile_globs, find_images
+from rs4m.sources import SceneRef
+from rs4m.sources.layouts import Matcher, compile_globs, find_images
 
 
 def tif_bytes(value: int, size: int = 8) -> bytes:

@@ -33,7 +33,7 @@ from rs4m.shards import ShardWriter, file_sha256, list_members
 from rs4m.stages import tile as tile_stage
 from rs4m.stages.build import filters_of, read_record, tile_configs
 from rs4m.whole_decode import read_bytes
-from rs4m_tools.adapters import SceneRef
+from rs4m.sources import SceneRef
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -462,10 +462,6 @@ def test_duplicate_member_names_are_refused(tmp_path):
 
 
 def test_a_kill_between_the_scan_outputs_loses_no_scan_error(tmp_path, monkeypatch):
-    from rs4m.config import TileConfig
-    from rs4m.stages import scan as scan_stage
-    from rs4m.stages.sources import sources_from_flags
-
     src = tmp_path / "src"
     write_png(src / "good.png")
     (src / "bad.png").write_text("not an image")
@@ -483,9 +479,9 @@ def test_a_kill_between_the_scan_outputs_loses_no_scan_error(tmp_path, monkeypat
         return real(table, path, *a, **kw)
 
     monkeypatch.setattr(mf, "write_table", dying)
-    out.mkdir()
     with pytest.raises(Killed):
-        scan_stage.run_scan(out, sources_from_flags([f"folder={src}"], TileConfig()), get_engine("local", 1))
+        run_cli("build", out, "--source", f"folder={src}", "--workers", 1, "-q")
+    assert len(written) == 2  # killed at the second of the two scan writes
     monkeypatch.setattr(mf, "write_table", real)
     assert run_cli("build", out, "--source", f"folder={src}", "--workers", 1, "-q").exit_code == 0
     assert [(e["path"], e["stage"]) for e in errors_of(out)] == [("bad.png", "scan")]

@@ -34,7 +34,8 @@ COMMAND_MODULES: list[tuple[str, str]] = [
 
 @click.group(cls=Rs4mGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="rs4m")
-def cli() -> None:
+@click.option("-v", "--debug", is_flag=True, help="Show the traceback of an unexpected error.")
+def cli(debug: bool) -> None:
     """rs4m: build a deduplicated remote-sensing pretraining corpus (RS-4M) and pretrain SelectiveMAE on it.
 
     \b

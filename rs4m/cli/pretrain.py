@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from rs4m.cli.common import Rs4mGroup
+from rs4m.cli.common import Rs4mGroup, checkpoint_errors
 from rs4m.errors import ConfigError, DependencyError
 
 
@@ -71,8 +71,10 @@ def pretrain(ctx: click.Context, **flags: Any) -> None:
     from pretrain.train import train
 
     values = {k: str(v) if isinstance(v, Path) else v for k, v in flags.items()}
+    resumed = Path(flags["run"]) / "checkpoint.pt" if flags["resume"] else None
     try:
-        summary = train(TrainConfig(**values))
+        with checkpoint_errors(resumed):
+            summary = train(TrainConfig(**values))
     except ValueError as err:  # a bad --where, a manifest with no tiles
         raise ConfigError(str(err)) from None
     if summary.get("last") is not None:

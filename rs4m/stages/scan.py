@@ -32,7 +32,7 @@ from rs4m.stages.errors_table import replace_stage_errors
 from rs4m.stages.sources import SourceInput
 from rs4m.layout import OutputLayout
 from rs4m.whole_decode import open_regular
-from rs4m_tools.adapters import SceneRef, ScanProblem
+from rs4m.sources import SceneRef, ScanProblem
 
 PROBE_BATCH = 32
 log = logging.getLogger("rs4m")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rs4m import archive
 from rs4m.stages.sources import SourceInput
-from rs4m_tools.adapters import SceneRef, ScanProblem
+from rs4m.sources import SceneRef, ScanProblem
 
 #: reasons shown per empty source
 TOP_REASONS = 3

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rs4m.config import Recipe, SourceSpec, TileConfig
 from rs4m.errors import ConfigError, SourceError
-from rs4m_tools.adapters import SourceAdapter, get_source
+from rs4m.sources import SourceAdapter, get_source
 
 log = logging.getLogger("rs4m")
 

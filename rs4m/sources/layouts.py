@@ -36,7 +36,7 @@ from typing import Callable, ClassVar, Iterable, Iterator
 
 from rs4m import archive as archives
 from rs4m.errors import BadInput
-from rs4m_tools.adapters.base import SceneRef, ScanProblem, SourceAdapter
+from rs4m.sources.base import SceneRef, ScanProblem, SourceAdapter
 
 #: names looked at as archives, longest first (their kind comes from their bytes: :mod:`rs4m.archive`)
 ARCHIVE_SUFFIXES = archives.CANDIDATE_SUFFIXES
