@@ -142,10 +142,14 @@ class ShardWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
+        if exc_type is not None:
             self.abort()
+            return
+        try:
+            self.close()
+        except BaseException:  # a close that fails (disk full) leaves no temp file either
+            self.abort()
+            raise
 
 
 class ShardReader:

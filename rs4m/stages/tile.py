@@ -90,6 +90,14 @@ def filter_reason(rgb: np.ndarray, valid: np.ndarray, richness: float | None, f:
     return None
 
 
+class OutputWriteError(Exception):
+    """The unit's shard cannot be written (disk full, read-only OUT): the unit fails, not the scene."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def _base_row(scene: dict, win: Window) -> dict:
     return {
         "tile_id": mf.make_tile_id(scene["source"], scene["scene_path"], *win),
@@ -110,7 +118,10 @@ def _store_batch(batch: list[tuple[dict, np.ndarray]], writer: ShardWriter, cfg:
                            f"tile {row['tile_id']}: pixels {rgb.shape}, row {want}")
         data = encode(rgb, cfg.format, cfg.quality)
         meta = {k: row[k] for k in ("tile_id", "source", "scene_path", "x", "y", "width", "height", "licence")}
-        loc = writer.add(row["tile_id"], cfg.format, data, meta)
+        try:
+            loc = writer.add(row["tile_id"], cfg.format, data, meta)
+        except OSError as err:
+            raise OutputWriteError(err) from err
         row.update(sha256=hashlib.sha256(data).hexdigest(), pixel_sha256=pixel_hash(rgb), phash=int(ph),
                    dhash=int(dh), phash_canonical=int(pc), dhash_canonical=int(dc), shard=shard, offset=loc.offset, length=loc.length, format=cfg.format)
 
@@ -207,6 +218,8 @@ def tile_unit(task: UnitTask) -> dict:
             mark = writer.mark()
             try:
                 rows.extend(tile_scene(scene, task, writer, shard))
+            except OutputWriteError as err:
+                raise err.error from None
             except Exception as err:  # noqa: BLE001 - any per-scene failure is that scene's error row
                 writer.rollback(mark)
                 errors.append(scene_error(scene, err))
