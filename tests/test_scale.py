@@ -238,3 +238,20 @@ def test_overlapping_boxes_equal_brute_force():
         hit = ((boxes[ix, 0] <= boxes[iy, 2]) & (boxes[iy, 0] <= boxes[ix, 2]) & (boxes[ix, 1] <= boxes[iy, 3])
                & (boxes[iy, 1] <= boxes[ix, 3]))
         assert sorted(zip(a.tolist(), b.tolist())) == list(zip(ix[hit].tolist(), iy[hit].tolist()))
+
+
+def test_a_spill_folder_left_by_a_killed_catalog_is_removed(tmp_path):
+    from rs4m.stages.bounded import SPILL_DIR, fresh_spill_dir
+
+    left = tmp_path / SPILL_DIR
+    left.mkdir()
+    (left / "group-00000.parquet").write_bytes(b"half written")
+    outside = tmp_path.parent / f"{tmp_path.name}-keep"
+    outside.mkdir()
+    (outside / "x").write_bytes(b"x")
+    spill = fresh_spill_dir(tmp_path)
+    assert spill == left and list(spill.iterdir()) == []
+    left.rmdir()
+    left.symlink_to(outside)  # a symlink planted there is removed, never followed
+    fresh_spill_dir(tmp_path)
+    assert (outside / "x").read_bytes() == b"x" and not (tmp_path / SPILL_DIR).is_symlink()

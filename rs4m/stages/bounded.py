@@ -21,7 +21,6 @@ The files written are byte-identical to those of the in-memory steps (tested on 
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -393,7 +392,7 @@ def run_catalog_bounded(layout: OutputLayout, kept_mask: Callable[[pa.Table], pa
     ids.sort()
     bounds = ids[ROW_GROUP_ROWS::ROW_GROUP_ROWS].copy()
     del ids
-    spill_dir = Path(tempfile.mkdtemp(prefix=".catalog-", dir=layout.root))
+    spill_dir = fresh_spill_dir(layout.root)
     try:
         spills = _spill(parts, dedup, bounds, spill_dir, kept_mask)
         with ParquetStream(layout.manifest, mf.MANIFEST_SCHEMA) as out:
@@ -406,6 +405,22 @@ def run_catalog_bounded(layout: OutputLayout, kept_mask: Callable[[pa.Table], pa
     keys = ("tiles_total", "tiles_kept", "filtered", "duplicates", "leaked")
     return {**{k: total[k] for k in keys},
             "sources": {s: {k: c[k] for k in keys} for s, c in sorted(per_source.items())}}
+
+
+#: where the catalog spills sorted row groups; one writer at a time holds OUT's lock, so the name is fixed and a
+#: folder left by a killed catalog is removed by the next one
+SPILL_DIR = ".catalog-spill"
+
+
+def fresh_spill_dir(root: Path) -> Path:
+    """An empty ``OUT/.catalog-spill`` folder (what a killed catalog left there is removed first)."""
+    path = Path(root) / SPILL_DIR
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+    path.mkdir()
+    return path
 
 
 def _spill(parts: list[Path], dedup: DedupColumns, bounds: np.ndarray, spill_dir: Path, kept_mask) -> list[Path]:
