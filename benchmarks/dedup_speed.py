@@ -47,7 +47,7 @@ def one(n: int, radius: int, planted: int, repeat_canonical: bool) -> dict:
     start = time.perf_counter()
     i, j, _ = hamming_pairs(h, [radius, radius])
     seconds = time.perf_counter() - start
-    found = set(zip(i.tolist(), j.tolist()))
+    found = set(zip(i.tolist(), j.tolist(), strict=True))
     hit = sum((min(a, b), max(a, b)) in found for a, b in pairs.tolist())
     out = {"n": n, "seconds": round(seconds, 2), "pairs": len(i), "planted": planted, "planted_found": hit,
            "input_mb": round(h.nbytes / 2**20, 1),
@@ -177,7 +177,7 @@ def main() -> None:
     others = [run_one(max(args.n), r, args.planted) for r in args.also_radius]
     brute_s = brute(args.brute_sample, args.radius, 100)
     body = report(results, brute_s, args.brute_sample, args.radius, hash_cost())
-    for r, o in zip(args.also_radius, others):
+    for r, o in zip(args.also_radius, others, strict=True):
         body += (f"\n\nAt radius {r} on both hashes, N = {o['n']:,}: {o['seconds']} s + {o['seconds_second_search']} s "
                  f"(plain + canonical), peak RSS {o['peak_rss_mb']} MB, planted found {o['planted_found']}/"
                  f"{o['planted']}.")

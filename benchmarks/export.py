@@ -95,8 +95,8 @@ def measure(size: int, tile_kb: int, shard_size: str, work: Path) -> list[dict]:
     out = work / f"build-{size}"
     total = make_build(out, size, tile_kb)
     base = copy_seconds(out, work / f"copy-{size}")
-    results = [{"size": size, "what": "copy (shutil.copyfile of the shards, best of 3)", "seconds": base, "mb": total / 1e6,
-                "peak_rss_mb": None}]
+    results = [{"size": size, "what": "copy (shutil.copyfile of the shards, best of 3)", "seconds": base,
+                "mb": total / 1e6, "peak_rss_mb": None}]
     for fmt in FORMATS:
         r = export_run(out, work / f"{fmt}-{size}", fmt, shard_size)
         assert r["rows"] == size
@@ -134,7 +134,8 @@ def main() -> None:
         from benchmarks.results import write_section
 
         load = f"load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
-        note = (f"Shared machine ({load}): timings are noisy, compare rows of one run. Each export includes its manifest planning pass, a sha256 check of every tile read, and the "
+        note = (f"Shared machine ({load}): timings are noisy, compare rows of one run. Each export includes its "
+                "manifest planning pass, a sha256 check of every tile read, and the "
                 "verification pass that re-reads every written tile (the copy does none of these). Files are "
                 "in the page cache (written just before), so this measures CPU work, not the disk. Peak RSS is "
                 "the exporting process's (imports included: LitData brings torch); it is set by the output file "

@@ -119,7 +119,8 @@ def speed_row(model: str, compiled: bool, mae: dict, sel: dict) -> str:
     if "error" in mae or "error" in sel:
         return f"| {model} | {compiled} | {mae.get('error', 'ok')} | {sel.get('error', 'ok')} | | | | | |"
     mib = 2 ** 20
-    mfu = lambda r: "–" if r["mfu"] is None else f"{100 * r['mfu']:.1f} %"
+    def mfu(r):
+        return "–" if r["mfu"] is None else f"{100 * r['mfu']:.1f} %"
     return (f"| {model} | {compiled} | {mae['images_per_s']:.1f} | {sel['images_per_s']:.1f} | "
             f"**{sel['images_per_s'] / mae['images_per_s']:.2f}×** | {mfu(mae)} / {mfu(sel)} | "
             f"{mae['peak_mem_bytes'] / mib:.0f} / {sel['peak_mem_bytes'] / mib:.0f} | "
@@ -127,8 +128,8 @@ def speed_row(model: str, compiled: bool, mae: dict, sel: dict) -> str:
             f"{mae['flops_per_image'] / sel['flops_per_image']:.2f}× |")
 
 
-SPEED_HEADER = ("| model | compile | MAE img/s | SelectiveMAE img/s | speed-up | MFU MAE / Sel. | peak MiB MAE / Sel. | "
-                "memory ratio | FLOP ratio |\n|---|---|---|---|---|---|---|---|---|")
+SPEED_HEADER = ("| model | compile | MAE img/s | SelectiveMAE img/s | speed-up | MFU MAE / Sel. | "
+                "peak MiB MAE / Sel. | memory ratio | FLOP ratio |\n|---|---|---|---|---|---|---|---|---|")
 
 
 def corpus(plan: Plan, images: Path | None, manifest: Path | None, work: Path) -> tuple[Path, str]:

@@ -228,7 +228,8 @@ def main(argv: list[str] | None = None) -> None:
             manifest = a.out / "manifest.parquet"
             df = pd.read_parquet(manifest)
             if set(df["format"]) != {"jpg"}:
-                raise SystemExit(f"{manifest}: the benchmark compares JPEG pipelines; this build has {set(df['format'])}")
+                raise SystemExit(f"{manifest}: the benchmark compares JPEG pipelines; "
+                                 f"this build has {set(df['format'])}")
             source = f"build {a.out} ({len(df)} tiles)"
         else:
             manifest = build_corpus(tmp / "out", a.tiles)

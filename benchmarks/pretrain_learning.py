@@ -10,8 +10,9 @@ on held-out tiles, plus an augmented-view retrieval probe that random init does 
    crops per held-out tile, fixed masks):
    - masked-reconstruction loss (norm-pix MSE on the method's own targets) of the model;
    - the zero predictor on exactly those targets (mean of target²; ≈ 1 with norm_pix_loss);
-   - augmented-view retrieval top-1 on ``--views`` crops of area 0.1–0.5 per held-out tile: features = mean of all patch tokens of the frozen encoder; each view's
-     nearest other view (cosine) must be a view of the same tile. Chance = (views − 1) / (all views − 1).
+   - augmented-view retrieval top-1 on ``--views`` crops of area 0.1–0.5 per held-out tile: features = mean of
+     all patch tokens of the frozen encoder; each view's nearest other view (cosine) must be a view of the same
+     tile. Chance = (views − 1) / (all views − 1).
    Random-init encoders of ``--random-seeds`` other seeds and raw pixels (8×8 average-pooled, standardised)
    give the baselines.
 4. A two-panel plot (loss; retrieval) → benchmarks/pretrain_learning.png, and the tables → RESULTS.md.
@@ -168,7 +169,7 @@ def plot(curves: dict[str, list[dict]], randoms: dict[str, list[dict]], pixels: 
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=120)
-    for method, colour in zip(METHODS, ("tab:blue", "tab:orange")):
+    for method, colour in zip(METHODS, ("tab:blue", "tab:orange"), strict=True):
         pts = curves[method]
         steps = [p["step"] for p in pts]
         left.plot(steps, [p["loss"] for p in pts], color=colour, lw=1.8, label=f"{method} trained")
@@ -245,8 +246,9 @@ def verdict(curves, randoms) -> str:
         sd = max(statistics.pstdev(rand_ret) if len(rand_ret) > 1 else 0.0, 0.01)
         gain = last["retrieval"] - statistics.mean(rand_ret)
         probe = ("above" if gain > 2 * sd else "below" if gain < -2 * sd else "within 2 sd of") + " random init"
+        below = "below both" if last["loss"] < min(last["zero"], rand_loss) else "not below both"
         parts.append(f"{method}: held-out loss {last['loss']:.3f} vs zero predictor {last['zero']:.3f} and random "
-                     f"init {rand_loss:.3f} ({'below both' if last['loss'] < min(last['zero'], rand_loss) else 'not below both'}); "
+                     f"init {rand_loss:.3f} ({below}); "
                      f"retrieval {100 * last['retrieval']:.1f} % is {probe} ({100 * gain:+.1f} points).")
     return " ".join(parts)
 

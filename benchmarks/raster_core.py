@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.results import write_section  # noqa: E402
 from rs4m.raster import open_scene  # noqa: E402
 from rs4m.richness import patch_scores, tile_richness  # noqa: E402
-from rs4m.tiling import grid_windows  # noqa: E402
 from rs4m.sources.base import SceneRef  # noqa: E402
+from rs4m.tiling import grid_windows  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "real"
 
@@ -91,7 +91,7 @@ def richness_cases() -> list[tuple[str, float]]:
     for name, fn, n in (("patch_scores 224²", lambda: patch_scores(t224), 300),
                         ("tile_richness 224²", lambda: tile_richness(t224), 300),
                         ("tile_richness 512² (incl. resize to 224²)", lambda: tile_richness(t512), 100)):
-        out.append((name, best_of(lambda: [fn() for _ in range(n)]) / n * 1e3))
+        out.append((name, best_of(lambda fn=fn, n=n: [fn() for _ in range(n)]) / n * 1e3))
     return out
 
 

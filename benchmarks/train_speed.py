@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> None:
         threads = a.threads if case.device == "cpu" else None
         res = best_of(case, a.repeats, threads, a.compile and case.device == "cuda")
         rows.append(table_row(case, res))
-    cpu_rows = [r for r, c in zip(rows, cases) if c.device == "cpu"]
-    gpu_rows = [r for r, c in zip(rows, cases) if c.device == "cuda"]
+    cpu_rows = [r for r, c in zip(rows, cases, strict=True) if c.device == "cpu"]
+    gpu_rows = [r for r, c in zip(rows, cases, strict=True) if c.device == "cuda"]
     lines = [HEADER, "|" + "---|" * HEADER.count(" |"), *cpu_rows]
     if gpu_rows:
         gpu_header = HEADER + " MFU MAE / SelectiveMAE |"

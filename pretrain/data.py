@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -47,7 +47,7 @@ class BrokenShards(OutputError):
     """Too many unreadable tiles in a row: the shards, not a few tiles, are broken."""
 
     @classmethod
-    def one_line(cls, err: Exception) -> "BrokenShards":
+    def one_line(cls, err: Exception) -> BrokenShards:
         """The same error with one line: a DataLoader worker re-raises it with the worker's traceback added."""
         last = [line for line in str(err).splitlines() if line.strip()][-1]
         return cls(last.split(f"{cls.__name__}: ", 1)[-1])

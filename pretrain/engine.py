@@ -1,5 +1,6 @@
 """The training loop's pieces: the resolved settings, the learning-rate schedule, per-micro-batch seeding, the
-step loop, its NaN guard and its metrics (the settings themselves are ``pretrain.config.TrainConfig``). ``pretrain.train`` builds the objects and calls :func:`run_steps`.
+step loop, its NaN guard and its metrics (the settings themselves are ``pretrain.config.TrainConfig``).
+``pretrain.train`` builds the objects and calls :func:`run_steps`.
 
 Performance facts: a step does no host synchronisation; the loss and the first non-finite step are accumulated
 on the device and read (``.item()``, a host sync, plus one all-reduce under DDP) only on logging and checkpoint
@@ -12,10 +13,11 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch

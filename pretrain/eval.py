@@ -22,9 +22,9 @@ pretraining trains no objective on the CLS token), or the CLS token (``pool="cls
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -57,7 +57,7 @@ class LabelledImages:
     labels: np.ndarray
     classes: tuple[str, ...]
 
-    def subset(self, indices: Sequence[int] | np.ndarray) -> "LabelledImages":
+    def subset(self, indices: Sequence[int] | np.ndarray) -> LabelledImages:
         idx = np.asarray(indices, dtype=np.int64)
         return LabelledImages(self.root, tuple(self.paths[i] for i in idx), self.labels[idx], self.classes)
 

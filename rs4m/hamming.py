@@ -16,8 +16,9 @@ is ``N² / 2 / 2**key_bits`` for uniformly spread hashes, which is what makes la
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,7 @@ def blocks(radius_bits: int) -> list[tuple[int, int]]:
     n = min(int(radius_bits) + 1, 64)
     widths = [64 // n + (1 if b < 64 % n else 0) for b in range(n)]
     shifts = [64 - sum(widths[: b + 1]) for b in range(n)]
-    return list(zip(shifts, widths))
+    return list(zip(shifts, widths, strict=True))
 
 
 def _block_values(h: np.ndarray, shift: int, width: int) -> np.ndarray:
@@ -155,7 +156,7 @@ def _as_columns(hashes: np.ndarray, radii: Sequence[int]) -> tuple[np.ndarray, n
 def _finish(parts: list, n_cols: int, n_b: int, unordered: bool):
     if not parts:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, n_cols), np.uint8)
-    a, b, d = (np.concatenate(x) for x in zip(*parts))
+    a, b, d = (np.concatenate(x) for x in zip(*parts, strict=True))
     if unordered:
         a, b = np.minimum(a, b), np.maximum(a, b)
     code, first = np.unique(a * n_b + b, return_index=True)
@@ -202,7 +203,7 @@ def search_partition(task: BlockPartition) -> tuple[np.ndarray, np.ndarray, np.n
     found = list(_self_search(cols, task.key, idx_bits, task.radii))
     if not found:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, len(task.radii)), np.uint8)
-    a, b, d = (np.concatenate(x) for x in zip(*found))
+    a, b, d = (np.concatenate(x) for x in zip(*found, strict=True))
     return task.rows[a], task.rows[b], d
 
 
@@ -217,7 +218,7 @@ def block_partitions(hashes: np.ndarray, radii: Sequence[int], combo: Sequence[t
     order = np.argsort(part, kind="stable")
     bounds = np.searchsorted(part[order], np.arange(partitions + 1))
     return [BlockPartition(order[lo:hi], h[order[lo:hi]], key[order[lo:hi]], key_bits, r)
-            for lo, hi in zip(bounds[:-1], bounds[1:]) if hi - lo >= 2]
+            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True) if hi - lo >= 2]
 
 
 def hamming_pairs_on(engine: Any, hashes: np.ndarray, radii: Sequence[int], partitions: int = 8):
@@ -229,7 +230,7 @@ def hamming_pairs_on(engine: Any, hashes: np.ndarray, radii: Sequence[int], part
     h, r = _as_columns(hashes, radii)
     found = []
     for combo in itertools.product(*(blocks(x) for x in r)):
-        for task, result in engine.map_units(search_partition, block_partitions(h, r, combo, partitions)):
+        for _task, result in engine.map_units(search_partition, block_partitions(h, r, combo, partitions)):
             if not isinstance(result, tuple):
                 raise RuntimeError(f"a Hamming search partition failed: {getattr(result, 'error', result)}")
             found.append(result)

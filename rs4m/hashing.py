@@ -17,7 +17,7 @@ Bit order follows ``imagehash``: the 8×8 bit matrix is read row-major, its firs
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.fftpack
@@ -70,7 +70,7 @@ def _thumbnails(rgbs: Sequence[np.ndarray], vertical: bool = False) -> tuple[np.
     out = [np.empty((len(rgbs), h, w), np.uint8) for w, h in sizes]
     for i, rgb in enumerate(rgbs):
         gray = _grey(rgb)
-        for dest, size in zip(out, sizes):
+        for dest, size in zip(out, sizes, strict=True):
             dest[i] = np.asarray(gray.resize(size, _LANCZOS))
     return tuple(out)
 

@@ -13,7 +13,7 @@ import fcntl
 import json
 import os
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
@@ -63,7 +63,7 @@ class BuildLock:
         self.command = command
         self._fd: int | None = None
 
-    def __enter__(self) -> "BuildLock":
+    def __enter__(self) -> BuildLock:
         fd = os.open(lock_path(self.out), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -78,7 +78,7 @@ class BuildLock:
                 os.close(fd)
                 raise OutputError(f"{self.out} cannot be locked ({holder}): {err.strerror}") from None
         record = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
-                  "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                  "started": datetime.now(UTC).isoformat(timespec="seconds")}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode() + b"\n", 0)
         self._fd = fd

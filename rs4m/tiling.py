@@ -120,8 +120,9 @@ def random_windows(width: int, height: int, crop_min: int, crop_max: int, seed: 
     :data:`RANDOM_AREA_FACTOR` × the image area, then, for each pixel still uncovered (scanning row-major), a
     crop of random size that contains it near its top-left corner, until every pixel is covered (in all about
     1.5–2.5× the image area for 64–1024 px crops on 2000–10000 px scenes). With ``count``: ``count`` distinct
-    uniform crops (fewer only if the image has fewer), no coverage guarantee. An image no larger than ``crop_min`` in both dimensions is one window,
-    whole. Deterministic for a given ``seed`` (use :func:`crop_seed` for a per-scene seed); no duplicates.
+    uniform crops (fewer only if the image has fewer), no coverage guarantee. An image no larger than ``crop_min``
+    in both dimensions is one window, whole. Deterministic for a given ``seed`` (use :func:`crop_seed` for a
+    per-scene seed); no duplicates.
     """
     if crop_min < 1 or crop_min > crop_max:
         raise ValueError(f"need 1 <= crop_min <= crop_max, not {crop_min} and {crop_max}")

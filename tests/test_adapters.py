@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from rs4m.errors import SourceError
-from rs4m.sources import SceneRef, ScanProblem, get_source, list_sources
+from rs4m.sources import ScanProblem, SceneRef, get_source, list_sources
 from rs4m.sources.layouts import ARCHIVE_SUFFIXES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -238,7 +238,8 @@ def splits_of(items) -> dict[str, str | None]:
 
 
 def test_fmow_takes_rgb_images_only(tmp_path):
-    root = build(tmp_path, ["train/airport/airport_0/airport_0_0_rgb.jpg", "train/airport/airport_0/airport_0_1_rgb.jpg",
+    root = build(tmp_path, ["train/airport/airport_0/airport_0_0_rgb.jpg",
+                            "train/airport/airport_0/airport_0_1_rgb.jpg",
                             "train/airport/airport_0/airport_0_0_msrgb.jpg", "val/dam/dam_3/dam_3_0_rgb.jpg",
                             "test/0000000/0000000_0_rgb.jpg", "seq/0000001/0000001_0_rgb.jpg"],
                  ["train/airport/airport_0/airport_0_0_rgb.json"])
@@ -282,7 +283,7 @@ def test_hrsc2016_split_lists_and_masks(tmp_path):
         (root / "HRSC2016/ImageSets").mkdir(parents=True, exist_ok=True)
         (root / f"HRSC2016/ImageSets/{split}.txt").write_text(listed + "\n")
     assert splits_of(scan("hrsc2016", root)) == {
-        f"HRSC2016/FullDataSet/AllImages/{i}.bmp": s for i, s in zip(ids, ["train", "val", "test", None])}
+        f"HRSC2016/FullDataSet/AllImages/{i}.bmp": s for i, s in zip(ids, ["train", "val", "test", None], strict=True)}
     items = scan("hrsc2016", root, get_source("hrsc2016").default_splits())
     assert len(refs_of(items)) == 2
     assert [p.path for p in problems_of(items)] == ["HRSC2016/FullDataSet/AllImages/100000004.bmp"]
@@ -325,7 +326,8 @@ def test_dota_v2_test_dev_and_challenge(tmp_path):
 
 def test_spacenet2_rgb_pansharpen_only(tmp_path):
     root = build(tmp_path, ["AOI_2_Vegas_Train/RGB-PanSharpen/RGB-PanSharpen_AOI_2_Vegas_img1.tif",
-                            "AOI_2_Vegas_Train/MUL/MUL_AOI_2_Vegas_img1.tif", "AOI_2_Vegas_Train/PAN/PAN_AOI_2_Vegas_img1.tif",
+                            "AOI_2_Vegas_Train/MUL/MUL_AOI_2_Vegas_img1.tif",
+                            "AOI_2_Vegas_Train/PAN/PAN_AOI_2_Vegas_img1.tif",
                             "AOI_2_Vegas_Test_public/RGB-PanSharpen/RGB-PanSharpen_AOI_2_Vegas_img9.tif"])
     write_tar(root / "SN2_buildings_train_AOI_3_Paris.tar.gz",
               {"AOI_3_Paris_Train/RGB-PanSharpen/RGB-PanSharpen_AOI_3_Paris_img1.tif": image_bytes("TIFF"),

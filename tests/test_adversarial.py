@@ -77,7 +77,7 @@ def test_every_bad_file_is_exactly_one_error_row_with_a_reason(corpus_build):
     corpus, out, _, _ = corpus_build
     errors = mf.read_table(OutputLayout(out).errors, mf.ERRORS_SCHEMA).to_pylist()
     tiles = mf.read_parts(OutputLayout(out).tile_parts(), mf.TILES_SCHEMA, columns=["source", "scene_path"])
-    tiled = set(zip(tiles["source"].to_pylist(), tiles["scene_path"].to_pylist()))
+    tiled = set(zip(tiles["source"].to_pylist(), tiles["scene_path"].to_pylist(), strict=True))
     assert not [e for e in errors if e["stage"] == "unit"], errors
     for (s, rel), (kind, words) in corpus.expect.items():
         source = source_of(corpus, s)
@@ -94,7 +94,7 @@ def test_every_bad_file_is_exactly_one_error_row_with_a_reason(corpus_build):
 def test_filtered_files_have_rows_without_bytes(corpus_build):
     corpus, out, _, _ = corpus_build
     tiles = mf.read_parts(OutputLayout(out).tile_parts(), mf.TILES_SCHEMA).to_pylist()
-    for (s, rel), (kind, _) in corpus.expect.items():
+    for (_s, rel), (kind, _) in corpus.expect.items():
         if kind == "filtered":
             rows = [t for t in tiles if t["scene_path"] == rel]
             assert rows and all(t["filter_reason"] and t["shard"] is None for t in rows), rel

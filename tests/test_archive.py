@@ -6,7 +6,6 @@ import gzip
 import io
 import tarfile
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest

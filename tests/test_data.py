@@ -50,7 +50,7 @@ def test_where_filters_what_is_read(corpus_manifest, monkeypatch):
     for i in range(len(ds)):
         img, index, corrupt = ds[(0, i)]
         assert img.dtype == torch.uint8 and img.shape == (3, 224, 224) and (index, corrupt) == (i, 0)
-    assert sorted(reads) == sorted(zip(wanted["shard"], wanted["offset"].astype(int)))
+    assert sorted(reads) == sorted(zip(wanted["shard"], wanted["offset"].astype(int), strict=True))
 
 
 def test_where_on_numeric_column(corpus_manifest):
@@ -102,7 +102,7 @@ def test_loader_output_does_not_depend_on_worker_count(corpus_manifest):
         del it
         return out
 
-    for x, y in zip(batches(0), batches(2)):
+    for x, y in zip(batches(0), batches(2), strict=True):
         assert torch.equal(x, y)
 
 

@@ -21,6 +21,7 @@ from rs4m.hashing import dihedral, hashes, hashes_with_canonical, pixel_hash
 from rs4m.layout import OutputLayout
 
 from .conftest import read_real
+
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 LANDSAT = ("RGB.byte.tif", "rgb-byte-tenth.tif", "rgb1.tif", "rgb2.tif", "rgb3.tif", "rgb4.tif")
 
@@ -47,7 +48,7 @@ def _noisy_hashes(seed: int, n: int, k: int, flip_p: float) -> np.ndarray:
 def test_mih_equals_brute_force(seed, n, radii, flip_p):
     h = _noisy_hashes(seed, n, len(radii), flip_p)
     got, want = hamming_pairs(h, radii), brute_force_pairs(h, radii)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)
 
 
@@ -73,7 +74,7 @@ def test_mih_finds_planted_pairs_among_many_random():
             for bit in rng.choice(64, flips, replace=False):
                 row[col] ^= np.uint64(1) << np.uint64(bit)
     i, j, dist = hamming_pairs(np.concatenate([h, planted]), [5, 5])
-    found = set(zip(i.tolist(), j.tolist()))
+    found = set(zip(i.tolist(), j.tolist(), strict=True))
     assert {(k, 20000 + k) for k in range(300)} <= found
     assert len(found) == 300 and dist[:, 0].max() == 5 and dist[:, 1].max() == 4
 
@@ -105,7 +106,7 @@ def distinct_tiles() -> list[np.ndarray]:
 
 
 def _edges_set(edges: dd.Edges) -> set[tuple[int, int]]:
-    return set(zip(edges.i.tolist(), edges.j.tolist()))
+    return set(zip(edges.i.tolist(), edges.j.tolist(), strict=True))
 
 
 def test_distinct_real_tiles_are_not_grouped(distinct_tiles):
@@ -122,9 +123,9 @@ def test_planted_copies_are_found(distinct_tiles):
         "exact": [o.copy() for o in originals],
         "jpeg": [_jpeg(o, int(rng.integers(50, 91))) for o in originals],
         "resize": [np.asarray(Image.fromarray(o).resize((int(256 * f),) * 2, Image.Resampling.BILINEAR))
-                   for o, f in zip(originals, rng.uniform(0.5, 0.9, len(originals)))],
+                   for o, f in zip(originals, rng.uniform(0.5, 0.9, len(originals)), strict=True)],
         "brightness": [np.clip(o.astype(int) + d, 0, 255).astype(np.uint8)
-                       for o, d in zip(originals, rng.choice([-20, -12, 12, 20], len(originals)))],
+                       for o, d in zip(originals, rng.choice([-20, -12, 12, 20], len(originals)), strict=True)],
     }
     tiles = distinct_tiles + [c for kind in copies.values() for c in kind]
     ph, dh = hashes(tiles)
@@ -135,7 +136,7 @@ def test_planted_copies_are_found(distinct_tiles):
         expected = {(o, n + k * len(originals) + o) for o in range(len(originals))}
         assert expected <= near, kind
         assert (expected <= exact) == (kind == "exact"), kind
-    labels = dd.connected_components(len(tiles), *zip(*near)) if near else np.arange(len(tiles))
+    labels = dd.connected_components(len(tiles), *zip(*near, strict=True)) if near else np.arange(len(tiles))
     assert len(np.unique(labels)) == n  # every copy joins its original, no two originals join
 
 
@@ -164,7 +165,7 @@ def test_flipped_and_rotated_copies_in_dihedral_mode(distinct_tiles):
 
 def test_exact_edges_star_to_first_member():
     edges = dd.exact_edges(["a", None, "b", "a", None, "a", "c", "b"])
-    assert sorted(zip(edges.i.tolist(), edges.j.tolist())) == [(0, 3), (0, 5), (2, 7)]
+    assert sorted(zip(edges.i.tolist(), edges.j.tolist(), strict=True)) == [(0, 3), (0, 5), (2, 7)]
     assert len(dd.exact_edges([])) == 0 and len(dd.exact_edges([None, None])) == 0
 
 

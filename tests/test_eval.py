@@ -39,7 +39,7 @@ def write_image_folder(root: Path, per_class: int, seed: int = 0, shuffle_labels
     rng = np.random.default_rng(seed)
     kinds = np.repeat(np.arange(4), per_class)
     folders = rng.permutation(kinds) if shuffle_labels else kinds
-    for i, (kind, cls) in enumerate(zip(kinds, folders)):
+    for i, (kind, cls) in enumerate(zip(kinds, folders, strict=True)):
         folder = root / "scenes" / f"class{cls}"
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pattern(int(kind), rng)).save(folder / f"class{cls}_{i:03d}.png")

@@ -74,7 +74,7 @@ def test_hf_export_read_by_datasets(corpus, tmp_path):
     assert first.size == (rows[0]["out_width"] or rows[0]["width"], rows[0]["out_height"] or rows[0]["height"])
     raw = ds.cast_column("image", datasets.Image(decode=False))
     assert len(raw) == len(rows)
-    for got, want in zip(raw, rows):
+    for got, want in zip(raw, rows, strict=True):
         image = got.pop("image")
         assert image["bytes"] == corpus.data[want["tile_id"]]  # byte-identical, no re-encode
         assert image["path"] == f"{want['tile_id']}.{want['format']}"

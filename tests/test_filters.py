@@ -87,7 +87,8 @@ CASES = [
     ("gsd_m > 1", lambda f: f.gsd_m > 1),  # null compares as not selected
     ("startswith(scene_path, 'val/')", lambda f: f.scene_path.str.startswith("val/")),
     ("not contains(upper(source), 'DO')", lambda f: ~f.source.str.upper().str.contains("DO")),
-    ("length(source) == 4 or abs(richness - 30) < 2", lambda f: (f.source.str.len() == 4) | ((f.richness - 30).abs() < 2)),
+    ("length(source) == 4 or abs(richness - 30) < 2",
+     lambda f: (f.source.str.len() == 4) | ((f.richness - 30).abs() < 2)),
     ("phash > 4611686018427387904", lambda f: f.phash > 4611686018427387904),
     ("-richness < -50", lambda f: -f.richness < -50),
 ]

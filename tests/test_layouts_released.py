@@ -20,7 +20,7 @@ from rasterio.transform import from_origin
 from rs4m import manifest as mf
 from rs4m.cli import get_cli
 from rs4m.layout import OutputLayout
-from rs4m.sources import SceneRef, ScanProblem, get_source
+from rs4m.sources import ScanProblem, SceneRef, get_source
 
 RNG = np.random.default_rng(7)
 

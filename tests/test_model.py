@@ -68,7 +68,7 @@ def test_selectivemae_token_sets(img_size, k, r, progress):
     n = (img_size // 16) ** 2
     assert info["ids_encode"].shape == (3, k) and info["ids_target"].shape == (3, r)
     assert pred.shape == (3, r, 768) and info["loss_per_sample"].shape == (3,)
-    for enc, tgt in zip(info["ids_encode"].tolist(), info["ids_target"].tolist()):
+    for enc, tgt in zip(info["ids_encode"].tolist(), info["ids_target"].tolist(), strict=True):
         assert len(set(enc)) == k and len(set(tgt)) == r and set(enc).isdisjoint(tgt)
         assert max(enc + tgt) < n
     assert torch.isfinite(loss) and loss.item() > 0
@@ -82,7 +82,7 @@ def test_mae_token_sets(img_size, keep):
         _, pred, info = model(imgs)
     n = (img_size // 16) ** 2
     assert pred.shape == (2, n, 768) and info["ids_encode"].shape == (2, keep)
-    for enc, tgt in zip(info["ids_encode"].tolist(), info["ids_target"].tolist()):
+    for enc, tgt in zip(info["ids_encode"].tolist(), info["ids_target"].tolist(), strict=True):
         assert sorted(enc + tgt) == list(range(n))
 
 

@@ -30,10 +30,10 @@ from rs4m.errors import BadInput
 from rs4m.layout import OutputLayout
 from rs4m.raster import open_scene
 from rs4m.shards import ShardWriter, file_sha256, list_members
+from rs4m.sources import SceneRef
 from rs4m.stages import tile as tile_stage
 from rs4m.stages.build import filters_of, read_record, tile_configs
 from rs4m.whole_decode import read_bytes
-from rs4m.sources import SceneRef
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -222,7 +222,8 @@ def test_a_unit_that_fails_is_an_error_row_naming_its_part(tmp_path, monkeypatch
 
     monkeypatch.setattr(tile_stage, "ShardWriter", Broken)
     record = read_record(out)
-    run = lambda: tile_stage.run_tile(out, tile_configs(record), filters_of(record), get_engine("local", workers=1))
+    def run():
+        return tile_stage.run_tile(out, tile_configs(record), filters_of(record), get_engine("local", workers=1))
     assert len(run()["units_failed"]) == 1
     rows = [e for e in errors_of(out) if e["stage"] == "unit"]
     assert len(rows) == 1 and rows[0]["path"] == "tiles/part-00000.parquet"

@@ -76,13 +76,15 @@ def test_byte_sized_units_reach_the_target_except_the_last(unit_builds):
 
 
 def test_assign_units_by_bytes():
-    cfg = TileConfig(tile_size=100, shard_bytes=3 * estimated_bytes({"width": 100, "height": 100}, TileConfig(tile_size=100)))
+    one = estimated_bytes({"width": 100, "height": 100}, TileConfig(tile_size=100))
+    cfg = TileConfig(tile_size=100, shard_bytes=3 * one)
     rows = [{"source": s, "scene_path": f"{k:02d}", "width": 100, "height": 100} for s in "ab" for k in range(7)]
     units = [r["unit"] for r in assign_units(rows[::-1], {"a": cfg, "b": cfg})]
     assert units == [0, 0, 0, 1, 1, 1, 2, 3, 3, 3, 4, 4, 4, 5]  # 3 scenes a unit, never across sources
     big = [{"source": "a", "scene_path": "x", "width": 5000, "height": 5000}]
     assert [r["unit"] for r in assign_units(big, {"a": cfg})] == [0]  # an oversized scene is a unit of its own
-    counted = assign_units([dict(r) for r in rows], {"a": TileConfig(scenes_per_unit=4), "b": TileConfig(scenes_per_unit=4)})
+    by_count = {"a": TileConfig(scenes_per_unit=4), "b": TileConfig(scenes_per_unit=4)}
+    counted = assign_units([dict(r) for r in rows], by_count)
     assert [r["unit"] for r in counted] == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3]
 
 
@@ -192,7 +194,7 @@ def test_partitioned_hamming_search_equals_local(engine_name, workers):
     finally:
         engine.close()
     assert len(want[0]) > 400  # the planted pairs
-    for w, g in zip(want, got):
+    for w, g in zip(want, got, strict=True):
         assert w.dtype == g.dtype and np.array_equal(w, g)
 
 
@@ -207,7 +209,7 @@ def test_ray_partitioned_hamming_search_equals_local():
         got = hamming_pairs_on(engine, h, [5, 5], partitions=3)
     finally:
         engine.close()
-    for w, g in zip(hamming_pairs(h, [5, 5]), got):
+    for w, g in zip(hamming_pairs(h, [5, 5]), got, strict=True):
         assert np.array_equal(w, g)
 
 
@@ -237,7 +239,8 @@ def test_overlapping_boxes_equal_brute_force():
         ix, iy = np.triu_indices(n, 1)
         hit = ((boxes[ix, 0] <= boxes[iy, 2]) & (boxes[iy, 0] <= boxes[ix, 2]) & (boxes[ix, 1] <= boxes[iy, 3])
                & (boxes[iy, 1] <= boxes[ix, 3]))
-        assert sorted(zip(a.tolist(), b.tolist())) == list(zip(ix[hit].tolist(), iy[hit].tolist()))
+        want = list(zip(ix[hit].tolist(), iy[hit].tolist(), strict=True))
+        assert sorted(zip(a.tolist(), b.tolist(), strict=True)) == want
 
 
 def test_a_spill_folder_left_by_a_killed_catalog_is_removed(tmp_path):

@@ -91,7 +91,7 @@ def test_select_tokens_index_sets(img_size, m, r, progress):
     emb = torch.randn(4, n, 32, generator=g)
     out = sel.select_tokens(scores, emb, k, rr, progress, generator=g)
     assert out.ids_encode.shape == (4, k) and out.ids_target.shape == (4, rr)
-    for enc, tgt, s in zip(out.ids_encode.tolist(), out.ids_target.tolist(), scores):
+    for enc, tgt, s in zip(out.ids_encode.tolist(), out.ids_target.tolist(), scores, strict=True):
         assert len(set(enc)) == k and len(set(tgt)) == rr
         assert set(enc).isdisjoint(tgt)
         assert all(0 <= i < n for i in enc + tgt)
@@ -107,7 +107,7 @@ def test_sampled_targets_are_among_non_encoded():
     scores = sel.standardize_scores(torch.rand(8, 196, generator=g))
     out = sel.select_tokens(scores, torch.randn(8, 196, 16, generator=g), 29, 49, 0.8, target="sample",
                             generator=g)
-    for enc, tgt in zip(out.ids_encode.tolist(), out.ids_target.tolist()):
+    for enc, tgt in zip(out.ids_encode.tolist(), out.ids_target.tolist(), strict=True):
         assert len(set(tgt)) == 49 and set(enc).isdisjoint(tgt)
 
 
@@ -218,7 +218,7 @@ def test_hog_ranking_agrees_with_pixel_contrast_on_real_tiles(real_crops):
     x = real_crops.float() / 255
     scores = sel.hog_patch_scores(x)
     std = x.unfold(2, 16, 16).unfold(3, 16, 16).permute(0, 2, 3, 1, 4, 5).reshape(2, 196, -1).std(dim=-1)
-    for s, sd in zip(scores, std):
+    for s, sd in zip(scores, std, strict=True):
         order = s.argsort()
         assert sd[order[-49:]].mean() > 4 * sd[order[:49]].mean()
         rank_s, rank_sd = s.argsort().argsort().float(), sd.argsort().argsort().float()
@@ -227,7 +227,7 @@ def test_hog_ranking_agrees_with_pixel_contrast_on_real_tiles(real_crops):
 
 def test_hog_matches_naive_reference_on_real_tiles(real_crops):
     scores = sel.hog_patch_scores(real_crops.float() / 255)
-    for img, got in zip(real_crops.permute(0, 2, 3, 1).numpy(), scores):
+    for img, got in zip(real_crops.permute(0, 2, 3, 1).numpy(), scores, strict=True):
         want = naive_hog_scores(img)
         assert got.numpy() == pytest.approx(want, rel=1e-4, abs=1e-6)
 

@@ -263,7 +263,7 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
     lrs = [lr_at(s, 1.0, 10, 100) for s in range(100)]
     assert lrs[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])
     assert lrs[10] == pytest.approx(1.0) and lrs[55] == pytest.approx(0.5)
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 1e-3
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False)) and lrs[-1] < 1e-3
 
 
 @pytest.mark.slow
@@ -365,8 +365,8 @@ def built(**kw):
 def half_textured(size: int = 224) -> torch.Tensor:
     """One uint8 image [1, 3, size, size]: random texture in the top half, flat grey below."""
     img = torch.full((1, 3, size, size), 128, dtype=torch.uint8)
-    img[..., : size // 2, :] = torch.randint(0, 256, (1, 3, size // 2, size), generator=torch.Generator().manual_seed(0),
-                                              dtype=torch.uint8)
+    gen = torch.Generator().manual_seed(0)
+    img[..., : size // 2, :] = torch.randint(0, 256, (1, 3, size // 2, size), generator=gen, dtype=torch.uint8)
     return img
 
 
@@ -395,7 +395,8 @@ def test_decoder_depth_flag_changes_the_parameter_count():
     default, deeper = built(), built(decoder_depth=5)
     per_block = sum(p.numel() for p in default.decoder_blocks[0].parameters())
     assert len(default.decoder_blocks) == 2 and len(deeper.decoder_blocks) == 5
-    count = lambda m: sum(p.numel() for p in m.parameters())
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
     assert count(deeper) - count(default) == 3 * per_block
     assert count(built(method="mae", decoder_depth=5)) > count(built(method="mae"))
 

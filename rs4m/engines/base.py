@@ -10,10 +10,11 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Protocol
 
 from rs4m.killpoints import kill_point
 
@@ -75,7 +76,7 @@ class InProcessEngine:
 
     def map_units(self, fn, units, retries=2):
         for unit in units:
-            for attempt in range(retries + 1):
+            for _attempt in range(retries + 1):
                 try:
                     result = fn(unit)
                     break

@@ -8,7 +8,8 @@ only submits, collects small count dicts and runs the global steps (dedup, catal
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from rs4m.engines.base import UnitFailure, _describe
 from rs4m.errors import DependencyError

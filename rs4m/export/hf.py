@@ -68,7 +68,7 @@ class HFFileWriter:
         self.rows = 0
 
     def add(self, rows: pa.Table, data: list[bytes]) -> None:
-        paths = [f"{t}.{f}" for t, f in zip(rows["tile_id"].to_pylist(), rows["format"].to_pylist())]
+        paths = [f"{t}.{f}" for t, f in zip(rows["tile_id"].to_pylist(), rows["format"].to_pylist(), strict=True)]
         image = pa.StructArray.from_arrays([pa.array(data, pa.binary()), pa.array(paths, pa.string())],
                                            fields=list(IMAGE_TYPE))
         table = pa.Table.from_arrays([image] + [rows[f.name].cast(f.type) for f in self.schema if f.name != IMAGE],
@@ -130,7 +130,7 @@ class HFFormat:
             with pq.ParquetFile(job.final_path(fp.index)) as pf:
                 for batch in pf.iter_batches(columns=["tile_id", IMAGE], batch_size=64):
                     images = batch.column(IMAGE).field("bytes").to_pylist()
-                    for tile_id, blob in zip(batch.column("tile_id").to_pylist(), images):
+                    for tile_id, blob in zip(batch.column("tile_id").to_pylist(), images, strict=True):
                         yield fp.index, tile_id, blob
 
     def finish(self, job: ExportJob) -> None:

@@ -31,7 +31,7 @@ def row_meta(row: dict[str, Any]) -> str:
 
 def sample_dicts(rows: pa.Table, data: list[bytes]) -> Iterator[dict[str, Any]]:
     """One sample dict per row: the image bytes, the identifying strings and the full metadata."""
-    for row, blob in zip(rows.to_pylist(), data):
+    for row, blob in zip(rows.to_pylist(), data, strict=True):
         yield {"image": blob, **{k: row[k] for k in FIELDS}, "meta": row_meta(row)}
 
 

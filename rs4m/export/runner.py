@@ -144,7 +144,8 @@ def plan_files(selection: Selection, shard_bytes: int) -> Plan:
     plan = Plan(files)
     rows = size = 0
     for table in selection.batches(["length", "source", "licence"]):
-        for length, source, licence in zip(*(table[c].to_pylist() for c in ("length", "source", "licence"))):
+        columns = (table[c].to_pylist() for c in ("length", "source", "licence"))
+        for length, source, licence in zip(*columns, strict=True):
             if length is None:
                 raise OutputError("a manifest row has no stored bytes (null length); run `rs4m verify` on the build")
             if rows and size + length > shard_bytes:
@@ -226,7 +227,7 @@ def _read_tiles(reader: ShardReader, rows: pa.Table) -> list[bytes]:
     """The stored bytes of each row (one ranged read each), checked against the row's ``sha256``."""
     data = []
     for tile_id, shard, offset, length, sha in zip(*(rows[c].to_pylist() for c in
-                                                     ("tile_id", "shard", "offset", "length", "sha256"))):
+                                                     ("tile_id", "shard", "offset", "length", "sha256")), strict=True):
         if shard is None:
             raise OutputError(f"tile {tile_id} has no stored bytes; run `rs4m verify` on the build")
         blob = reader.read(shard, offset, length)
@@ -292,7 +293,7 @@ def _publish(job: ExportJob, index: int, writer: FileWriter, tmp: Path) -> None:
 def verify_files(job: ExportJob) -> int:
     """Read the export back (the format's reader); compare tile ids, per-file counts and sha256 with the manifest."""
     expected = ((t, s) for table in job.selection.batches(["tile_id", "sha256"])
-                for t, s in zip(table["tile_id"].to_pylist(), table["sha256"].to_pylist()))
+                for t, s in zip(table["tile_id"].to_pylist(), table["sha256"].to_pylist(), strict=True))
     counts: Counter = Counter()
     for index, tile_id, blob in job.fmt.read_back(job):
         want = next(expected, None)

@@ -12,8 +12,8 @@ and archive walker, split rules).
 """
 
 from rs4m.sources.base import (
-    SceneRef,
     ScanProblem,
+    SceneRef,
     SourceAdapter,
     get_source,
     list_sources,

@@ -12,10 +12,11 @@ Scene paths are POSIX paths relative to the source root. A member of an archive 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import ClassVar, Iterator
+from typing import ClassVar
 
 from rs4m.errors import SourceError
 

@@ -30,13 +30,14 @@ import re
 import stat
 import tarfile
 import zipfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar, Iterable, Iterator
+from typing import ClassVar
 
 from rs4m import archive as archives
 from rs4m.errors import BadInput
-from rs4m.sources.base import SceneRef, ScanProblem, SourceAdapter
+from rs4m.sources.base import ScanProblem, SceneRef, SourceAdapter
 
 #: names looked at as archives, longest first (their kind comes from their bytes: :mod:`rs4m.archive`)
 ARCHIVE_SUFFIXES = archives.CANDIDATE_SUFFIXES
@@ -206,7 +207,8 @@ def walk_files(root: Path, keep: Callable[[str], bool] = lambda rel: True) -> It
 
     Symlinks are followed; a folder that links back to one above it is a symlink loop (a problem, never a
     hang). A folder that cannot be listed, a broken symlink, an entry that is no regular file (FIFO, socket,
-    device) and a name that is not valid UTF-8 are problems too. Hidden entries are skipped. Order: sorted by name within each folder (callers sort whole paths).
+    device) and a name that is not valid UTF-8 are problems too. Hidden entries are skipped. Order: sorted by name
+    within each folder (callers sort whole paths).
     """
     return _Walker(Path(root), keep).run()
 

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -138,7 +138,7 @@ def exact_edges_bounded(tiles: Tiles, column: str) -> dd.Edges:
 def _values_of(tiles: Tiles, column: str, rows: np.ndarray) -> list:
     """The values of ``column`` at the (sorted) global ``rows``, read part by part."""
     out, base = [], 0
-    for part, n in zip(tiles.parts, tiles.rows_per_part):
+    for part, n in zip(tiles.parts, tiles.rows_per_part, strict=True):
         local = rows[(rows >= base) & (rows < base + n)] - base
         if len(local):
             out.extend(_part_columns(part, [column])[column].take(pa.array(local)).to_pylist())
@@ -155,7 +155,7 @@ def _footprint_boxes(tiles: Tiles) -> tuple[np.ndarray, np.ndarray]:
     import shapely
 
     rows, boxes, base = [], [], 0
-    for part, n in zip(tiles.parts, tiles.rows_per_part):
+    for part, n in zip(tiles.parts, tiles.rows_per_part, strict=True):
         geometry = _part_columns(part, ["geometry"])["geometry"]
         has = np.asarray(geometry.is_valid(), bool)
         rows.append(np.flatnonzero(has) + base)
@@ -228,10 +228,10 @@ def geo_edges_bounded(tiles: Tiles, min_overlap: float, max_gsd_ratio: float, me
     keep = dd._gsd_ok(tiles.gsd_m[rows[a]], tiles.gsd_m[rows[b]], max_gsd_ratio)
     i, j = rows[a[keep]], rows[b[keep]]
     needed = np.unique(np.concatenate([i, j]))
-    scene = dict(zip(needed.tolist(), _values_of(tiles, "scene_id", needed)))
-    other = np.array([scene[x] != scene[y] for x, y in zip(i.tolist(), j.tolist())], bool)
+    scene = dict(zip(needed.tolist(), _values_of(tiles, "scene_id", needed), strict=True))
+    other = np.array([scene[x] != scene[y] for x, y in zip(i.tolist(), j.tolist(), strict=True)], bool)
     i, j = i[other], j[other]  # tiles of one scene never pair
-    wkb = dict(zip(needed.tolist(), _values_of(tiles, "geometry", needed)))
+    wkb = dict(zip(needed.tolist(), _values_of(tiles, "geometry", needed), strict=True))
     parts = [(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))]
     for lo in range(0, len(i), chunk):
         qi, qj = i[lo : lo + chunk], j[lo : lo + chunk]
@@ -244,7 +244,7 @@ def geo_edges_bounded(tiles: Tiles, min_overlap: float, max_gsd_ratio: float, me
             overlap = np.where(denom > 0, inter / denom, 0.0)
         ok = overlap >= min_overlap
         parts.append((qi[ok], qj[ok], overlap[ok]))
-    q, t, overlap = (np.concatenate(x) for x in zip(*parts))
+    q, t, overlap = (np.concatenate(x) for x in zip(*parts, strict=True))
     return dd.Edges(q, t, 1.0 - overlap, "geo")
 
 
@@ -298,7 +298,7 @@ def write_dedup_bounded(layout: OutputLayout, tiles: Tiles, groups: dd.Groups,
     :mod:`rs4m.stages.dedup`) of all rows at once."""
     base = 0
     with ParquetStream(layout.dedup, mf.DEDUP_SCHEMA) as out:
-        for part, n in zip(tiles.parts, tiles.rows_per_part):
+        for part, n in zip(tiles.parts, tiles.rows_per_part, strict=True):
             table = _part_columns(part, ["tile_id", "source", "scene_path"])
             piece = dd.Groups(*(getattr(groups, f)[base : base + n] for f in dd.Groups.__dataclass_fields__))
             out.write(dedup_table(table, piece))
@@ -327,7 +327,7 @@ class DedupColumns:
     table: pa.Table  # dup_group, dup_of, dup_reason in the order of ``ids``
 
     @classmethod
-    def read(cls, layout: OutputLayout) -> "DedupColumns":
+    def read(cls, layout: OutputLayout) -> DedupColumns:
         names = ["tile_id", "dup_group", "dup_of", "dup_reason"]
         pieces = []
         if layout.dedup.exists():
@@ -336,7 +336,8 @@ class DedupColumns:
                 raise OutputError(f"{layout.dedup} lacks column '{sorted(missing)[0]}'")
             for batch in pq.ParquetFile(layout.dedup).iter_batches(columns=names, batch_size=1 << 16):
                 pieces.append(pa.Table.from_batches([batch]).filter(pc.is_valid(batch["dup_group"])))
-        table = pa.concat_tables(pieces) if pieces else pa.schema([mf.DEDUP_SCHEMA.field(n) for n in names]).empty_table()
+        empty = pa.schema([mf.DEDUP_SCHEMA.field(n) for n in names]).empty_table()
+        table = pa.concat_tables(pieces) if pieces else empty
         ids = fixed_width(table["tile_id"])
         order = np.argsort(ids, kind="stable")
         return cls(ids[order], table.take(pa.array(order)).drop_columns(["tile_id"]))
@@ -366,7 +367,7 @@ def _counts(per_source: dict[str, Counter], table: pa.Table, keep: np.ndarray) -
     names = ("tiles_kept", "filtered", "leaked", "duplicates")
     sources = table["source"].combine_chunks().dictionary_encode()
     combo, counts = np.unique(sources.indices.to_numpy(zero_copy_only=False) * 4 + kind, return_counts=True)
-    for code, n in zip(combo.tolist(), counts.tolist()):
+    for code, n in zip(combo.tolist(), counts.tolist(), strict=True):
         c = per_source.setdefault(sources.dictionary[code // 4].as_py(), Counter())
         c["tiles_total"] += n
         c[names[code % 4]] += n

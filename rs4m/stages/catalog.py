@@ -48,7 +48,7 @@ def catalog_counts(table: pa.Table, keep: pa.ChunkedArray) -> dict:
     rows = table.select(["source", "filter_reason", "dup_of", "dup_reason"]).to_pylist()
     kept = keep.to_pylist()
     per_source: dict[str, Counter] = {}
-    for row, k in zip(rows, kept):
+    for row, k in zip(rows, kept, strict=True):
         c = per_source.setdefault(row["source"], Counter())
         c["tiles_total"] += 1
         if k:

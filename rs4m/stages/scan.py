@@ -16,24 +16,24 @@ from __future__ import annotations
 import hashlib
 import logging
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
 
 import shapely
 
 from rs4m import manifest as mf
-from rs4m.engines import Engine, UnitFailure
 from rs4m.config import DEFAULT_MAX_SCENE_PIXELS
+from rs4m.engines import Engine, UnitFailure
 from rs4m.errors import BadInput, OutputError
+from rs4m.layout import OutputLayout
 from rs4m.raster import gdal_path, open_scene
+from rs4m.sources import ScanProblem, SceneRef
 from rs4m.stages import scan_report
 from rs4m.stages.errors_table import replace_stage_errors
 from rs4m.stages.sources import SourceInput
-from rs4m.layout import OutputLayout
-from rs4m.whole_decode import open_regular
-from rs4m.sources import SceneRef, ScanProblem
 from rs4m.units import assign_units as assign_scene_units
+from rs4m.whole_decode import open_regular
 
 PROBE_BATCH = 32
 log = logging.getLogger("rs4m")

@@ -12,8 +12,8 @@ from collections import Counter
 from pathlib import Path
 
 from rs4m import archive
+from rs4m.sources import ScanProblem, SceneRef
 from rs4m.stages.sources import SourceInput
-from rs4m.sources import SceneRef, ScanProblem
 
 #: reasons shown per empty source
 TOP_REASONS = 3

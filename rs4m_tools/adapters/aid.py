@@ -11,8 +11,8 @@ pretraining unless a recipe names ``splits = ["all"]``.
 
 from __future__ import annotations
 
-from rs4m.sources.layouts import LayoutAdapter
 from rs4m.sources.base import register_source
+from rs4m.sources.layouts import LayoutAdapter
 
 
 @register_source

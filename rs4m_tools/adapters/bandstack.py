@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
-from rs4m.sources.base import SceneRef, ScanProblem, SourceAdapter, register_source
+from rs4m.sources.base import ScanProblem, SceneRef, SourceAdapter, register_source
 
 
 def band_pattern(token: str) -> re.Pattern:

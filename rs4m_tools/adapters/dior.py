@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import re
 
-from rs4m.sources.layouts import Found, LayoutAdapter, split_from_path
 from rs4m.sources.base import register_source
+from rs4m.sources.layouts import Found, LayoutAdapter, split_from_path
 
 #: the official numbering: 00001-11725 are trainval, 11726-23463 test
 LAST_TRAINVAL_ID = 11725

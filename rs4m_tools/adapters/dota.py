@@ -13,8 +13,8 @@ hold the same ``train/images/P0000.png``: it is taken once. iSAID (``isaid``) an
 
 from __future__ import annotations
 
-from rs4m.sources.layouts import COMMON_SPLIT_NAMES, LayoutAdapter
 from rs4m.sources.base import register_source
+from rs4m.sources.layouts import COMMON_SPLIT_NAMES, LayoutAdapter
 
 _CITATION = ("Xia et al., DOTA: A Large-scale Dataset for Object Detection in Aerial Images, CVPR 2018; "
              "Ding et al., Object Detection in Aerial Images: A Large-Scale Benchmark and Challenges, TPAMI 2021")

@@ -9,8 +9,8 @@ Layout (the fmow-rgb release)::
 
 from __future__ import annotations
 
-from rs4m.sources.layouts import LayoutAdapter
 from rs4m.sources.base import register_source
+from rs4m.sources.layouts import LayoutAdapter
 
 
 @register_source

@@ -15,11 +15,11 @@ the root>`` so that two folders stay apart; the licence is "unknown" unless ``op
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
+from rs4m.sources.base import ScanProblem, SceneRef, SourceAdapter, register_source
 from rs4m.sources.layouts import compile_globs, walk_files
-from rs4m.sources.base import SceneRef, ScanProblem, SourceAdapter, register_source
 
 #: never rasters: metadata, annotations, GDAL sidecars (.aux.xml is covered by .xml), world files, shapefile
 #: parts, documents, archives

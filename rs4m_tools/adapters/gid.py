@@ -11,8 +11,8 @@ Layouts::
 
 from __future__ import annotations
 
-from rs4m.sources.layouts import Found, LayoutAdapter
 from rs4m.sources.base import register_source
+from rs4m.sources.layouts import Found, LayoutAdapter
 
 
 @register_source

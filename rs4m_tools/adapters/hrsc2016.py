@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from rs4m.sources.layouts import Found, LayoutAdapter, split_from_path
 from rs4m.sources.base import register_source
+from rs4m.sources.layouts import Found, LayoutAdapter, split_from_path
 
 #: split list files read, in order of precedence; trainval.txt is used only for ids no other list names
 SPLIT_LISTS = (("train", "train"), ("val", "val"), ("test", "test"), ("trainval", "train"))

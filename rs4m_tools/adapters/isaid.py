@@ -12,8 +12,8 @@ The images are DOTA v1.0's: a recipe takes either DOTA v1.x or iSAID, not both.
 
 from __future__ import annotations
 
-from rs4m.sources.layouts import LayoutAdapter
 from rs4m.sources.base import register_source
+from rs4m.sources.layouts import LayoutAdapter
 
 
 @register_source

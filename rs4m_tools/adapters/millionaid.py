@@ -8,8 +8,8 @@ Layout (official download)::
 
 from __future__ import annotations
 
-from rs4m.sources.layouts import Found, LayoutAdapter, split_from_path
 from rs4m.sources.base import register_source
+from rs4m.sources.layouts import Found, LayoutAdapter, split_from_path
 
 
 @register_source

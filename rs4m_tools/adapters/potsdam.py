@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 
-from rs4m.sources.layouts import Found, LayoutAdapter
 from rs4m.sources.base import SceneRef, register_source
+from rs4m.sources.layouts import Found, LayoutAdapter
 
 #: the benchmark's test tiles (row_column); the other 24 are train
 TEST_TILES = frozenset({(2, 13), (2, 14), (3, 13), (3, 14), (4, 13), (4, 14), (4, 15), (5, 13), (5, 14),

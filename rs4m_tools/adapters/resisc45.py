@@ -12,8 +12,8 @@ not official and are ignored.)
 
 from __future__ import annotations
 
-from rs4m.sources.layouts import LayoutAdapter
 from rs4m.sources.base import register_source
+from rs4m.sources.layouts import LayoutAdapter
 
 
 @register_source

@@ -7,8 +7,8 @@ Layout (assumed from the distribution's description)::
 
 from __future__ import annotations
 
-from rs4m.sources.layouts import LayoutAdapter
 from rs4m.sources.base import register_source
+from rs4m.sources.layouts import LayoutAdapter
 
 
 @register_source

@@ -15,8 +15,8 @@ RS-4M recipe leaves SpaceNet 1 out entirely.
 
 from __future__ import annotations
 
-from rs4m.sources.layouts import LayoutAdapter
 from rs4m.sources.base import register_source
+from rs4m.sources.layouts import LayoutAdapter
 
 _CITATION = "Van Etten et al., SpaceNet: A Remote Sensing Dataset and Challenge Series, arXiv:1807.01232, 2018"
 

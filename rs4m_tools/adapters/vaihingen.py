@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 
-from rs4m.sources.layouts import Found, LayoutAdapter
 from rs4m.sources.base import register_source
+from rs4m.sources.layouts import Found, LayoutAdapter
 
 #: the benchmark's train areas; the other 17 are test
 TRAIN_AREAS = frozenset({1, 3, 5, 7, 11, 13, 15, 17, 21, 23, 26, 28, 30, 32, 34, 37})

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from rs4m.sources.layouts import COMMON_SPLIT_NAMES, Found, LayoutAdapter
 from rs4m.sources.base import register_source
+from rs4m.sources.layouts import COMMON_SPLIT_NAMES, Found, LayoutAdapter
 
 
 @register_source
