@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         elif f.type == "bool":
             p.add_argument(flag, action="store_true", help=f.metadata.get("help"))
         else:
-            p.add_argument(flag, type=_flag_type(f.type), default=None if f.default is MISSING else f.default,
+            p.add_argument(flag, type=_flag_type(str(f.type)), default=None if f.default is MISSING else f.default,
                            required=f.default is MISSING, choices=f.metadata.get("choices"),
                            help=f.metadata.get("help"))
     return TrainConfig(**vars(p.parse_args(argv)))

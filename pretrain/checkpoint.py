@@ -18,7 +18,7 @@ import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ PREVIOUS_NAME = "checkpoint.prev.pt"
 
 def rng_state() -> dict[str, Any]:
     """The process's RNG states (torch CPU and CUDA, numpy's and Python's global generators), pickle-free."""
-    np_state = np.random.get_state()
+    np_state = cast(tuple[Any, ...], np.random.get_state())  # the legacy tuple form, never the dict
     py_version, py_internal, py_gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),

@@ -180,7 +180,7 @@ class TileDataset(Dataset):
         return decode_tile(data, self.format_names[self.format_codes[index]])
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int, int]:
-        epoch, index = (0, key) if np.isscalar(key) else key
+        epoch, index = (0, key) if isinstance(key, (int, np.integer)) else key
         rng = np.random.default_rng((self.seed, int(epoch), int(index)))
         current, corrupt = int(index), 0
         while True:

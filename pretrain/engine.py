@@ -52,7 +52,11 @@ def resolve(cfg: TrainConfig, num_samples: int, world_size: int, device: str) ->
     if cfg.batch_size % (world_size * cfg.accum_steps):
         raise ConfigError(f"--batch-size {cfg.batch_size} is not divisible by world size {world_size} × "
                           f"--accum-steps {cfg.accum_steps}")
-    total = cfg.steps if cfg.steps is not None else math.ceil(cfg.epochs * num_samples / cfg.batch_size)
+    if cfg.steps is not None:
+        total = cfg.steps
+    else:
+        assert cfg.epochs is not None  # cfg.check() requires --steps or --epochs
+        total = math.ceil(cfg.epochs * num_samples / cfg.batch_size)
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(0.05 * total + 0.5)
     return {**asdict(cfg), "total_steps": total, "warmup_steps": min(warmup, total), "lr": peak_lr(cfg),
             "world_size": world_size, "micro_batch": cfg.batch_size // (world_size * cfg.accum_steps),
@@ -140,7 +144,8 @@ def _forward_backward(loop: Loop, step: int, meter: Meter) -> None:
         imgs = imgs.to(device, non_blocking=True)
         torch.manual_seed(micro_seed(s["seed"], step, micro * world + loop.rank))
         sync = micro == accum - 1 or not hasattr(loop.model, "no_sync")
-        with (nullcontext() if sync else loop.model.no_sync()):
+        # no_sync is DistributedDataParallel's; nn.Module.__getattr__ types it as a Tensor
+        with (nullcontext() if sync else loop.model.no_sync()):  # type: ignore[operator]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 loss, _, _ = loop.model(imgs, progress=progress)
             (loss / accum).backward()

@@ -83,7 +83,9 @@ def class_root(root: Path) -> Path:
 def scan_image_folder(root: Path) -> LabelledImages:
     """Every image under ``class_root(root)/<class>/`` (sorted); raise if fewer than two classes have images."""
     base = class_root(root)
-    classes, paths, labels = [], [], []
+    classes: list[str] = []
+    paths: list[str] = []
+    labels: list[int] = []
     for folder in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = sorted(p for p in folder.rglob("*") if _is_image(p))
         if not files:
@@ -302,8 +304,8 @@ def choose_weight_decay(feats: Tensor, labels: Tensor, num_classes: int, seed: i
     counts = np.bincount(labels.numpy(), minlength=num_classes)
     if counts[counts > 0].min() < 2:
         return PROBE_DEFAULT_WEIGHT_DECAY, None
-    fit_idx, val_idx = stratified_split(labels.numpy(), 1.0 - PROBE_VAL_FRACTION, seed)
-    fit_idx, val_idx = torch.from_numpy(fit_idx), torch.from_numpy(val_idx)
+    fit_np, val_np = stratified_split(labels.numpy(), 1.0 - PROBE_VAL_FRACTION, seed)
+    fit_idx, val_idx = torch.from_numpy(fit_np), torch.from_numpy(val_np)
     scores = []
     for wd in grid:
         probe = fit_linear_probe(feats[fit_idx], labels[fit_idx], num_classes, wd)
@@ -340,7 +342,7 @@ def split_images(cfg: EvalConfig) -> tuple[LabelledImages, LabelledImages]:
     images = scan_image_folder(cfg.data)
     if (cfg.train_split is None) != (cfg.test_split is None):
         raise ConfigError("give both --train-split and --test-split, or neither")
-    if cfg.train_split is not None:
+    if cfg.train_split is not None and cfg.test_split is not None:
         train_idx, test_idx = read_split(images, cfg.train_split), read_split(images, cfg.test_split)
         if np.intersect1d(train_idx, test_idx).size:
             raise ConfigError(f"{cfg.train_split} and {cfg.test_split} share images")

@@ -151,7 +151,7 @@ class CrossBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: Tensor, memory: Tensor) -> Tensor:
-        if self.self_attn is not None:
+        if self.self_attn is not None and self.norm0 is not None:
             x = x + self.self_attn(self.norm0(x))
         x = x + self.cross_attn(self.norm1(x), memory)
         return x + self.mlp(self.norm2(x))
@@ -170,6 +170,8 @@ def _init_weights(module: nn.Module) -> None:
 
 
 class MaskedViT(nn.Module):
+    pixel_mean: Tensor  # buffers registered in __init__
+    pixel_std: Tensor
     """Base of both methods: the ViT encoder (``patch_embed``, ``cls_token``, fixed ``pos_embed``, ``blocks``,
     ``norm``), patchify, pixel targets and the loss."""
 
@@ -193,7 +195,8 @@ class MaskedViT(nn.Module):
         self.apply(_init_weights)
         w = self.patch_embed.proj.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.patch_embed.proj.bias)
+        if self.patch_embed.proj.bias is not None:
+            nn.init.zeros_(self.patch_embed.proj.bias)
         nn.init.normal_(self.cls_token, std=0.02)
 
     def encoder_state_dict(self) -> dict[str, Tensor]:
@@ -205,7 +208,8 @@ class MaskedViT(nn.Module):
 
         The fixed position embeddings (``requires_grad=False``) are left out.
         """
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for name, p in self.named_parameters():
             if not p.requires_grad:
                 continue
@@ -363,7 +367,7 @@ class SelectiveMAE(MaskedViT):
     def select(self, x01: Tensor | None, tokens: Tensor, progress: float | Tensor) -> selection.Selection:
         """PSTS on this batch: encoder and target indices from the scores and the input embeddings [B, N, D]."""
         b, n, _ = tokens.shape
-        scores = selection.uniform_scores(b, n, tokens.device) if self.score == "uniform" else self.patch_scores(x01)
+        scores = selection.uniform_scores(b, n, tokens.device) if self.score == "uniform" else self.patch_scores(x01)  # type: ignore[arg-type]  # prepare() gives x01 when the score needs it
         return selection.select_tokens(scores, tokens.detach(), self.num_encode, self.num_target, progress,
                                        self.target)
 

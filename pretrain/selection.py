@@ -189,6 +189,8 @@ def draw_modes(batch: int, mix: Tensor | tuple[float, float], device: torch.devi
     copies nothing to the device: a CPU ``mix`` would be a host-to-device copy (a sync on CUDA) per step.
     """
     u = torch.rand(batch, device=device, generator=generator)
+    near: Tensor | float
+    near_far: Tensor | float
     if isinstance(mix, Tensor):
         mix = mix.to(device)
         near, near_far = mix[0], mix[0] + mix[1]

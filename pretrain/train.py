@@ -45,7 +45,7 @@ from pretrain.engine import (
     run_steps,
 )
 from pretrain.flops import flops_per_image
-from pretrain.model import create_model
+from pretrain.model import MaskedViT, create_model
 from rs4m.errors import ConfigError
 from rs4m.manifest import atomic_write_json
 
@@ -89,7 +89,7 @@ def build_loader(dataset: TileDataset, settings: dict[str, Any], dist_info: Dist
                       pin_memory=settings["device"].startswith("cuda"), prefetch_factor=4 if workers else None)
 
 
-def build_model_and_optimizer(settings: dict[str, Any]) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+def build_model_and_optimizer(settings: dict[str, Any]) -> tuple[MaskedViT, torch.optim.Optimizer]:
     """The model (same initial weights on every rank) and AdamW with the authors' betas and decay groups."""
     torch.manual_seed(settings["seed"])
     model = create_model(settings["method"], settings["model"], **settings["model_options"]).to(settings["device"])
@@ -135,7 +135,7 @@ def _flop_options(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k not in ("score", "target")}
 
 
-def start_line(settings: dict[str, Any], model: torch.nn.Module, start: int) -> str:
+def start_line(settings: dict[str, Any], model: MaskedViT, start: int) -> str:
     """The one line printed before the first step (the ETA follows in each log line once steps are timed)."""
     params = sum(p.numel() for p in model.parameters())
     encoder = sum(v.numel() for k, v in model.encoder_state_dict().items() if k != "pos_embed")
@@ -186,12 +186,13 @@ def _train(cfg: TrainConfig, run: Path, dist_info: Dist) -> dict[str, Any]:
         atomic_write_json(run / "config.json", settings)
     if dist_info.world_size > 1:
         dist.barrier()
-    wrapped = model
+    wrapped: torch.nn.Module = model
     if dist_info.world_size > 1:
         ids = [dist_info.local_rank] if settings["device"].startswith("cuda") else None
         wrapped = DistributedDataParallel(model, device_ids=ids)
     if settings["compile"]:
-        wrapped = torch.compile(wrapped)
+        # compiling a Module returns an OptimizedModule, itself a Module
+        wrapped = torch.compile(wrapped)  # type: ignore[assignment]
 
     def on_log(record: dict[str, Any]) -> None:
         metrics.append(record)
@@ -216,4 +217,4 @@ def _train(cfg: TrainConfig, run: Path, dist_info: Dist) -> dict[str, Any]:
     if corrupt and dist_info.rank == 0:
         print(f"{corrupt} corrupt tile(s) were skipped; run `rs4m verify` on the build", file=sys.stderr)
     return {"run": str(run), "finished": finished, "corrupt_tiles": corrupt,
-            "last": (metrics.read() or [None])[-1] if dist_info.rank == 0 else None}
+            "last": next(reversed(metrics.read()), None) if dist_info.rank == 0 else None}

@@ -106,7 +106,7 @@ class Build:
         row = self.row(tile_id)
         with ShardReader(self.layout.shards_dir) as reader:
             tile = self._tile(reader, row, None, decode)
-        return tile.rgb if decode else tile.data
+        return tile.rgb if decode and tile.rgb is not None else tile.data
 
     def row(self, tile_id: str) -> dict[str, Any]:
         """The manifest row of the tile whose id is or starts with ``tile_id`` (a prefix must be unique)."""

@@ -144,7 +144,7 @@ def _verify(qh: list[np.ndarray], ih: list[np.ndarray], a: np.ndarray, b: np.nda
     return a, b, dist.reshape(len(a), len(qh))
 
 
-def _as_columns(hashes: np.ndarray, radii: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+def _as_columns(hashes: np.ndarray, radii: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     h = np.asarray(hashes, dtype=_U64)
     h = h[:, None] if h.ndim == 1 else h
     r = np.asarray(radii, dtype=np.int64).reshape(-1)
@@ -207,7 +207,7 @@ def search_partition(task: BlockPartition) -> tuple[np.ndarray, np.ndarray, np.n
     return task.rows[a], task.rows[b], d
 
 
-def block_partitions(hashes: np.ndarray, radii: Sequence[int], combo: Sequence[tuple[int, int]],
+def block_partitions(hashes: np.ndarray, radii: Sequence[int] | np.ndarray, combo: Sequence[tuple[int, int]],
                      partitions: int) -> list[BlockPartition]:
     """The work units of one block combination: its rows split into ``partitions`` by key value."""
     h, r = _as_columns(hashes, radii)
@@ -268,7 +268,9 @@ def brute_force_pairs(hashes: np.ndarray, radii: Sequence[int], chunk: int = 204
         dist = np.stack([popcount(block[:, None, k] ^ h[None, :, k]) for k in range(h.shape[1])], axis=-1)
         ok = (dist <= r).all(axis=-1) & (np.arange(len(h))[None, :] > np.arange(lo, lo + len(block))[:, None])
         a, b = np.nonzero(ok)
-        out_i.append(a + lo), out_j.append(b), out_d.append(dist[a, b])
+        out_i.append(a + lo)
+        out_j.append(b)
+        out_d.append(dist[a, b])
     if not out_i:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, h.shape[1]), np.uint8)
     return (np.concatenate(out_i).astype(np.int64), np.concatenate(out_j).astype(np.int64),

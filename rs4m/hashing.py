@@ -157,8 +157,8 @@ def hashes_with_canonical(rgbs: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
     for k in range(8):
         c = coef.swapaxes(1, 2) if k & 4 else coef
         c = c * (odd[None, None, :] if k & 1 else 1.0) * (odd[None, :, None] if k & 2 else 1.0)
-        c = c.reshape(len(c), -1)
-        var_p[:, k] = bits_to_uint64(c > np.median(c, axis=1, keepdims=True))
+        flat = c.reshape(len(c), -1)
+        var_p[:, k] = bits_to_uint64(flat > np.median(flat, axis=1, keepdims=True))
         var_d[:, k] = dhash_from_thumbnails(np.ascontiguousarray(dihedral_thumb(diff, diff_v, k)))
     best = _argmin_pair(var_p, var_d)
     rows = np.arange(len(rgbs))
@@ -190,7 +190,7 @@ def pixel_hash(rgb: np.ndarray) -> str:
     """
     arr = np.ascontiguousarray(rgb)
     h = hashlib.sha256(f"{'x'.join(map(str, arr.shape))}:{arr.dtype.str}:".encode())
-    h.update(memoryview(arr).cast("B"))
+    h.update(arr.data.cast("B"))
     return h.hexdigest()
 
 

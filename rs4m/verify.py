@@ -227,8 +227,8 @@ def check_against_tiles(tiles: pa.Table | None, manifest: pa.Table, report: Veri
     theirs = tiles.take(pc.drop_null(index))
     differ: dict[int, list[str]] = {}
     for name in mf.TILES_SCHEMA.names:
-        for k in np.flatnonzero(~_same(present[name], theirs[name])):
-            differ.setdefault(int(k), []).append(name)
+        for pos in np.flatnonzero(~_same(present[name], theirs[name])):
+            differ.setdefault(int(pos), []).append(name)
     ids, shards = present["tile_id"].to_pylist(), present["shard"].to_pylist()
     for k, names in sorted(differ.items()):
         report.add(f"manifest row differs from its tiles-part row in {', '.join(names)}",

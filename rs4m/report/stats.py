@@ -8,8 +8,9 @@ are those of :mod:`rs4m.report.tables`; filter reasons are counted without their
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,8 @@ def quantiles(values: Iterable[float]) -> dict[str, float | int | None]:
     arr = pd.to_numeric(pd.Series(list(values) if not isinstance(values, pd.Series) else values),
                         errors="coerce").dropna().to_numpy(np.float64)
     out: dict[str, float | int | None] = {"count": int(arr.size)}
-    stats = [("mean", np.mean), ("min", np.min)]
-    stats += [(f"p{round(q * 100):02d}", lambda a, q=q: np.quantile(a, q)) for q in QUANTILES]
+    stats: list[tuple[str, Callable[[np.ndarray], Any]]] = [("mean", np.mean), ("min", np.min)]
+    stats += [(f"p{round(q * 100):02d}", functools.partial(np.quantile, q=q)) for q in QUANTILES]
     stats += [("max", np.max)]
     for name, fn in stats:
         out[name] = round(float(fn(arr)), 6) if arr.size else None

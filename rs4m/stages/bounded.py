@@ -189,7 +189,8 @@ def _overlapping_boxes(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     while lo < len(cuts) - 1:  # whole bands, about SWEEP_CHUNK entries at a time
         hi = max(int(np.searchsorted(cuts, cuts[lo] + SWEEP_CHUNK, "right")) - 1, lo + 1)
         a, b = _sweep(boxes, box[cuts[lo] : cuts[hi]], band[cuts[lo] : cuts[hi]], band_h)
-        out_a.append(a), out_b.append(b)
+        out_a.append(a)
+        out_b.append(b)
         lo = hi
     return np.concatenate(out_a), np.concatenate(out_b)
 
@@ -315,7 +316,8 @@ def dedup_groups(layout: OutputLayout, config, engine=None):
     leak_distance, leak_edges = read_leaks_bounded(layout, tiles.ids, order)
     rank = dd.keep_rank_codes(tiles.source_codes, tiles.source_names, config.source_priority, tiles.gsd_m,
                               tiles.area_px, id_rank)
-    groups = dd.resolve(tiles.ids, edges, rank, leak_distance, leak_edges)
+    # resolve only indexes and compares the ids: an array of str serves as the Sequence[str] it declares
+    groups = dd.resolve(tiles.ids, edges, rank, leak_distance, leak_edges)  # type: ignore[arg-type]
     return tiles, edges, method, searchable, groups
 
 
@@ -382,7 +384,8 @@ def run_catalog_bounded(layout: OutputLayout, kept_mask: Callable[[pa.Table], pa
     ``kept_mask`` is the catalog's rule for the rows that stay.
     """
     dedup = DedupColumns.read(layout)
-    parts, per_source, kept_ids = layout.tile_parts(), {}, []
+    per_source: dict[str, Counter] = {}
+    parts, kept_ids = layout.tile_parts(), []
     for part in parts:
         t = _joined_part(part, dedup, ["tile_id", "source", "filter_reason"])
         keep = np.asarray(kept_mask(t), bool)
@@ -402,7 +405,7 @@ def run_catalog_bounded(layout: OutputLayout, kept_mask: Callable[[pa.Table], pa
                 out.write(group.take(pc.sort_indices(group, [("tile_id", "ascending")])))
     finally:
         shutil.rmtree(spill_dir, ignore_errors=True)
-    total = sum(per_source.values(), Counter())
+    total: Counter = sum(per_source.values(), Counter())
     keys = ("tiles_total", "tiles_kept", "filtered", "duplicates", "leaked")
     return {**{k: total[k] for k in keys},
             "sources": {s: {k: c[k] for k in keys} for s, c in sorted(per_source.items())}}

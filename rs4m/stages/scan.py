@@ -154,7 +154,9 @@ def assign_units(rows: list[dict], inputs: list[SourceInput]) -> list[dict]:
 def probe_all(engine: Engine, tasks: list[ProbeTask], progress=None) -> tuple[list[dict], list[dict]]:
     """Probe every batch: (scene rows, error rows). A batch that fails as a whole (its worker died on a file)
     is probed again one scene at a time, so only the file that kills a worker becomes an error row."""
-    rows, errors, again = [], [], []
+    rows: list[dict] = []
+    errors: list[dict] = []
+    again: list = []
     for task, result in engine.map_units(probe_batch, tasks):
         if isinstance(result, UnitFailure) and len(task.refs) > 1:
             again.extend(replace(task, refs=(ref,)) for ref in task.refs)

@@ -9,6 +9,7 @@ with those reasons instead of failing later for want of tiles.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 from rs4m import archive
@@ -56,7 +57,7 @@ def empty_sources(inputs: list[SourceInput], listed: dict[str, int], rows: list[
             for inp in inputs if inp.source not in with_rows}
 
 
-def slow_archives(inp: SourceInput, refs: list[SceneRef | ScanProblem]) -> list[str]:
+def slow_archives(inp: SourceInput, refs: Sequence[SceneRef | ScanProblem]) -> list[str]:
     """One line per gzip-compressed tar whose members ``inp`` reads in place (slow: one compressed stream)."""
     counts: Counter = Counter()
     for ref in refs:
@@ -68,7 +69,7 @@ def slow_archives(inp: SourceInput, refs: list[SceneRef | ScanProblem]) -> list[
                 slow = split is not None and archive.is_slow(archive.archive_kind(split[0]))
             except OSError:
                 slow = False
-            if slow:
+            if slow and split is not None:
                 counts[split[0]] += 1
     return [f"source {inp.source}: {n} images are read in place from {Path(path).name}, a gzip-compressed tar "
             f"(one compressed stream: each read decompresses it again, which is slow); for speed unpack it "

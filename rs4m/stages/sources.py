@@ -55,7 +55,7 @@ def parse_source_flag(value: str) -> tuple[str, Path]:
 
 def split_flag_keys(path: Path) -> tuple[Path, dict[str, str]]:
     """``PATH,grey=replicate`` → (PATH, {"grey": "replicate"}); only :data:`FLAG_KEYS` are split off."""
-    text, keys = str(path), {}
+    text, keys = str(path), dict[str, str]()
     while (m := re.search(rf",({'|'.join(FLAG_KEYS)})=([^,=]*)$", text)) and not Path(text).is_dir():
         keys.setdefault(m.group(1), m.group(2))
         text = text[: m.start()]
@@ -69,9 +69,11 @@ def sources_from_flags(flags: list[str], tile: TileConfig) -> list[SourceInput]:
         name, path = parse_source_flag(flag)
         path, keys = split_flag_keys(path)
         get_source(name)  # unknown adapter: stop before any work
+        # split_flag_keys splits off FLAG_KEYS only, all of them str fields of TileConfig
         if not path.is_dir():
             raise SourceError(f"source folder {path} does not exist (from --source {flag})")
-        inputs.append(_make_input(SourceSpec(name=name, path=str(path), tile=replace(tile, **keys)), path))
+        spec = SourceSpec(name=name, path=str(path), tile=replace(tile, **keys))  # type: ignore[arg-type]
+        inputs.append(_make_input(spec, path))
     _check_unique(inputs)
     return inputs
 

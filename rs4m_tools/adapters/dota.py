@@ -13,6 +13,8 @@ hold the same ``train/images/P0000.png``: it is taken once. iSAID (``isaid``) an
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rs4m.sources.base import register_source
 from rs4m.sources.layouts import COMMON_SPLIT_NAMES, LayoutAdapter
 
@@ -31,7 +33,7 @@ class DOTAv1(LayoutAdapter):
     bands = "RGB (a few grey)"
     grey = "replicate"  # the Gaofen-2 / Jilin-1 scenes are single-band grey
     splits = {"train": 1411, "val": 458, "test": 937}
-    test_splits = ("test",)
+    test_splits: ClassVar[tuple[str, ...]] = ("test",)
     tiling = "tile"
     layout_notes = ("Images are <split>/images/*.png, unpacked or inside archives (part*.zip, TorchGeo's "
                     "dotav1.x_images_<split>.tar.gz); v2.0 archives are skipped. An unpacked folder cannot tell "
@@ -40,8 +42,8 @@ class DOTAv1(LayoutAdapter):
                     "GF-2 / JL-1 panchromatic bands")
     layout_notes += (" Unverified: GSD range (TorchGeo's table lists the licence as CC-BY-NC-4.0; the dataset's "
                      "page says academic use only, commercial use prohibited).")
-    patterns = ("**/images/*.png",)
-    skip_archives = ("**/dotav2*",)
+    patterns: ClassVar[tuple[str, ...]] = ("**/images/*.png",)
+    skip_archives: ClassVar[tuple[str, ...]] = ("**/dotav2*",)
 
 
 @register_source
