@@ -1,7 +1,7 @@
 """Candidate pairs of overlapping tiles without comparing all pairs: locality-sensitive hashing of the
 binary descriptors with per-tile-pair vote counting.
 
-Each table samples ``bits`` fixed bit positions of the 128-bit descriptor; two descriptors within ``d`` bits
+Each table takes ``bits // 8`` fixed bytes of the 128-bit descriptor; two descriptors within ``d`` bits
 share a table's key with probability ``(1 - d / 128) ** bits``. Every key is packed with its tile's row into
 one ``uint64``, the table is sorted once, and each run of equal keys votes once for every pair of distinct
 tiles in it. Runs longer than ``max_bucket`` (textures everyone has: sea, uniform fields) are dropped, which
@@ -29,42 +29,47 @@ MAX_BUCKET = 32
 _SEED = 0x5EED
 
 
-def bit_positions(tables: int = TABLES, bits: int = BITS, desc_bits: int = 128) -> np.ndarray:
-    """The sampled bit positions of each table, ``int64 [tables, bits]`` (fixed: a function of its arguments)."""
+def byte_columns(tables: int = TABLES, bits: int = BITS, desc_bytes: int = 16) -> np.ndarray:
+    """The descriptor bytes each table's key is made of, ``int64 [tables, bits // 8]`` (fixed: a function of
+    its arguments). Sampling whole bytes samples bits as well as single bits do (each bit is its own
+    intensity test) and makes a key one gather."""
     rng = np.random.default_rng(_SEED)
-    return np.stack([rng.choice(desc_bits, bits, replace=False) for _ in range(tables)])
+    return np.stack([np.sort(rng.choice(desc_bytes, bits // 8, replace=False)) for _ in range(tables)])
 
 
 def lsh_keys(desc: np.ndarray, tables: int = TABLES, bits: int = BITS) -> np.ndarray:
-    """Keys of binary descriptors ``uint8 [M, B]`` → ``uint32 [M, tables]`` (each below ``2 ** bits``,
-    ``bits ≤ 32``)."""
-    if not 1 <= bits <= 32:
-        raise ValueError(f"bits must be 1..32, got {bits}")
-    unpacked = np.unpackbits(np.asarray(desc, np.uint8), axis=1)  # [M, 8B]
-    pos = bit_positions(tables, bits, unpacked.shape[1])
-    weights = (np.uint64(1) << np.arange(bits, dtype=np.uint64))
-    out = np.empty((len(unpacked), tables), np.uint32)
-    for t, p in enumerate(pos):
-        out[:, t] = (unpacked[:, p].astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
+    """Keys of binary descriptors ``uint8 [M, B]`` → ``uint32 [M, tables]`` (``bits`` of 8, 16, 24 or 32)."""
+    if bits not in (8, 16, 24, 32):
+        raise ValueError(f"bits must be 8, 16, 24 or 32, got {bits}")
+    desc = np.asarray(desc, np.uint8)
+    out = np.zeros((len(desc), tables), np.uint32)
+    for t, cols in enumerate(byte_columns(tables, bits, desc.shape[1])):
+        for c in cols:
+            out[:, t] = (out[:, t] << np.uint32(8)) | desc[:, c]
     return out
+
+
+def _runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values of a sorted array and how often each occurs (``np.unique`` of numpy ≥ 2.3 hashes
+    first, ~20× slower than one sort on these arrays)."""
+    starts = np.flatnonzero(np.concatenate([[True], values[1:] != values[:-1]])) if len(values) else np.zeros(0, np.int64)
+    return values[starts], np.diff(np.append(starts, len(values)))
 
 
 def _table_votes(key: np.ndarray, owner: np.ndarray, n_tiles: int, max_bucket: int) -> np.ndarray:
     """Pair codes ``i * n_tiles + j`` (``i < j``) of distinct tiles sharing a key of one table, one per run."""
     id_bits = max(1, int(n_tiles - 1).bit_length())
-    packed = np.unique((key.astype(np.uint64) << np.uint64(id_bits)) | owner.astype(np.uint64))  # a tile once per key
+    packed, _ = _runs(np.sort((key.astype(np.uint64) << np.uint64(id_bits)) | owner.astype(np.uint64)))
     keys, rows = packed >> np.uint64(id_bits), (packed & np.uint64((1 << id_bits) - 1)).astype(np.int64)
     starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1], [True]]))
     size = np.diff(starts)
+    shared = (size >= 2) & (size <= max_bucket)  # most keys belong to one tile: drop them once, up front
+    first, size = starts[:-1][shared], size[shared]
     codes = []
-    for offset in range(1, max_bucket):  # pair each member with the one ``offset`` places later in its run
-        first = starts[:-1][size > offset]
-        if len(first) == 0:
-            break
-        span = size[size > offset] - offset  # members that have a partner ``offset`` later
-        if (size > max_bucket).any():
-            keep = size[size > offset] <= max_bucket
-            first, span = first[keep], span[keep]
+    for offset in range(1, int(size.max(initial=1))):  # each member with the one ``offset`` places later
+        more = size > offset
+        first, size = first[more], size[more]
+        span = size - offset
         idx = np.repeat(first, span) + (np.arange(span.sum()) - np.repeat(np.cumsum(span) - span, span))
         codes.append(rows[idx].astype(np.uint64) * np.uint64(n_tiles) + rows[idx + offset].astype(np.uint64))
     return np.concatenate(codes) if codes else np.zeros(0, np.uint64)
@@ -78,13 +83,8 @@ def candidate_pairs(keys: np.ndarray, owner: np.ndarray, n_tiles: int, min_votes
     Returns ``i int64 [P]``, ``j int64 [P]`` (``i < j``) and ``votes int64 [P]``, sorted by ``(i, j)``.
     """
     owner = np.asarray(owner, np.int64)
-    counted = np.zeros(0, np.uint64)
-    counts = np.zeros(0, np.int64)
-    for t in range(keys.shape[1]):
-        codes, n = np.unique(_table_votes(keys[:, t], owner, n_tiles, max_bucket), return_counts=True)
-        merged, inverse = np.unique(np.concatenate([counted, codes]), return_inverse=True)
-        total = np.bincount(inverse, np.concatenate([counts, n]), len(merged)).astype(np.int64)
-        counted, counts = merged, total
+    votes = [_table_votes(keys[:, t], owner, n_tiles, max_bucket) for t in range(keys.shape[1])]
+    counted, counts = _runs(np.sort(np.concatenate(votes)))
     keep = counts >= min_votes
     code = counted[keep]
     return (code // np.uint64(n_tiles)).astype(np.int64), (code % np.uint64(n_tiles)).astype(np.int64), counts[keep]
