@@ -310,7 +310,7 @@ def pair_breakdown(pool: Pool, found: list[Found], default: dict) -> list[str]:
     same = sum(pool.images[f.i].scene == pool.images[f.j].scene for f in wrong)
     synth = sum(min(pool.images[f.i].scene, pool.images[f.j].scene) >= SYNTHETIC_FROM for f in wrong)
     err = np.array([abs(f.frac - f.true) for f in rep.values() if f.true > 0])
-    lines += ["", (f"False reports: {len(wrong)}, of which {same} between adjacent crops of one scene and {synth} "
+    lines += ["", (f"False reports: {len(wrong)}, of which {same} between non-overlapping crops of one scene (adjacent or further apart) and {synth} "
               f"between two synthetic scenes (one generator draws them all)."), "", f"Of these, pairs ≥ 0.5 whose `b` is mirrored (a flip, or a flip and a rotation): {len(flips)}, "
               f"recall {_pct(sum((a, b) in rep for a, b, _, _ in flips) / max(len(flips), 1))}. "
               f"Overlap-fraction error of correct reports: median {np.median(err):.3f}, 95th percentile "
