@@ -28,7 +28,7 @@ from benchmarks.results import write_section  # noqa: E402
 from rs4m.raster import open_scene  # noqa: E402
 from rs4m.richness import patch_scores, tile_richness  # noqa: E402
 from rs4m.tiling import grid_windows  # noqa: E402
-from rs4m_tools.adapters.base import SceneRef  # noqa: E402
+from rs4m.sources.base import SceneRef  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "real"
 

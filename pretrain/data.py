@@ -16,9 +16,7 @@ unreadable tiles that were skipped to produce this sample (0 almost always); the
 
 from __future__ import annotations
 
-import io
 import math
-import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -31,7 +29,8 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from rs4m import codec
-from rs4m.errors import OutputError
+from rs4m.errors import ConfigError, OutputError
+from rs4m.filters import filter_frame, referenced_columns
 from rs4m.manifest import MANIFEST_SCHEMA, read_table
 from rs4m.shards import ShardReader
 
@@ -44,38 +43,25 @@ MAX_CORRUPT_RETRIES = 16
 # ----------------------------------------------------------------------------------------------- manifest
 
 
-def _referenced_columns(where: str, columns: list[str]) -> list[str]:
-    """Manifest columns named in a ``DataFrame.query`` expression (plain names and `backticked` ones)."""
-    names: set[str] = set()
-    try:
-        for tok in tokenize.generate_tokens(io.StringIO(where).readline):
-            if tok.type == tokenize.NAME:
-                names.add(tok.string)
-    except (tokenize.TokenError, IndentationError, SyntaxError) as err:
-        raise ValueError(f"invalid --where expression {where!r}: {err}") from None
-    names.update(part for i, part in enumerate(where.split("`")) if i % 2 == 1)
-    return [c for c in columns if c in names]
-
-
 def load_manifest(path: Path, where: str | None = None) -> pd.DataFrame:
     """The manifest's tiles as a DataFrame of ``READ_COLUMNS``, optionally filtered by ``where``.
 
-    ``where`` is a ``pandas.DataFrame.query`` expression over the manifest columns, e.g.
+    ``where`` is a filter in rs4m's filter language (:mod:`rs4m.filters`) over the manifest columns, e.g.
     ``"source == 'folder/images' and richness > 40"``. A bad expression, or one that keeps no tile, raises
-    ``ValueError`` naming the columns it may use. Only the columns the expression names are read.
+    :class:`ConfigError` naming the columns it may use. Only the columns the expression names are read.
     """
     if not Path(path).is_file():
         raise OutputError(f"{path} does not exist; give the manifest.parquet of an rs4m build")
     schema_names = [n for n in pq.read_schema(path).names if n in MANIFEST_SCHEMA.names and n != "geometry"]
     usable = ", ".join(schema_names)
-    extra = _referenced_columns(where, schema_names) if where else []
-    columns = READ_COLUMNS + [c for c in extra if c not in READ_COLUMNS]
-    df = read_table(Path(path), MANIFEST_SCHEMA, columns=columns).to_pandas()
-    if where:
-        try:
-            df = df.query(where)
-        except Exception as err:  # pandas raises many types (NameError, SyntaxError, TypeError, ...)
-            raise ValueError(f"invalid --where expression {where!r}: {err}. Columns: {usable}") from None
+    try:
+        extra = referenced_columns(where, schema_names) if where else []
+        columns = READ_COLUMNS + [c for c in extra if c not in READ_COLUMNS]
+        df = read_table(Path(path), MANIFEST_SCHEMA, columns=columns).to_pandas()
+        if where:
+            df = filter_frame(df, where).reset_index(drop=True)
+    except ConfigError as err:
+        raise ConfigError(f"{err}. Columns: {usable}") from None
     if len(df) == 0:
         what = f"--where {where!r} keeps" if where else f"{path} has"
         raise ValueError(f"{what} no tiles. Columns: {usable}")

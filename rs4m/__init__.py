@@ -1,3 +1,19 @@
-"""rs4m: build RS-4M style remote-sensing pretraining corpora."""
+"""rs4m: build RS-4M style remote-sensing pretraining corpora.
+
+``import rs4m`` is light: the Python API (:func:`rs4m.open`, :class:`rs4m.Build`) loads on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
+__all__ = ["Build", "Tile", "open"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from rs4m import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'rs4m' has no attribute {name!r}")

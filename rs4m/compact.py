@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,10 +43,11 @@ import pyarrow.parquet as pq
 
 from rs4m import manifest as mf
 from rs4m.errors import OutputError
-from rs4m.layout import OutputLayout
+from rs4m.killpoints import kill_point
+from rs4m.layout import STAGED_SUFFIX, OutputLayout, check_shard_name, inside, leftover_files
 from rs4m.shards import ShardReader, ShardWriter, decode_meta, list_members
 
-STAGED = ".compact"
+STAGED = STAGED_SUFFIX
 JOURNAL = "compact.json"
 
 
@@ -83,15 +85,49 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+#: final names a journal may rename onto, relative to OUT
+_JOURNAL_TARGET = re.compile(r"(shards/rs4m-\d{5}\.tar|tiles/part-\d{5}\.parquet|manifest\.parquet|shards\.parquet)")
+
+
+def _journal_pair(layout: OutputLayout, entry: object) -> tuple[Path, Path]:
+    """One (staged, final) rename of the journal, checked: the final name is one a compaction writes, the
+    staged name is it plus ``.compact``, and both resolve inside OUT. Anything else is refused."""
+    if (not isinstance(entry, (list, tuple)) or len(entry) != 2
+            or not all(isinstance(e, str) for e in entry)):
+        raise OutputError(f"{journal_path(layout)}: rename entry {entry!r} is not a [staged, final] pair; "
+                          f"refusing the journal (remove it, or rebuild with `rs4m build {layout.root} --force`)")
+    staged_rel, final_rel = entry
+    src, dst = layout.root / staged_rel, layout.root / final_rel
+    if (_JOURNAL_TARGET.fullmatch(final_rel) is None or staged_rel != final_rel + STAGED
+            or not inside(layout.root, src) or not inside(layout.root, dst.parent)):
+        raise OutputError(f"{journal_path(layout)}: rename {staged_rel!r} → {final_rel!r} is not one a compaction "
+                          f"writes inside {layout.root}; refusing the journal (remove it, or rebuild with "
+                          f"`rs4m build {layout.root} --force`)")
+    return src, dst
+
+
+def read_journal(layout: OutputLayout) -> list[tuple[Path, Path]]:
+    """The checked renames of ``OUT/compact.json`` (see :func:`_journal_pair`)."""
+    journal = journal_path(layout)
+    try:
+        renames = json.loads(journal.read_text())["renames"]
+        if not isinstance(renames, list):
+            raise TypeError("renames is not a list")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise OutputError(f"{journal} cannot be read ({err}); remove it, or rebuild with "
+                          f"`rs4m build {layout.root} --force`") from None
+    return [_journal_pair(layout, entry) for entry in renames]
+
+
 def finish_swaps(layout: OutputLayout) -> bool:
     """Apply the renames of an interrupted compaction's journal; True if there was one."""
     journal = journal_path(layout)
     if not journal.exists():
         return False
-    for staged_rel, final_rel in json.loads(journal.read_text())["renames"]:
-        src, dst = layout.root / staged_rel, layout.root / final_rel
+    for src, dst in read_journal(layout):
         if src.exists():
             os.replace(src, dst)
+            kill_point("compact:rename")
     for folder in {layout.root, layout.shards_dir, layout.tiles_dir}:
         if folder.is_dir():
             _fsync_dir(folder)
@@ -100,11 +136,9 @@ def finish_swaps(layout: OutputLayout) -> bool:
 
 
 def remove_staged(layout: OutputLayout) -> None:
-    """Delete staged files of a compaction that died before its commit point."""
-    for folder in (layout.root, layout.shards_dir, layout.tiles_dir):
-        if folder.is_dir():
-            for path in folder.glob(f"*{STAGED}"):
-                path.unlink()
+    """Delete staged files of a compaction that died before its commit point (and temp files of theirs)."""
+    for path in leftover_files(layout.root):
+        path.unlink(missing_ok=True)
 
 
 def copy_kept(src: Path, dst: Path, kept: dict[str, dict]) -> tuple[dict, dict[str, int]]:
@@ -163,7 +197,7 @@ def _stage_unit(layout: OutputLayout, part: Path, kept: dict[str, dict[str, dict
     ``kept`` maps shard → tile_id → manifest row."""
     info = mf.read_metadata(part, "shard")
     table = pq.read_table(part)
-    shard = info["shard"]
+    shard = check_shard_name(info["shard"])
     stored = {t for t, s in zip(table["tile_id"].to_pylist(), table["shard"].to_pylist()) if s == shard}
     mine = kept.get(shard, {})
     report.shards += 1
@@ -209,6 +243,8 @@ def run_compact(out: Path) -> CompactReport:
     mf.write_table(mf.table_from_rows(shard_rows, mf.SHARDS_SCHEMA), staged(layout.shards_table))
     renames += [(staged(layout.manifest), layout.manifest), (staged(layout.shards_table), layout.shards_table)]
     rel = [[str(a.relative_to(layout.root)), str(b.relative_to(layout.root))] for a, b in renames]
+    kill_point("compact:staged")
     mf.atomic_write_json(journal_path(layout), {"renames": rel})  # the commit point
+    kill_point("compact:journal")
     finish_swaps(layout)
     return report

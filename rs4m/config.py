@@ -8,6 +8,7 @@ the key and the valid ones. Field names equal CLI flag names (``tile_size`` ↔ 
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +18,56 @@ from rs4m.errors import ConfigError
 
 FORMATS = ("jpg", "png", "webp")
 MODES = ("grid", "random")
+#: what a single grey band becomes: an error row ("refuse") or R = G = B ("replicate"); None: the adapter's default
+GREY_POLICIES = ("refuse", "replicate")
 #: formats that can only be decoded whole are refused above this many pixels (the decompression-bomb guard);
 #: 400 MP is larger than any single RS image we know of (a 20000 x 20000 scene) and 1.2 GB as RGB uint8.
 DEFAULT_MAX_PIXELS = 400_000_000
+#: largest tile, crop or output edge a recipe may ask for (a 16384² RGB tile is 805 MB in memory)
+MAX_EDGE_PX = 16384
+#: most scenes in one work unit (one shard and one tiles part)
+MAX_SCENES_PER_UNIT = 100_000
+#: how ``[dedup] geo_iou`` measures overlap (see :mod:`rs4m.dedup`)
+GEO_MEASURES = ("containment", "iou")
+
+
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def type_problem(kind: str, value: Any) -> str | None:
+    """Why ``value`` is not of the annotated type ``kind`` (``int``, ``float``, ``str``, ``bool``,
+    ``tuple[str, ...]``), or None. Exact: ``true`` is not an int, ``1`` is not a bool, NaN is no number."""
+    if kind.startswith("tuple["):
+        if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
+            return "must be a list of strings"
+        return None
+    want = _TYPES.get(kind)
+    if want is None:
+        return None
+    if isinstance(value, bool) and want is not bool:
+        return f"must be {kind}, not a boolean"
+    if want is float and isinstance(value, int):
+        return None
+    if not isinstance(value, want):
+        return f"must be {kind}, not {value!r}"
+    if want is float and not math.isfinite(float(value)):
+        return f"must be a finite number, not {value!r}"
+    return None
+
+
+def check_types(obj: Any) -> None:
+    """Raise :class:`ConfigError` on the first field of dataclass ``obj`` that is not of its annotated type."""
+    for f in dataclasses.fields(obj):
+        problem = type_problem(str(f.type), getattr(obj, f.name))
+        if problem:
+            raise ConfigError(f"{f.name} {problem}")
+
+
+def _in_range(obj: Any, name: str, low: float, high: float | None, note: str = "") -> None:
+    value = getattr(obj, name)
+    if value < low or (high is not None and value > high):
+        bounds = f"within {low}..{high}" if high is not None else f"at least {low}"
+        raise ConfigError(f"{name} must be {bounds}{f' ({note})' if note else ''}, not {value}")
 
 
 @dataclass(frozen=True)
@@ -37,21 +85,27 @@ class TileConfig:
     scenes_per_unit: int = 64
     max_pixels: int = DEFAULT_MAX_PIXELS
     seed: int = 0
+    grey: str | None = None  # GREY_POLICIES; None: the adapter's default (``SourceAdapter.grey``)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         if self.format not in FORMATS:
             raise ConfigError(f"format must be one of {', '.join(FORMATS)}, not {self.format!r}")
-        for name in ("tile_size", "scenes_per_unit", "crop_min", "crop_max", "max_pixels"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
-        if self.stride < 0 or self.out_size < 0:
-            raise ConfigError("stride and out_size must be >= 0 (0 means: same as the tile)")
+        check_types(self)
+        for name in ("tile_size", "crop_min", "crop_max"):
+            _in_range(self, name, 1, MAX_EDGE_PX)
+        for name in ("stride", "out_size"):
+            _in_range(self, name, 0, MAX_EDGE_PX, "0 means: same as the tile")
+        _in_range(self, "scenes_per_unit", 1, MAX_SCENES_PER_UNIT)
+        _in_range(self, "max_pixels", 1, None)
+        _in_range(self, "seed", 0, None)
         if self.crop_min > self.crop_max:
             raise ConfigError(f"crop_min ({self.crop_min}) is larger than crop_max ({self.crop_max})")
         if not 1 <= self.quality <= 100:
             raise ConfigError(f"quality must be within 1..100, not {self.quality}")
+        if self.grey is not None and self.grey not in GREY_POLICIES:
+            raise ConfigError(f"grey must be one of {', '.join(GREY_POLICIES)}, not {self.grey!r}")
 
     @property
     def stride_px(self) -> int:
@@ -65,6 +119,43 @@ class FilterConfig:
     max_nodata_frac: float = 0.5
     min_richness: float = 0.0
     drop_blank: bool = True
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        _in_range(self, "max_nodata_frac", 0.0, 1.0)
+        _in_range(self, "min_richness", 0.0, None)
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    """How duplicates are found (recipe table ``[dedup]``; names equal the CLI flags of ``rs4m dedup``).
+
+    Radii come from ``benchmarks/dedup_quality.py``: 5 bits on both hashes keeps precision at 1.0 there while
+    finding all recompressed, resized and brightness-shifted copies, and keeps 4 M tiles within a minute.
+    ``geo_iou`` is the overlap threshold, measured as ``geo_measure`` says (see :mod:`rs4m.dedup`).
+    """
+
+    radius_bits: int = 5
+    dhash_radius_bits: int = 5
+    dihedral: bool = False
+    geo: bool = True
+    geo_iou: float = 0.5
+    geo_measure: str = "containment"
+    gsd_ratio: float = 2.0
+    min_richness: float = 0.0
+    source_priority: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        for name in ("radius_bits", "dhash_radius_bits"):
+            if not 0 <= getattr(self, name) <= 16:
+                raise ConfigError(f"{name} must be within 0..16 bits, not {getattr(self, name)}")
+        if not 0.0 < self.geo_iou <= 1.0:
+            raise ConfigError(f"geo_iou must be within (0, 1], not {self.geo_iou}")
+        if self.geo_measure not in GEO_MEASURES:
+            raise ConfigError(f"geo_measure must be one of {', '.join(GEO_MEASURES)}, not {self.geo_measure!r}")
+        _in_range(self, "gsd_ratio", 1.0, None)
+        _in_range(self, "min_richness", 0.0, None)
 
 
 @dataclass(frozen=True)
@@ -82,7 +173,8 @@ class SourceSpec:
 
 @dataclass(frozen=True)
 class Recipe:
-    """A whole build: tiling defaults, filters, dedup settings (checked by the dedup stage) and sources."""
+    """A whole build: tiling defaults, filters, dedup settings (checked against :class:`DedupConfig` when the
+    recipe is read, kept as given so that ``build.json`` records them as written) and sources."""
 
     build: TileConfig = field(default_factory=TileConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
@@ -91,46 +183,69 @@ class Recipe:
 
 
 def from_mapping(cls: type, data: Mapping[str, Any], where: str) -> Any:
-    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types are a :class:`ConfigError`."""
+    """Build dataclass ``cls`` from ``data``; unknown keys, wrong types and values out of range are a
+    :class:`ConfigError` that names ``where`` and the key."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where} must be a table of keys, not {data!r}")
     valid = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in valid:
-            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(sorted(valid))}")
     data = dict(data)
     for key, value in data.items():
-        default = valid[key].default
-        if valid[key].default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            default = valid[key].default_factory()  # type: ignore[misc]
-        if isinstance(default, tuple) and isinstance(value, list):
+        if key not in valid:
+            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(sorted(valid))}")
+        kind = str(valid[key].type)
+        if kind.startswith("tuple[") and isinstance(value, list):
             data[key] = value = tuple(value)
-        if default is not dataclasses.MISSING and default is not None and not isinstance(value, type(default)):
-            if not (isinstance(default, float) and isinstance(value, int)):
-                raise ConfigError(f"{where}: {key} must be {type(default).__name__}, not {value!r}")
-    return cls(**data)
+        problem = type_problem(kind, value)
+        if problem:
+            raise ConfigError(f"{where}: {key} {problem}")
+    try:
+        return cls(**data)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
 
 
 _SOURCE_KEYS = {"name", "path", "splits", "glob", "max_images", "options"}
 
 
+def _source_field(entry: Mapping[str, Any], key: str, where: str, kind: type) -> Any:
+    """``entry[key]`` if absent or of type ``kind`` (never a boolean for a number), else a :class:`ConfigError`."""
+    value = entry.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        names: dict[type, str] = {str: "a string", int: "an integer", dict: "a table", list: "a list of strings"}
+        raise ConfigError(f"{where}: {key} must be {names.get(kind, kind.__name__)}, not {value!r}")
+    return value
+
+
 def _source(entry: Mapping[str, Any], build: TileConfig, index: int) -> SourceSpec:
     where = f"[[sources]] #{index + 1}"
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{where} must be a table, not {entry!r}")
     if "name" not in entry:
         raise ConfigError(f"{where}: missing key 'name' (the adapter name; see `rs4m sources`)")
+    name = _source_field(entry, "name", where, str)
+    where = f"{where} ({name})"
     tile_keys = {k: v for k, v in entry.items() if k not in _SOURCE_KEYS}
     tile_valid = {f.name for f in dataclasses.fields(TileConfig)}
     for key in tile_keys:
         if key not in tile_valid:
             valid = ", ".join(sorted(_SOURCE_KEYS | tile_valid))
-            raise ConfigError(f"{where} ({entry['name']}): unknown key {key!r}; valid keys: {valid}")
+            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {valid}")
     tile = from_mapping(TileConfig, {**dataclasses.asdict(build), **tile_keys}, where)
-    splits = entry.get("splits")
+    splits = _source_field(entry, "splits", where, list)
+    if splits is not None and not all(isinstance(s, str) for s in splits):
+        raise ConfigError(f"{where}: splits must be a list of strings, not {splits!r}")
+    max_images = _source_field(entry, "max_images", where, int) or 0
+    if max_images < 0:
+        raise ConfigError(f"{where}: max_images must be at least 0 (0: no cap), not {max_images}")
     return SourceSpec(
-        name=str(entry["name"]),
-        path=entry.get("path"),
+        name=name,
+        path=_source_field(entry, "path", where, str),
         splits=tuple(splits) if splits is not None else None,
-        glob=entry.get("glob"),
-        max_images=int(entry.get("max_images", 0)),
-        options=dict(entry.get("options", {})),
+        glob=_source_field(entry, "glob", where, str),
+        max_images=max_images,
+        options=dict(_source_field(entry, "options", where, dict) or {}),
         tile=tile,
     )
 
@@ -143,8 +258,13 @@ def recipe_from_mapping(data: Mapping[str, Any], where: str = "recipe") -> Recip
             raise ConfigError(f"{where}: unknown table {key!r}; valid: {', '.join(sorted(top))}")
     build = from_mapping(TileConfig, data.get("build", {}), f"{where} [build]")
     filters = from_mapping(FilterConfig, data.get("filters", {}), f"{where} [filters]")
-    sources = tuple(_source(e, build, i) for i, e in enumerate(data.get("sources", [])))
-    return Recipe(build=build, filters=filters, dedup=dict(data.get("dedup", {})), sources=sources)
+    dedup = data.get("dedup", {})
+    from_mapping(DedupConfig, dedup, f"{where} [dedup]")  # checked now, before any work; stored as given
+    entries = data.get("sources", [])
+    if not isinstance(entries, list):
+        raise ConfigError(f"{where}: sources must be an array of tables ([[sources]]), not {entries!r}")
+    sources = tuple(_source(e, build, i) for i, e in enumerate(entries))
+    return Recipe(build=build, filters=filters, dedup=dict(dedup), sources=sources)
 
 
 def load_recipe(path: Path) -> Recipe:

@@ -5,7 +5,8 @@
 * Bands: 3 → RGB; 4 → the first three, band 4 the valid mask when it is alpha; a palette band → its colours;
   per-band files (``SceneRef.band_paths``: red, green, blue) are stacked; more than 4 bands → those the adapter
   (``SceneRef.rgb_bands``), the colour interpretation or the band descriptions mark red, green, blue, else a
-  :class:`BadInput`; 1 or 2 bands alone are not RGB.
+  :class:`BadInput`; 1 or 2 bands alone are not RGB, except a single grey band under ``grey="replicate"``
+  (read as R = G = B; the source's policy, :attr:`SourceAdapter.grey`).
 * Other dtypes than uint8 are stretched to uint8 per band between the 2nd and 98th percentile of the scene,
   computed once per scene (nodata and NaN ignored) from a decimated read (≤ 1024 px on the long side) of scenes
   up to 4 MP or with overviews, and from a lattice of 16 × 16 small block-aligned windows in larger scenes
@@ -40,11 +41,12 @@ from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
+from rs4m.archive import gdal_member_path
 from rs4m.config import DEFAULT_MAX_PIXELS
 from rs4m.errors import BadInput
 from rs4m.georef import crs_string, footprint, gsd_m, is_georeferenced
 from rs4m.whole_decode import decode_whole, read_bytes, split_archive
-from rs4m_tools.adapters.base import SceneRef
+from rs4m.sources.base import SceneRef
 
 __all__ = ["DEFAULT_MAX_PIXELS", "SceneInfo", "SceneReader", "footprint", "gdal_path", "open_scene"]
 
@@ -65,14 +67,14 @@ GDAL_ENV = {"GDAL_ERROR_ON_LIBJPEG_WARNING": "TRUE", "GDAL_DISABLE_READDIR_ON_OP
 def gdal_path(root: Path, rel: str) -> str:
     """The path GDAL opens for scene path ``rel`` (POSIX, relative to ``root``).
 
-    ``a.zip/x/y.tif`` → ``/vsizip/ROOT/a.zip/x/y.tif``; ``.tar``, ``.tar.gz``, ``.tgz`` members → ``/vsitar/``;
-    anything else → ``ROOT/rel``. Archive members are read in place, never extracted.
+    ``a.zip/x/y.tif`` → ``/vsizip/ROOT/a.zip/x/y.tif``; tar members → ``/vsitar/``, the archive's kind read from
+    its bytes (:func:`rs4m.archive.gdal_member_path`); anything else → ``ROOT/rel``. Archive members are read in
+    place, never extracted; :class:`BadInput` for an archive GDAL cannot read in place.
     """
     split = split_archive(root, rel)
     if split is None:
         return str(Path(root) / rel)
-    archive, prefix, member = split
-    return f"{prefix}{archive}/{member}"
+    return gdal_member_path(*split)
 
 
 @dataclass(frozen=True)
@@ -131,8 +133,11 @@ def _open_dataset(path: str):
         raise _describe_open_error(path, err) from None
 
 
-def _rgb_indexes(ds, ref: SceneRef) -> tuple[tuple[int, ...], int | None, bool]:
-    """(1-based band indexes of R, G, B; alpha band index or None; palette?) of a single-file scene."""
+def _rgb_indexes(ds, ref: SceneRef, grey: str = "refuse") -> tuple[tuple[int, ...], int | None, bool]:
+    """(1-based band indexes of R, G, B; alpha band index or None; palette?) of a single-file scene.
+
+    ``grey="replicate"`` reads a single grey band (with or without an alpha band) as R = G = B.
+    """
     n, interp = ds.count, ds.colorinterp
     if ref.rgb_bands:
         if len(ref.rgb_bands) != 3 or min(ref.rgb_bands) < 1 or max(ref.rgb_bands) > n:
@@ -144,6 +149,8 @@ def _rgb_indexes(ds, ref: SceneRef) -> tuple[tuple[int, ...], int | None, bool]:
         return (1, 2, 3), None, False
     if n == 4:
         return (1, 2, 3), (4 if interp[3] == ColorInterp.alpha else None), False
+    if grey == "replicate" and n == 1:
+        return (1, 1, 1), None, False
     named = _named_rgb(ds)
     if named is not None:
         return named, None, False
@@ -232,8 +239,11 @@ class SceneReader:
     #: True for formats decoded whole on the first read (PNG, JPEG, GIF, BMP, WebP)
     whole_decode: bool
 
-    def __init__(self, root: Path, ref: SceneRef, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
-        self._root, self._ref = Path(root), ref
+    def __init__(self, root: Path, ref: SceneRef, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 grey: str = "refuse") -> None:
+        self._root, self._ref, self._grey = Path(root), ref, grey
+        #: True when a single grey band is read as R = G = B (``grey="replicate"``)
+        self.grey_replicated = False
         self._datasets: list = []
         self._whole: tuple[np.ndarray, np.ndarray] | None = None
         self._stretch: np.ndarray | None = None
@@ -258,7 +268,8 @@ class SceneReader:
             self._check_stackable(rels)
             self._plan = [(ds, (1,)) for ds in self._datasets]
         else:
-            indexes, self._alpha, palette = _rgb_indexes(first, ref)
+            indexes, self._alpha, palette = _rgb_indexes(first, ref, self._grey)
+            self.grey_replicated = not ref.rgb_bands and indexes == (1, 1, 1)
             self._plan = [(first, indexes)]
             self._lut = _palette_lut(first) if palette else None
         _guard_bomb(first, max_pixels)
@@ -370,7 +381,7 @@ class SceneReader:
     def _decode_all(self) -> tuple[np.ndarray, np.ndarray]:
         """The whole image of a whole-decode format, decoded once (simplejpeg / Pillow; GDAL otherwise)."""
         ref = self._ref
-        want = self.info.dtype == "uint8" and not ref.rgb_bands and not ref.band_paths
+        want = self.info.dtype == "uint8" and not ref.rgb_bands and not ref.band_paths and not self.grey_replicated
         decoded = decode_whole(read_bytes(self._root, ref.scene_path), self.info.driver, want)
         return decoded if decoded is not None else self._read_raw(None, None)
 
@@ -426,10 +437,12 @@ class SceneReader:
         self.close()
 
 
-def open_scene(root: Path, ref: SceneRef, max_pixels: int = DEFAULT_MAX_PIXELS) -> SceneReader:
+def open_scene(root: Path, ref: SceneRef, max_pixels: int = DEFAULT_MAX_PIXELS,
+               grey: str = "refuse") -> SceneReader:
     """Open scene ``ref`` under source root ``root`` for windowed RGB reads (a context manager).
 
-    ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`, 400 MP) bounds what may be decoded whole. Raises
+    ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`, 400 MP) bounds what may be decoded whole; ``grey``
+    ("refuse" | "replicate") says whether a single grey band is an error or read as R = G = B. Raises
     :class:`BadInput` for a file that cannot be used, with the reason in words and GDAL's message as detail.
     """
-    return SceneReader(root, ref, max_pixels)
+    return SceneReader(root, ref, max_pixels, grey)

@@ -14,7 +14,13 @@ Checks, each problem naming the shard or tile it concerns:
   ``dedup.parquet``), and no tile id appears twice;
 * every tile the catalog rule keeps is in the manifest (none lost between the tiles parts and the manifest);
 * ``build.json``'s ``stages.catalog.tiles_kept`` equals the manifest's row count;
-* no ``rs4m compact`` was interrupted between its commit point and its last rename (``compact.json``).
+* no ``rs4m compact`` was interrupted between its commit point and its last rename (``compact.json``);
+* ``manifest.parquet`` exists once tiles parts do (or ``build.json`` records a catalog run);
+* no work unit failed: none has an ``errors.parquet`` row of stage ``unit``, and every unit of
+  ``scenes.parquet`` has its tiles part;
+* every table can be read: a damaged Parquet file is one problem naming the file, never a crash;
+* shard names read from the tables are of the form ``rs4m-NNNNN.tar`` (nothing outside ``OUT/shards/`` is
+  read); in a damaged shard each affected tile is named (its bytes are checked even with ``--no-decode``).
 
 Checks whose input is absent (a hand-made folder without tiles parts or ``build.json``) are skipped.
 """
@@ -33,7 +39,7 @@ import pyarrow.compute as pc
 
 from rs4m import manifest as mf
 from rs4m.errors import OutputError
-from rs4m.layout import OutputLayout
+from rs4m.layout import SHARD_NAME, OutputLayout
 from rs4m.shards import ShardReader, file_sha256, list_members
 
 ROW_COLUMNS = ["tile_id", "shard", "offset", "length", "format", "width", "height", "out_width", "out_height",
@@ -64,16 +70,42 @@ class VerifyReport:
         }
 
 
+def read_or_report(report: VerifyReport, path: Path, schema: pa.Schema,
+                   columns: list[str] | None = None) -> pa.Table | None:
+    """``path`` read as a table of ``schema``, or None with one problem naming the file (damaged or altered
+    Parquet is a finding of verify, never a traceback)."""
+    try:
+        return mf.read_table(path, schema, columns)
+    except (pa.ArrowException, OSError, ValueError, OutputError) as err:
+        cause = " ".join(str(err).split())[:200] or type(err).__name__
+        report.add(f"{path.name} cannot be read ({cause}); rebuild it with the stage that writes it "
+                   "(`rs4m build OUT` redoes what is damaged, or `--force`)", shard=None)
+        return None
+
+
+def read_tiles_parts(layout: OutputLayout, report: VerifyReport) -> pa.Table | None:
+    """Every readable tiles part, concatenated (None if there is none); each unreadable one is a problem."""
+    parts = layout.tile_parts()
+    if not parts:
+        return None
+    tables = [t for t in (read_or_report(report, p, mf.TILES_SCHEMA) for p in parts) if t is not None]
+    return pa.concat_tables(tables) if tables else mf.TILES_SCHEMA.empty_table()
+
+
 def check_shards(layout: OutputLayout, report: VerifyReport) -> set[str]:
     """Re-hash every listed shard against ``shards.parquet``; return the names of the shards that are sound."""
     if not layout.shards_table.exists():
         report.add("shards.parquet is missing; run `rs4m catalog` (or the build) first")
         return set()
-    table = mf.read_table(layout.shards_table, mf.SHARDS_SCHEMA).to_pylist()
+    shards = read_or_report(report, layout.shards_table, mf.SHARDS_SCHEMA)
+    table = shards.to_pylist() if shards is not None else []
     listed = {row["shard"] for row in table}
     sound: set[str] = set()
     for row in table:
         report.shards_checked += 1
+        if not isinstance(row["shard"], str) or SHARD_NAME.fullmatch(row["shard"]) is None:
+            report.add(f"shards.parquet lists {row['shard']!r}, not a shard name (rs4m-NNNNN.tar); not followed")
+            continue
         name, path = row["shard"], layout.shards_dir / row["shard"]
         if not path.exists():
             report.add("shard file is missing", shard=name)
@@ -97,24 +129,29 @@ def check_shards(layout: OutputLayout, report: VerifyReport) -> set[str]:
     return sound
 
 
-def stored_rows(layout: OutputLayout) -> pa.Table:
+def stored_rows(manifest: pa.Table | None, tiles: pa.Table | None) -> pa.Table:
     """The rows that point into shards: the manifest when catalogued, else the tiles parts' stored tiles."""
-    if layout.manifest.exists():
-        return mf.read_table(layout.manifest, mf.MANIFEST_SCHEMA, columns=ROW_COLUMNS)
-    table = mf.read_parts(layout.tile_parts(), mf.TILES_SCHEMA, columns=ROW_COLUMNS)
-    return table.filter(pa.compute.is_valid(table["shard"]))
+    if manifest is not None:
+        return manifest.select(ROW_COLUMNS)
+    if tiles is None:
+        return mf.TILES_SCHEMA.empty_table().select(ROW_COLUMNS)
+    return tiles.select(ROW_COLUMNS).filter(pa.compute.is_valid(tiles["shard"]))
 
 
 def check_rows(layout: OutputLayout, rows: pa.Table, report: VerifyReport,
                decode: Callable[[bytes, dict], str | None] | None = None, sound: set[str] | None = None) -> None:
     """Check that each row's (shard, offset, length) is the member ``<tile_id>.<format>``; with ``decode``, also
-    its bytes, except in shards outside ``sound`` (already reported as damaged, once, by :func:`check_shards`)."""
+    its bytes and image. In a shard outside ``sound`` (reported as damaged by :func:`check_shards`) every row's
+    bytes are checked against its sha256, so the problems name the tiles the damage reaches."""
     with ShardReader(layout.shards_dir) as reader:
         for row in rows.to_pylist():
             report.rows_checked += 1
             shard, tile_id = row["shard"], row["tile_id"]
             if shard is None or row["offset"] is None or row["length"] is None:
                 report.add("row has no stored bytes (null shard / offset / length)", tile_id=tile_id)
+                continue
+            if SHARD_NAME.fullmatch(shard) is None:
+                report.add(f"shard {shard!r} is not a shard name (rs4m-NNNNN.tar); not followed", tile_id=tile_id)
                 continue
             try:
                 member = reader.member_name(shard, row["offset"])
@@ -129,11 +166,21 @@ def check_rows(layout: OutputLayout, rows: pa.Table, report: VerifyReport,
             if member[1] != row["length"]:
                 report.add(f"length {row['length']} but member has {member[1]} bytes", shard=shard, tile_id=tile_id)
                 continue
-            if decode is not None and (sound is None or shard in sound):
-                data = reader.read(shard, row["offset"], row["length"])
-                problem = sha256_problem(data, row) or decode(data, row)
+            damaged = sound is not None and shard not in sound
+            if decode is not None or damaged:
+                problem = _bytes_problem(reader, row, None if damaged else decode)
                 if problem:
-                    report.add(problem, shard=shard, tile_id=tile_id)
+                    report.add(problem + (" (in a damaged shard)" if damaged else ""), shard=shard, tile_id=tile_id)
+
+
+def _bytes_problem(reader: ShardReader, row: dict, decode: Callable[[bytes, dict], str | None] | None) -> str | None:
+    """A problem line if the row's stored bytes are short, differ from its sha256 or (with ``decode``) do not
+    decode as recorded."""
+    try:
+        data = reader.read(row["shard"], row["offset"], row["length"])
+    except (OSError, EOFError) as err:
+        return f"stored bytes cannot be read: {err}"
+    return sha256_problem(data, row) or (decode(data, row) if decode is not None else None)
 
 
 def sha256_problem(data: bytes, row: dict) -> str | None:
@@ -167,12 +214,11 @@ def _same(a: pa.ChunkedArray, b: pa.ChunkedArray) -> np.ndarray:
     return np.asarray(same.to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def check_against_tiles(layout: OutputLayout, manifest: pa.Table, report: VerifyReport) -> None:
+def check_against_tiles(tiles: pa.Table | None, manifest: pa.Table, report: VerifyReport) -> None:
     """Each manifest row must equal its tiles-part row on every column of the tiles schema."""
-    parts = layout.tile_parts()
-    if not parts:
+    if tiles is None:
         return
-    tiles = mf.read_parts(parts, mf.TILES_SCHEMA).combine_chunks()
+    tiles = tiles.combine_chunks()
     index = pc.index_in(manifest["tile_id"], value_set=tiles["tile_id"])
     found = pc.is_valid(index)
     for row in manifest.filter(pc.invert(found)).select(["tile_id", "shard"]).to_pylist():
@@ -203,11 +249,11 @@ def _dropped_reason(row: dict, dedup: dict[str, dict]) -> str | None:
     return None
 
 
-def check_kept_only(layout: OutputLayout, manifest: pa.Table, report: VerifyReport) -> None:
+def check_kept_only(dedup_table: pa.Table | None, manifest: pa.Table, report: VerifyReport) -> None:
     """No manifest tile is filtered, a duplicate of another, leaked, or listed twice."""
     dedup = {}
-    if layout.dedup.exists():
-        table = mf.read_table(layout.dedup, mf.DEDUP_SCHEMA, columns=["tile_id", "dup_of", "dup_reason"])
+    if dedup_table is not None:
+        table = dedup_table
         table = table.filter(pc.or_(pc.is_valid(table["dup_of"]), pc.is_valid(table["dup_reason"])))
         dedup = {r["tile_id"]: r for r in table.to_pylist()}
     seen: set[str] = set()
@@ -221,16 +267,14 @@ def check_kept_only(layout: OutputLayout, manifest: pa.Table, report: VerifyRepo
             report.add(reason, shard=row["shard"], tile_id=row["tile_id"])
 
 
-def check_none_missing(layout: OutputLayout, manifest: pa.Table, report: VerifyReport) -> None:
+def check_none_missing(layout: OutputLayout, tiles: pa.Table | None, dedup: pa.Table | None, manifest: pa.Table,
+                       report: VerifyReport) -> None:
     """Every tile the catalog rule keeps (not filtered, not a duplicate of another, not leaked) is in the
     manifest: a tile lost between the tiles parts and the manifest is a problem too."""
-    parts = layout.tile_parts()
-    if not parts:
+    if tiles is None:
         return
-    tiles = mf.read_parts(parts, mf.TILES_SCHEMA, columns=["tile_id", "shard", "filter_reason"])
     dropped: set[str] = set()
-    if layout.dedup.exists():
-        dedup = mf.read_table(layout.dedup, mf.DEDUP_SCHEMA, columns=["tile_id", "dup_of", "dup_reason"])
+    if dedup is not None:
         gone = pc.or_(pc.is_valid(dedup["dup_of"]), pc.fill_null(pc.equal(dedup["dup_reason"], "leak"), False))
         dropped = set(dedup.filter(gone)["tile_id"].to_pylist())
     listed = set(manifest["tile_id"].to_pylist())
@@ -242,21 +286,47 @@ def check_none_missing(layout: OutputLayout, manifest: pa.Table, report: VerifyR
                        f"re-run `rs4m catalog {layout.root}`", shard=row["shard"], tile_id=row["tile_id"])
 
 
-def check_build_record(layout: OutputLayout, manifest: pa.Table, report: VerifyReport) -> None:
-    """``build.json`` ``stages.catalog.tiles_kept`` must be the manifest's row count; an interrupted compaction
-    (its journal ``compact.json`` still there) is a problem until ``rs4m compact`` runs again."""
-    if (layout.root / "compact.json").exists():
-        report.add(f"an interrupted `rs4m compact` left compact.json; run `rs4m compact {layout.root}` to finish")
-    if not layout.build_json.exists():
-        return
-    try:
-        kept = json.loads(layout.build_json.read_text()).get("stages", {}).get("catalog", {}).get("tiles_kept")
-    except (ValueError, AttributeError) as err:
-        report.add(f"build.json cannot be read: {err}")
-        return
+def check_build_record(layout: OutputLayout, record: dict, manifest: pa.Table, report: VerifyReport) -> None:
+    """``build.json`` ``stages.catalog.tiles_kept`` must be the manifest's row count."""
+    catalog = record.get("stages", {}).get("catalog", {})
+    kept = catalog.get("tiles_kept") if isinstance(catalog, dict) else None
     if kept is not None and kept != manifest.num_rows:
         report.add(f"build.json stages.catalog.tiles_kept is {kept} but manifest.parquet has {manifest.num_rows} "
                    f"rows; re-run `rs4m catalog {layout.root}`")
+
+
+def check_units(layout: OutputLayout, record: dict, has_tiles: bool, report: VerifyReport) -> None:
+    """No work unit failed: none has an ``errors.parquet`` row of stage ``unit`` (a unit that failed as a
+    whole), and every unit of ``scenes.parquet`` has its tiles part once tiling has run."""
+    if layout.errors.exists():
+        errors = read_or_report(report, layout.errors, mf.ERRORS_SCHEMA)
+        if errors is not None:
+            for row in errors.filter(pc.equal(errors["stage"], "unit")).to_pylist():
+                report.add(f"work unit failed ({row['path']}): {row['reason']}; re-run `rs4m build {layout.root}` "
+                           "to retry it")
+    if not layout.scenes.exists() or not (has_tiles or "tile" in record.get("stages", {})):
+        return
+    scenes = read_or_report(report, layout.scenes, mf.SCENES_SCHEMA, columns=["unit"])
+    if scenes is None:
+        return
+    have = {int(p.stem.split("-")[1]) for p in layout.tile_parts()}
+    for unit in sorted(set(scenes["unit"].to_pylist()) - have):
+        report.add(f"work unit {unit} has no tiles part (it failed or did not finish); "
+                   f"re-run `rs4m build {layout.root}` (or `rs4m tile`)", shard=layout.shard_name(unit))
+
+
+def read_record(layout: OutputLayout, report: VerifyReport) -> dict:
+    """``build.json`` as a dict ({} where absent); an unreadable one is a problem."""
+    if not layout.build_json.exists():
+        return {}
+    try:
+        record = json.loads(layout.build_json.read_text())
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+        return record
+    except (ValueError, UnicodeDecodeError) as err:
+        report.add(f"build.json cannot be read: {err}")
+        return {}
 
 
 def verify_output(out: Path, decode: Callable[[bytes, dict], str | None] | None = None,
@@ -271,12 +341,22 @@ def verify_output(out: Path, decode: Callable[[bytes, dict], str | None] | None 
     if decode is None and decode_tiles:
         decode = decode_at_size
     report = VerifyReport()
+    if (layout.root / "compact.json").exists():
+        report.add(f"an interrupted `rs4m compact` left compact.json; run `rs4m compact {layout.root}` to finish")
+    record = read_record(layout, report)
+    tiles = read_tiles_parts(layout, report)
+    check_units(layout, record, tiles is not None, report)
+    manifest = read_or_report(report, layout.manifest, mf.MANIFEST_SCHEMA) if layout.manifest.exists() else None
+    if not layout.manifest.exists() and (tiles is not None or "catalog" in record.get("stages", {})):
+        report.add(f"manifest.parquet is missing; run `rs4m catalog {layout.root}` (or `rs4m build`)")
+    dedup = None
+    if layout.dedup.exists():
+        dedup = read_or_report(report, layout.dedup, mf.DEDUP_SCHEMA, columns=["tile_id", "dup_of", "dup_reason"])
     sound = check_shards(layout, report)
-    check_rows(layout, stored_rows(layout), report, decode, sound)
-    if layout.manifest.exists():
-        manifest = mf.read_table(layout.manifest, mf.MANIFEST_SCHEMA)
-        check_against_tiles(layout, manifest, report)
-        check_kept_only(layout, manifest, report)
-        check_none_missing(layout, manifest, report)
-        check_build_record(layout, manifest, report)
+    check_rows(layout, stored_rows(manifest, tiles), report, decode, sound)
+    if manifest is not None:
+        check_against_tiles(tiles, manifest, report)
+        check_kept_only(dedup, manifest, report)
+        check_none_missing(layout, tiles, dedup, manifest, report)
+        check_build_record(layout, record, manifest, report)
     return report

@@ -17,21 +17,13 @@ import numpy as np
 import simplejpeg
 from PIL import Image
 
+from rs4m import archive
 from rs4m.errors import BadInput
 
-#: archive suffixes GDAL reads members of in place, longest first (``.tar.gz`` before ``.tar``)
-ARCHIVES = ((".tar.gz", "/vsitar/"), (".tgz", "/vsitar/"), (".tar", "/vsitar/"), (".zip", "/vsizip/"))
 
-
-def split_archive(root: Path, rel: str) -> tuple[Path, str, str] | None:
-    """(archive file, GDAL prefix, member path) when a leading component of ``rel`` is an archive file."""
-    parts = rel.split("/")
-    for i in range(1, len(parts)):
-        head = "/".join(parts[:i])
-        for suffix, prefix in ARCHIVES:
-            if head.lower().endswith(suffix) and (Path(root) / head).is_file():
-                return Path(root) / head, prefix, "/".join(parts[i:])
-    return None
+def split_archive(root: Path, rel: str) -> tuple[Path, str] | None:
+    """(archive file, member path) when a leading component of ``rel`` is an archive (:mod:`rs4m.archive`)."""
+    return archive.split_member(root, rel)
 
 
 def read_bytes(root: Path, rel: str) -> bytes:
@@ -40,15 +32,7 @@ def read_bytes(root: Path, rel: str) -> bytes:
     try:
         if split is None:
             return (Path(root) / rel).read_bytes()
-        archive, prefix, member = split
-        if prefix == "/vsizip/":
-            with zipfile.ZipFile(archive) as zf:
-                return zf.read(member)
-        with tarfile.open(archive) as tf:
-            fh = tf.extractfile(member)
-            if fh is None:
-                raise KeyError(member)
-            return fh.read()
+        return archive.read_member(*split)
     except (OSError, KeyError, zipfile.BadZipFile, tarfile.TarError, EOFError) as err:
         raise BadInput("truncated or corrupt image: its bytes cannot be read", f"{rel}: {err}") from None
 

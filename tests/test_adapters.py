@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from rs4m.errors import SourceError
-from rs4m_tools.adapters import SceneRef, ScanProblem, get_source, list_sources
-from rs4m_tools.adapters._layout import ARCHIVE_SUFFIXES
+from rs4m.sources import SceneRef, ScanProblem, get_source, list_sources
+from rs4m.sources.layouts import ARCHIVE_SUFFIXES
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYOUTS = ROOT.parent / "shared" / "data" / "layouts"
@@ -426,7 +426,7 @@ def test_folder_unreadable_folder_is_a_problem(tmp_path, monkeypatch):
             raise PermissionError(13, "Permission denied", str(path))
         return real_scandir(path)
 
-    monkeypatch.setattr("rs4m_tools.adapters._layout.os.scandir", scandir)
+    monkeypatch.setattr("rs4m.sources.layouts.os.scandir", scandir)
     items = folder_scan(tmp_path)
     assert [r.scene_path for r in refs_of(items)] == ["ok/a.tif"]
     assert [(p.path, "permission denied" in p.reason) for p in problems_of(items)] == [("locked", True)]
@@ -511,3 +511,44 @@ def test_rs4m_recipe_leaves_evaluation_benchmarks_out():
     assert {"dota_v2", "dior", "fair1m", "millionaid", "fmow", "loveda", "xview"} <= set(names)
     assert len({"dota_v1", "dota_v15", "dota_v2", "isaid"} & set(names)) == 1  # one copy of DOTA's images
     assert len({"dior", "dior_r"} & set(names)) == 1
+
+
+# ---------------------------------------------------------------------------------------- README table
+
+
+def readme_table_rows() -> list[list[str]]:
+    from rs4m_tools.adapters._table import BEGIN, END
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text[text.index(BEGIN) + len(BEGIN):text.index(END)].strip().splitlines()
+    return [[c.strip() for c in line.strip("|").split(" | ")] for line in block[2:]]
+
+
+def test_readme_adapters_table_is_generated_from_the_adapters():
+    from rs4m_tools.adapters._table import BEGIN, END, adapters_table
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert text[text.index(BEGIN):text.index(END) + len(END)] == adapters_table(), \
+        "README adapters table is stale: run python -m rs4m_tools.adapters._table"
+
+
+def test_readme_adapters_table_matches_sources_json():
+    from rs4m.cli import get_cli
+
+    facts = json.loads(CliRunner().invoke(get_cli(), ["sources", "--json"]).stdout)
+    rows = readme_table_rows()
+    assert [r[0].strip("`") for r in rows] == [f["name"] for f in facts]
+    assert [r[4] for r in rows] == [f["licence"] for f in facts]
+    assert [r[5] for r in rows] == [f["grey"] for f in facts]
+    assert [r[6] for r in rows] == [f["facts_source"] or "-" for f in facts]
+    tests_bold = [sorted(s.strip("*") for s in r[3].split(", ") if s.startswith("**")) for r in rows]
+    assert tests_bold == [sorted(f["test_splits"]) for f in facts]
+
+
+def test_every_dataset_adapter_cites_its_facts_or_says_unverified():
+    for cls in list_sources():
+        if cls.name in ("folder", "bandstack"):
+            continue
+        assert cls.facts_source, cls.name
+        if cls.facts_source.startswith("unverified"):
+            assert "Unverified" in cls.layout_notes, cls.name

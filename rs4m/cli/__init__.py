@@ -29,12 +29,14 @@ COMMAND_MODULES: list[tuple[str, str]] = [
     ("rs4m.cli.compact", "compact"),
     ("rs4m.cli.eval", "eval"),
     ("rs4m.cli.pretrain", "pretrain"),
+    ("rs4m.cli.export", "export"),
 ]
 
 
 @click.group(cls=Rs4mGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="rs4m")
-def cli() -> None:
+@click.option("-v", "--debug", is_flag=True, help="Show the traceback of an unexpected error.")
+def cli(debug: bool) -> None:
     """rs4m: build a deduplicated remote-sensing pretraining corpus (RS-4M) and pretrain SelectiveMAE on it.
 
     \b

@@ -9,6 +9,7 @@ import click
 
 from rs4m.config import FORMATS, MODES, Recipe, load_recipe
 from rs4m.errors import ConfigError
+from rs4m.layout import OutputLayout
 
 TILE_FLAGS = ("tile_size", "stride", "mode", "format", "out_size", "crop_min", "crop_max", "quality", "max_pixels")
 
@@ -19,8 +20,9 @@ def source_options(fn):
         click.option("--recipe", type=click.Path(path_type=Path, dir_okay=False), help="Recipe TOML."),
         click.option("--root", type=click.Path(path_type=Path, file_okay=False),
                      help="Folder holding one folder per recipe source (default: current folder)."),
-        click.option("--source", "sources", multiple=True, metavar="ADAPTER=PATH",
-                     help="A source folder read by an adapter (see `rs4m sources`); repeatable."),
+        click.option("--source", "sources", multiple=True, metavar="ADAPTER=PATH[,grey=refuse|replicate]",
+                     help="A source folder read by an adapter (see `rs4m sources`); repeatable. grey: what a "
+                          "single grey band becomes (default: the adapter's)."),
         click.option("--strict", is_flag=True, help="A recipe source that is missing is an error."),
         click.option("--tile-size", type=click.IntRange(1), help="Tile edge in pixels (default 512)."),
         click.option("--stride", type=click.IntRange(1), help="Grid stride in pixels (default: tile size)."),
@@ -63,16 +65,20 @@ def resolve_inputs(recipe_path, root, sources, strict, tile_flags):
     return recipe, sources_from_flags(list(sources), recipe.build), []
 
 
-def prepare(out, recipe_path, root, sources, strict, force, tile_flags):
-    from rs4m.stages.build import plan_record, start_record
+def prepare(out, recipe_path, root, sources, strict, tile_flags):
+    """Resolve the inputs and check OUT against them (before anything is written); create OUT.
+
+    Returns the plan to pass to :func:`rs4m.stages.build.start_record` once OUT's lock is held."""
+    from rs4m.stages.build import check_out_folder, plan_record
 
     recipe, inputs, warnings = resolve_inputs(recipe_path, root, sources, strict, tile_flags)
     for line in warnings:
         click.echo(f"rs4m: warning: {line}", err=True)
     for inp in inputs:
         click.echo(f"source {inp.source}: {inp.root}", err=True)
-    start_record(out, plan_record(inputs, recipe, recipe_path), force)
-    return recipe, inputs
+    check_out_folder(out, [inp.root for inp in inputs])
+    Path(out).mkdir(parents=True, exist_ok=True)
+    return plan_record(inputs, recipe, recipe_path), inputs
 
 
 def summary_line(counts: dict, seconds: float) -> str:
@@ -95,9 +101,14 @@ def summary_line(counts: dict, seconds: float) -> str:
 @source_options
 def build(out, recipe, root, sources, strict, workers, engine, ray_address, force, quiet, **tile_flags):
     """Build a corpus in OUT: scan, tile, dedup, catalog. Re-run to resume a killed build."""
+    from rs4m.stages.build import start_record, writing
+
     started = time.perf_counter()
-    _, inputs = prepare(out, recipe, root, sources, strict, force, tile_flags)
-    if not execute(out, inputs, engine, workers, ray_address, quiet, started):
+    plan, inputs = prepare(out, recipe, root, sources, strict, tile_flags)
+    with writing(out, "build", settle=not force):
+        start_record(out, plan, force)
+        ok = execute(out, inputs, engine, workers, ray_address, quiet, started)
+    if not ok:
         raise SystemExit(1)
 
 
@@ -105,24 +116,33 @@ def execute(out: Path, inputs, engine: str, workers: int | None, ray_address: st
             started: float) -> bool:
     """Run every stage of a prepared build and print the summary; False if a unit failed after retries."""
     from rs4m.engines import get_engine
-    from rs4m.stages.build import finish_record, run_post_stages, run_stages
+    from rs4m.stages.build import finish_record, run_post_stages, run_stages, unseen_lines
 
     eng = get_engine(engine, workers=workers, address=ray_address)
     try:
         counts = run_stages(out, inputs, eng, quiet=quiet)
-        counts.update(run_post_stages(out, quiet=quiet))
+        # every unit failed (a full disk, say): nothing to dedup or catalog, the failures say why
+        if not counts["tile"]["units_failed"] or OutputLayout(Path(out)).tile_parts():
+            counts.update(run_post_stages(out, quiet=quiet))
     finally:
         eng.close()
     finish_record(out, started)
+    for line in unseen_lines(counts.get("unseen", {}), inputs, out):
+        click.echo(f"rs4m: note: {line}", err=True)
     report_failures(counts)
     click.echo(summary_line(counts, time.perf_counter() - started), err=True)
     return not counts["tile"]["units_failed"]
 
 
 def report_failures(counts: dict) -> None:
+    """One line per distinct cause of the units that failed after retries (a full disk fails them all alike)."""
+    by_error: dict[str, list[int]] = {}
     for fail in counts.get("tile", {}).get("units_failed", []):
-        click.echo(f"rs4m: unit {fail['unit']} failed after retries: {fail['error']} "
-                   "(re-run the same command to retry it)", err=True)
+        by_error.setdefault(fail["error"], []).append(fail["unit"])
+    for error, units in by_error.items():
+        which = f"unit {units[0]}" if len(units) == 1 else f"{len(units)} units ({', '.join(map(str, units[:5]))}" \
+            f"{', ...' if len(units) > 5 else ''})"
+        click.echo(f"rs4m: {which} failed after retries: {error} (re-run the same command to retry)", err=True)
 
 
 @click.command()
@@ -133,17 +153,19 @@ def scan(out, recipe, root, sources, strict, workers, engine, ray_address, force
     from tqdm import tqdm
 
     from rs4m.engines import get_engine
-    from rs4m.stages.build import update_record
+    from rs4m.stages.build import start_record, update_record, writing
     from rs4m.stages.scan import run_scan
 
-    _, inputs = prepare(out, recipe, root, sources, strict, force, tile_flags)
-    eng = get_engine(engine, workers=workers, address=ray_address)
-    try:
-        with tqdm(desc="scan", unit="scene", disable=quiet, leave=False) as bar:
-            counts = run_scan(out, inputs, eng, progress=bar.update)
-    finally:
-        eng.close()
-    update_record(out, stages={"scan": counts})
+    plan, inputs = prepare(out, recipe, root, sources, strict, tile_flags)
+    with writing(out, "scan", settle=not force):
+        start_record(out, plan, force)
+        eng = get_engine(engine, workers=workers, address=ray_address)
+        try:
+            with tqdm(desc="scan", unit="scene", disable=quiet, leave=False) as bar:
+                counts = run_scan(out, inputs, eng, progress=bar.update)
+        finally:
+            eng.close()
+        update_record(out, stages={"scan": counts})
     click.echo(f"scanned {counts['scenes']} scenes in {counts['units']} units, errors {counts['errors']}", err=True)
 
 
@@ -156,16 +178,17 @@ def scan(out, recipe, root, sources, strict, workers, engine, ray_address, force
 def tile(out, workers, engine, ray_address, force):
     """Tile the scanned scenes of OUT into shards and tiles parts (resumes unfinished units)."""
     from rs4m.engines import get_engine
-    from rs4m.stages.build import filters_of, read_record, tile_configs, update_record
+    from rs4m.stages.build import filters_of, read_record, tile_configs, update_record, writing
     from rs4m.stages.tile import run_tile
 
-    record = read_record(out)
-    eng = get_engine(engine, workers=workers, address=ray_address)
-    try:
-        counts = run_tile(out, tile_configs(record), filters_of(record), eng, force=force)
-    finally:
-        eng.close()
-    update_record(out, stages={"tile": counts})
+    with writing(out, "tile"):
+        record = read_record(out)
+        eng = get_engine(engine, workers=workers, address=ray_address)
+        try:
+            counts = run_tile(out, tile_configs(record), filters_of(record), eng, force=force)
+        finally:
+            eng.close()
+        update_record(out, stages={"tile": counts})
     report_failures({"tile": counts})
     click.echo(summary_line({"tile": counts}, counts["seconds"]), err=True)
     if counts["units_failed"]:

@@ -15,11 +15,13 @@ from rs4m.cli.common import echo_json
 def compact(out: Path, as_json: bool) -> None:
     """Rewrite the shards of OUT to hold only the manifest's tiles (duplicates and leaked tiles leave)."""
     from rs4m.compact import run_compact
-    from rs4m.stages.build import update_record
+    from rs4m.stages.build import update_record, writing
 
-    report = run_compact(out)
-    if report.shards_rewritten:
-        update_record(out, stages={"compact": report.to_dict()})
+    # the journal is finished by run_compact itself, which reports it as resumed
+    with writing(out, "compact", settle=False):
+        report = run_compact(out)
+        if report.shards_rewritten:
+            update_record(out, stages={"compact": report.to_dict()})
     if as_json:
         echo_json(report.to_dict())
         return

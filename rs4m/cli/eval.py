@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import click
 
-from rs4m.cli.common import Rs4mGroup, echo_json
+from rs4m.cli.common import Rs4mGroup, checkpoint_errors, echo_json
 from rs4m.errors import DependencyError
 
 TRAIN_EXTRA = "install the train extra: pip install 'rs4m[train]'"
@@ -57,7 +57,8 @@ def _run(task: str, as_json: bool, device: str, **flags: Any) -> None:
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    result = run_eval(EvalConfig(task=task, device=device, **flags))
+    with checkpoint_errors(flags.get("checkpoint")):
+        result = run_eval(EvalConfig(task=task, device=device, **flags))
     if as_json:
         echo_json(result)
     else:

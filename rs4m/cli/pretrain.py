@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from rs4m.cli.common import Rs4mGroup
+from rs4m.cli.common import Rs4mGroup, checkpoint_errors
 from rs4m.errors import ConfigError, DependencyError
 
 
@@ -41,7 +41,7 @@ def require_torch() -> None:
 @click.option("--accum-steps", type=click.IntRange(1), default=1, show_default=True,
               help="Gradient accumulation micro-batches per step.")
 @click.option("--workers", type=click.IntRange(0), default=4, show_default=True, help="DataLoader workers per process.")
-@click.option("--where", help="Filter the manifest (pandas query), e.g. \"source == 'dota' and richness > 40\".")
+@click.option("--where", help="Filter the manifest (rs4m's safe filter language), e.g. \"source == 'dota' and richness > 40\".")
 @click.option("--resume", is_flag=True, help="Continue the run from RUN/checkpoint.pt (same flags).")
 @click.option("--log-every", type=click.IntRange(1), default=20, show_default=True)
 @click.option("--ckpt-every", type=click.IntRange(1), default=1000, show_default=True)
@@ -71,8 +71,10 @@ def pretrain(ctx: click.Context, **flags: Any) -> None:
     from pretrain.train import train
 
     values = {k: str(v) if isinstance(v, Path) else v for k, v in flags.items()}
+    resumed = Path(flags["run"]) / "checkpoint.pt" if flags["resume"] else None
     try:
-        summary = train(TrainConfig(**values))
+        with checkpoint_errors(resumed):
+            summary = train(TrainConfig(**values))
     except ValueError as err:  # a bad --where, a manifest with no tiles
         raise ConfigError(str(err)) from None
     if summary.get("last") is not None:

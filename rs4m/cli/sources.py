@@ -35,7 +35,7 @@ def format_table(rows: list[dict[str, str]]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of the adapters' facts on stdout.")
 def sources(as_json: bool) -> None:
     """List the source adapters: name, title, licence, GSD, tiling and benchmark test splits."""
-    from rs4m_tools.adapters import list_sources
+    from rs4m.sources import list_sources
 
     facts = [cls.facts() for cls in list_sources()]
     if as_json:

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
-from rs4m.errors import ConfigError
+from rs4m.killpoints import kill_point
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,27 @@ class Engine(Protocol):
         ...
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """Pool initializer: end this worker when the process that started it dies, however it dies (kill -9
+    included), so no worker outlives its build. Linux: the kernel's parent-death signal; elsewhere, and as a
+    backstop, a daemon thread that checks the parent every second."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="rs4m-parent-watch", daemon=True).start()
+
+
 def _describe(err: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(err), err)).strip()
 
@@ -54,6 +82,7 @@ class InProcessEngine:
                 except Exception as err:  # noqa: BLE001 - a unit's failure is reported, not raised
                     result = UnitFailure(_describe(err))
             yield unit, result
+            kill_point("engine:unit")
 
     def close(self) -> None:
         pass
@@ -72,7 +101,8 @@ class LocalPoolEngine:
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=self._ctx)
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=self._ctx, initializer=die_with_parent,
+                                             initargs=(os.getpid(),))
         return self._pool
 
     def map_units(self, fn, units, retries=2):
@@ -88,8 +118,7 @@ class LocalPoolEngine:
             for fut in done:
                 unit = running.pop(fut)
                 try:
-                    yield unit, fut.result()
-                    continue
+                    result = fut.result()
                 except BrokenProcessPool as err:
                     # Every unit in flight when a worker died is a suspect; bystanders get a larger budget
                     # since the culprit cannot be told apart.
@@ -97,6 +126,10 @@ class LocalPoolEngine:
                     count, limit, error = broken, retries + 2, f"worker process died: {err}"
                 except Exception as err:  # noqa: BLE001
                     count, limit, error = raised, retries, _describe(err)
+                else:
+                    yield unit, result
+                    kill_point("engine:unit")
+                    continue
                 count[id(unit)] = count.get(id(unit), 0) + 1
                 if count[id(unit)] > limit:
                     yield unit, UnitFailure(error)
@@ -116,19 +149,3 @@ class LocalPoolEngine:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-
-
-def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
-
-
-def get_engine(name: str = "local", workers: int | None = None, address: str | None = None) -> Engine:
-    """The engine called ``name`` (``local`` or ``ray``)."""
-    if name == "local":
-        workers = workers or default_workers()
-        return InProcessEngine() if workers == 1 else LocalPoolEngine(workers)
-    if name == "ray":
-        from rs4m.engines.ray_engine import RayEngine
-
-        return RayEngine(address=address, workers=workers)
-    raise ConfigError(f"unknown engine {name!r}; valid: local, ray")

@@ -10,17 +10,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
-import shutil
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+import pyarrow.compute as pc
 
 from rs4m import __version__
 from rs4m import manifest as mf
 from rs4m.config import FilterConfig, Recipe
 from rs4m.errors import ConfigError, OutputError
-from rs4m.layout import OutputLayout
+from rs4m.killpoints import kill_point
+from rs4m.layout import LOCK_NAME, OutputLayout, is_leftover_name, leftover_files, owned_files
+from rs4m.lock import BuildLock
 from rs4m.stages.sources import SourceInput
 
 
@@ -74,9 +78,57 @@ def update_record(out: Path, **fields: Any) -> dict[str, Any]:
     return record
 
 
-def start_record(out: Path, plan: dict[str, Any], force: bool) -> None:
-    """Begin (or resume) a build in ``OUT``: a different plan in an existing folder needs ``--force``."""
+def check_out_folder(out: Path, roots: list[Path]) -> None:
+    """Refuse an OUT that overlaps a source root, or that is a non-empty folder holding no rs4m build.
+
+    Both are checked before anything is written or deleted, so neither a build nor ``--force`` ever touches
+    a source image or a folder of the user's that never was a build.
+    """
+    here = Path(out).resolve()
+    for root in roots:
+        root = Path(root).resolve()
+        if here == root or root in here.parents:
+            raise ConfigError(f"OUT {out} is inside the source folder {root}; give an OUT folder outside it")
+        if here in root.parents:
+            raise ConfigError(f"the source folder {root} is inside OUT {out}; give an OUT folder outside it")
     layout = OutputLayout(Path(out))
+    if not layout.root.exists():
+        return
+    if not layout.root.is_dir():
+        raise ConfigError(f"OUT {out} is a file, not a folder")
+    if layout.build_json.exists():
+        return
+    foreign = [p.name for p in layout.root.iterdir()
+               if p.name != LOCK_NAME and not is_leftover_name(".", p.name)]
+    if foreign:
+        raise ConfigError(f"OUT {out} is not empty and holds no rs4m build (no build.json; it has "
+                          f"{sorted(foreign)[0]!r}); give a new or empty folder")
+
+
+def remove_build(layout: OutputLayout) -> int:
+    """Delete the files a build wrote in ``layout.root`` (:func:`rs4m.layout.owned_files`), then its folders
+    where they are left empty; a file of any other name stays. Returns the number of files deleted.
+
+    A build folder that is a symlink is refused: what it points at is outside OUT, so ``--force`` cannot
+    tell the build's files there from anyone else's."""
+    for folder in (layout.tiles_dir, layout.unit_errors_dir, layout.shards_dir):
+        if folder.is_symlink():
+            raise ConfigError(f"{folder} is a symlink; --force deletes only inside {layout.root}, so remove "
+                              "the link (or rebuild into a new OUT folder)")
+    files = owned_files(layout.root)
+    for path in files:
+        path.unlink(missing_ok=True)
+    for folder in (layout.unit_errors_dir, layout.tiles_dir, layout.shards_dir):
+        if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+            folder.rmdir()
+    return len(files)
+
+
+def start_record(out: Path, plan: dict[str, Any], force: bool) -> None:
+    """Begin (or resume) a build in ``OUT``: a different plan in an existing folder needs ``--force``, which
+    deletes only the files the build wrote (:func:`remove_build`). The caller holds ``OUT``'s lock."""
+    layout = OutputLayout(Path(out))
+    check_out_folder(out, [Path(s["root"]) for s in plan.get("sources", [])])
     if layout.build_json.exists() and not force:
         old = read_record(out)
         old_plan = {k: old.get(k) for k in plan}
@@ -84,15 +136,41 @@ def start_record(out: Path, plan: dict[str, Any], force: bool) -> None:
             raise ConfigError(f"{out} holds a build with different sources or settings; "
                               "use another OUT folder, or --force to rebuild it from scratch")
     if force and layout.root.exists():
-        for name in ("scenes.parquet", "tiles", "shards", "shards.parquet", "dedup.parquet", "dedup.json",
-                     "manifest.parquet", "errors.parquet", "build.json"):
-            target = layout.root / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            else:
-                target.unlink(missing_ok=True)
+        remove_build(layout)
     layout.root.mkdir(parents=True, exist_ok=True)
     update_record(out, **plan, versions=tool_versions(), started=_now(), finished=None)
+
+
+def remove_leftovers(layout: OutputLayout) -> int:
+    """Delete temp files of killed writes and staged files of an uncommitted compaction; return their count."""
+    leftovers = leftover_files(layout.root)
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return len(leftovers)
+
+
+def _may_hold_a_build(layout: OutputLayout) -> bool:
+    """True for an empty folder (a build about to start) or one holding files a build writes."""
+    if layout.build_json.exists() or owned_files(layout.root):
+        return True
+    return not any(p.name != LOCK_NAME for p in layout.root.iterdir())
+
+
+@contextmanager
+def writing(out: Path, command: str, settle: bool = True) -> Iterator[OutputLayout]:
+    """Hold ``OUT``'s writer lock for ``command``; first (``settle``) finish the renames of an interrupted
+    compaction and delete what killed writes left behind, so every writer starts from committed files."""
+    from rs4m.compact import finish_swaps
+
+    layout = OutputLayout(Path(out))
+    if not layout.root.is_dir() or not _may_hold_a_build(layout):
+        yield layout  # nothing a build wrote is here (and no lock file is left): the command says what it misses
+        return
+    with BuildLock(layout.root, command):
+        if settle:
+            finish_swaps(layout)
+            remove_leftovers(layout)
+        yield layout
 
 
 def tile_configs(record: dict[str, Any]) -> dict[str, dict]:
@@ -123,7 +201,10 @@ def run_stages(out: Path, inputs: list[SourceInput], engine, force: bool = False
     if not layout.scenes.exists():
         with tqdm(desc="scan", unit="scene", disable=quiet, leave=False) as bar:
             counts["scan"] = run_scan(out, inputs, engine, progress=bar.update)
+        kill_point("build:scanned")
         update_record(out, stages={"scan": counts["scan"]})
+    else:
+        counts["unseen"] = unseen_files(layout, inputs)
     record = read_record(out)
     units = mf.read_table(layout.scenes, mf.SCENES_SCHEMA, columns=["unit"]).column("unit")
     with tqdm(desc="tile", unit="unit", total=len(set(units.to_pylist())), disable=quiet, leave=False) as bar:
@@ -138,6 +219,37 @@ def run_stages(out: Path, inputs: list[SourceInput], engine, force: bool = False
     update_record(out, stages={"tile": counts["tile"]})
     counts["errors"] = error_count(layout)
     return counts
+
+
+def unseen_files(layout: OutputLayout, inputs: list[SourceInput]) -> dict[str, list[str]]:
+    """source → files a scan would pick now that the build's scan did not see (neither a scene nor a scan
+    error row): files added to a source after it was scanned. Lists the folders, opens no file."""
+    from rs4m.stages.scan import _enumerate
+
+    seen: dict[str, set[str]] = {}
+    scenes = mf.read_table(layout.scenes, mf.SCENES_SCHEMA, columns=["source", "scene_path"])
+    for source, path in zip(scenes["source"].to_pylist(), scenes["scene_path"].to_pylist()):
+        seen.setdefault(source, set()).add(path)
+    if layout.errors.exists():
+        errors = mf.read_table(layout.errors, mf.ERRORS_SCHEMA, columns=["source", "path", "stage"])
+        for row in errors.filter(pc.equal(errors["stage"], "scan")).to_pylist():
+            seen.setdefault(row["source"], set()).add(row["path"])
+    unseen = {}
+    for inp in inputs:
+        refs, problems = _enumerate(inp)
+        paths = sorted({r.scene_path for r in refs} | {p["path"] for p in problems})
+        new = [p for p in paths if p not in seen.get(inp.source, set())]
+        if new:
+            unseen[inp.source] = new
+    return unseen
+
+
+def unseen_lines(unseen: dict[str, list[str]], inputs: list[SourceInput], out: Path) -> list[str]:
+    """One line per source with files the build has not seen, saying what to do."""
+    roots = {inp.source: inp.root for inp in inputs}
+    return [f"{len(paths)} new files in {roots[source]} since this build (e.g. {paths[0]}); they are not in it: "
+            f"rebuild with `rs4m build {out} ... --force` or build into a new OUT folder to include them"
+            for source, paths in unseen.items()]
 
 
 def error_count(layout: OutputLayout) -> int:
@@ -163,5 +275,6 @@ def run_post_stages(out: Path, quiet: bool = False) -> dict:
         from rs4m.stages.catalog import run_catalog
 
         counts["catalog"] = run_catalog(Path(out))
+        kill_point("build:catalogued")
         update_record(out, stages={"catalog": counts["catalog"]})
     return counts

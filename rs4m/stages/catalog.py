@@ -14,6 +14,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rs4m import manifest as mf
+from rs4m.errors import OutputError
+from rs4m.export.wids import write_wids_index
+from rs4m.killpoints import kill_point
 from rs4m.layout import OutputLayout
 from rs4m.stages.tile import write_shards_table
 
@@ -65,10 +68,15 @@ def catalog_counts(table: pa.Table, keep: pa.ChunkedArray) -> dict:
 def run_catalog(out: Path) -> dict:
     """Write ``manifest.parquet`` and ``shards.parquet``; return the counts."""
     layout = OutputLayout(Path(out))
+    if not layout.tile_parts():
+        raise OutputError(f"{out} has no tiles parts to catalog; run `rs4m build {out} --source ...` "
+                          f"(or `rs4m scan` and `rs4m tile {out}`) first")
     table = joined_tiles(layout)
     keep = kept_mask(table)
     manifest = table.filter(keep)
     manifest = manifest.take(pc.sort_indices(manifest, [("tile_id", "ascending")]))
     mf.write_table(manifest, layout.manifest, mf.MANIFEST_SCHEMA)
+    kill_point("catalog:manifest")
     write_shards_table(layout)
+    write_wids_index(layout.root)  # the random-access index beside the shards
     return catalog_counts(table, keep)

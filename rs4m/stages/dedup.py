@@ -25,43 +25,14 @@ import pyarrow.parquet as pq
 
 from rs4m import dedup as dd
 from rs4m import manifest as mf
+from rs4m.config import DedupConfig  # noqa: F401 - the [dedup] settings; re-exported here
 from rs4m.errors import ConfigError, OutputError
+from rs4m.killpoints import kill_point
 from rs4m.layout import OutputLayout
 
 TILE_COLUMNS = ["tile_id", "scene_id", "source", "scene_path", "sha256", "pixel_sha256", "phash", "dhash",
                 "richness", "gsd_m", "width", "height", "geometry", "filter_reason"]
 CANONICAL_COLUMNS = ["phash_canonical", "dhash_canonical"]
-
-
-@dataclass(frozen=True)
-class DedupConfig:
-    """How duplicates are found (recipe table ``[dedup]``; names equal the CLI flags).
-
-    Radii come from ``benchmarks/dedup_quality.py``: 5 bits on both hashes keeps precision at 1.0 there while
-    finding all recompressed, resized and brightness-shifted copies, and keeps 4 M tiles within a minute.
-    ``geo_iou`` is the overlap threshold, measured as ``geo_measure`` says (see :mod:`rs4m.dedup`).
-    """
-
-    radius_bits: int = 5
-    dhash_radius_bits: int = 5
-    dihedral: bool = False
-    geo: bool = True
-    geo_iou: float = 0.5
-    geo_measure: str = "containment"
-    gsd_ratio: float = 2.0
-    min_richness: float = 0.0
-    source_priority: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        for name in ("radius_bits", "dhash_radius_bits"):
-            if not 0 <= getattr(self, name) <= 16:
-                raise ConfigError(f"{name} must be within 0..16 bits, not {getattr(self, name)}")
-        if not 0.0 < self.geo_iou <= 1.0:
-            raise ConfigError(f"geo_iou must be within (0, 1], not {self.geo_iou}")
-        if self.geo_measure not in dd.GEO_MEASURES:
-            raise ConfigError(f"geo_measure must be one of {', '.join(dd.GEO_MEASURES)}, not {self.geo_measure!r}")
-        if self.gsd_ratio < 1.0:
-            raise ConfigError(f"gsd_ratio must be at least 1, not {self.gsd_ratio}")
 
 
 @dataclass
@@ -208,6 +179,7 @@ def run_dedup(out: Path, config: DedupConfig = DedupConfig()) -> DedupReport:
     rank = dd.keep_rank(sources, config.source_priority, _floats(table, "gsd_m"), area, tile_ids)
     groups = dd.resolve(tile_ids, edges, rank, leak_distance, leak_edges)
     mf.write_table(dedup_table(table, groups), layout.dedup, mf.DEDUP_SCHEMA)
+    kill_point("dedup:written")  # a kill here leaves dedup.json of the previous run: the rerun redoes both
     report = DedupReport(tiles=len(tile_ids), searched=int(searchable.sum()), dihedral=method,
                          pairs_by_source=_pairs_by_source(sources, [e for e in edges if len(e)]))
     _summarise(report, groups)

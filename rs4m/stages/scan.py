@@ -8,7 +8,8 @@ sources, so each unit carries one source's tiling. A file that cannot be opened 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -16,14 +17,16 @@ import shapely
 
 from rs4m import manifest as mf
 from rs4m.engines import Engine, UnitFailure
-from rs4m.errors import BadInput
+from rs4m.errors import BadInput, OutputError
 from rs4m.raster import gdal_path, open_scene
+from rs4m.stages import scan_report
 from rs4m.stages.errors_table import replace_stage_errors
 from rs4m.stages.sources import SourceInput
 from rs4m.layout import OutputLayout
-from rs4m_tools.adapters import SceneRef, ScanProblem
+from rs4m.sources import SceneRef, ScanProblem
 
 PROBE_BATCH = 32
+log = logging.getLogger("rs4m")
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class ProbeTask:
     licence: str
     max_pixels: int
     refs: tuple[SceneRef, ...]
+    grey: str = "refuse"
 
 
 def _file_facts(root: Path, ref: SceneRef) -> tuple[int | None, str | None]:
@@ -62,8 +66,10 @@ def probe_scene(task: ProbeTask, ref: SceneRef) -> dict:
     size, sha = _file_facts(root, ref)
     if size == 0:
         raise BadInput("empty file (0 bytes)")
-    with open_scene(root, ref, max_pixels=task.max_pixels) as reader:
+    with open_scene(root, ref, max_pixels=task.max_pixels, grey=task.grey) as reader:
         info = reader.info
+    if reader.grey_replicated:  # the tile stage reads band 1 as R, G and B; bands stays 1 in the manifest
+        ref = replace(ref, rgb_bands=(1, 1, 1))
     return {
         "scene_id": mf.make_scene_id(task.source, ref.scene_path), "source": task.source,
         "source_root": task.root, "scene_path": ref.scene_path, "band_paths": list(ref.band_paths) or None,
@@ -108,7 +114,7 @@ def _tasks(inputs: list[SourceInput], refs_by_source: dict[str, list[SceneRef]])
         refs = refs_by_source[inp.source]
         for i in range(0, len(refs), PROBE_BATCH):
             yield ProbeTask(inp.source, str(inp.root), inp.licence, inp.spec.tile.max_pixels,
-                            tuple(refs[i:i + PROBE_BATCH]))
+                            tuple(refs[i:i + PROBE_BATCH]), inp.spec.tile.grey or "refuse")
 
 
 def assign_units(rows: list[dict], inputs: list[SourceInput]) -> list[dict]:
@@ -131,6 +137,8 @@ def run_scan(out: Path, inputs: list[SourceInput], engine: Engine, progress=None
     for inp in inputs:
         refs_by_source[inp.source], problems = _enumerate(inp)
         errors.extend(problems)
+        for line in scan_report.slow_archives(inp, refs_by_source[inp.source]):
+            log.warning("rs4m: note: %s", line)
     rows: list[dict] = []
     for task, result in engine.map_units(probe_batch, list(_tasks(inputs, refs_by_source))):
         if isinstance(result, UnitFailure):
@@ -142,6 +150,13 @@ def run_scan(out: Path, inputs: list[SourceInput], engine: Engine, progress=None
         if progress:
             progress(len(task.refs))
     rows = assign_units(rows, inputs)
+    empty = scan_report.empty_sources(inputs, {s: len(r) for s, r in refs_by_source.items()}, rows, errors)
+    for source, why in empty.items() if rows else ():
+        log.warning("rs4m: warning: source %s yielded nothing: %s", source, why)
+    if not rows:  # no scenes.parquet: a rerun scans again and says the same
+        replace_stage_errors(layout, "scan", errors)
+        raise OutputError("nothing readable: " + " | ".join(f"source {s}: {why}" for s, why in empty.items())
+                          + f" (every problem is a row of {layout.errors})")
     mf.write_table(mf.table_from_rows(rows, mf.SCENES_SCHEMA), layout.scenes, mf.SCENES_SCHEMA)
     replace_stage_errors(layout, "scan", errors)
     per_source = {inp.source: sum(1 for r in rows if r["source"] == inp.source) for inp in inputs}

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rs4m.config import Recipe, SourceSpec, TileConfig
 from rs4m.errors import ConfigError, SourceError
-from rs4m_tools.adapters import SourceAdapter, get_source
+from rs4m.sources import SourceAdapter, get_source
 
 log = logging.getLogger("rs4m")
 
@@ -34,9 +35,14 @@ class SourceInput:
 
 def _make_input(spec: SourceSpec, root: Path) -> SourceInput:
     cls = get_source(spec.name)
+    spec = replace(spec, tile=replace(spec.tile, grey=spec.tile.grey or cls.grey))  # the policy in force, recorded
     adapter = cls(glob=spec.glob, options=dict(spec.options))
     licence = str(spec.options.get("licence", cls.licence))
     return SourceInput(spec=spec, root=root.resolve(), source=adapter.source_name(root.resolve()), licence=licence)
+
+
+#: per-source keys a ``--source`` flag may carry after its path (``ADAPTER=PATH,grey=replicate``)
+FLAG_KEYS = ("grey",)
 
 
 def parse_source_flag(value: str) -> tuple[str, Path]:
@@ -47,15 +53,25 @@ def parse_source_flag(value: str) -> tuple[str, Path]:
     return name.strip(), Path(path)
 
 
+def split_flag_keys(path: Path) -> tuple[Path, dict[str, str]]:
+    """``PATH,grey=replicate`` → (PATH, {"grey": "replicate"}); only :data:`FLAG_KEYS` are split off."""
+    text, keys = str(path), {}
+    while (m := re.search(rf",({'|'.join(FLAG_KEYS)})=([^,=]*)$", text)) and not Path(text).is_dir():
+        keys.setdefault(m.group(1), m.group(2))
+        text = text[: m.start()]
+    return Path(text), keys
+
+
 def sources_from_flags(flags: list[str], tile: TileConfig) -> list[SourceInput]:
     """Sources given as ``--source ADAPTER=PATH``; every folder must exist."""
     inputs = []
     for flag in flags:
         name, path = parse_source_flag(flag)
+        path, keys = split_flag_keys(path)
         get_source(name)  # unknown adapter: stop before any work
         if not path.is_dir():
             raise SourceError(f"source folder {path} does not exist (from --source {flag})")
-        inputs.append(_make_input(SourceSpec(name=name, path=str(path), tile=tile), path))
+        inputs.append(_make_input(SourceSpec(name=name, path=str(path), tile=replace(tile, **keys)), path))
     _check_unique(inputs)
     return inputs
 

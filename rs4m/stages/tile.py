@@ -27,13 +27,13 @@ from rs4m.config import FilterConfig, TileConfig
 from rs4m.engines import Engine, UnitFailure
 from rs4m.errors import BadInput
 from rs4m.hashing import hashes_with_canonical, pixel_hash
-from rs4m.layout import OutputLayout
+from rs4m.layout import OutputLayout, leftover_files
 from rs4m.raster import open_scene
 from rs4m.richness import tile_richness
 from rs4m.shards import ShardWriter
 from rs4m.stages.errors_table import replace_stage_errors
 from rs4m.tiling import Window, grid_windows, random_windows
-from rs4m_tools.adapters import SceneRef
+from rs4m.sources import SceneRef
 
 HASH_BATCH = 64
 SCENE_COLUMNS = ["scene_id", "source", "source_root", "scene_path", "band_paths", "rgb_bands", "split",
@@ -164,12 +164,11 @@ def unit_tasks(out: Path, recipe_sources: dict[str, dict], filters: FilterConfig
 
 def clean_partial(layout: OutputLayout, done: set[int]) -> None:
     """Remove files of units that did not finish (a shard without its part) and stray temp files."""
-    for folder in (layout.shards_dir, layout.tiles_dir, layout.unit_errors_dir):
-        if folder.is_dir():
-            for tmp in folder.glob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
+    for tmp in leftover_files(layout.root):  # only temp names of the files a build writes
+        if tmp.name.endswith(".tmp") and tmp.parent != layout.root:
+            tmp.unlink(missing_ok=True)
     if layout.shards_dir.is_dir():
-        for path in layout.shards_dir.glob("rs4m-*.tar"):
+        for path in layout.shards_dir.glob("rs4m-[0-9][0-9][0-9][0-9][0-9].tar"):  # only names it writes
             unit = int(path.stem.split("-")[1])
             if unit not in done:
                 path.unlink()

@@ -1,7 +1,9 @@
-"""Source adapters, one module per dataset, registered by name (see :mod:`rs4m_tools.adapters.base`).
+"""The built-in source adapters: one module per dataset, each registering its adapters with
+:func:`rs4m.sources.register_source`. rs4m finds this package through the ``rs4m.adapters`` entry point
+(``pyproject.toml``); importing it imports every module in it, so adding an adapter is adding one file.
 
-``rs4m sources`` lists them. Most are :class:`~rs4m_tools.adapters._layout.LayoutAdapter` subclasses that state
-a dataset's facts and the globs of its images; :mod:`rs4m_tools.adapters._layout` walks folders and the
+``rs4m sources`` lists them. Most are :class:`~rs4m.sources.layouts.LayoutAdapter` subclasses that state
+a dataset's facts and the globs of its images; :mod:`rs4m.sources.layouts` walks folders and the
 archives datasets ship in. ``folder`` takes any folder of rasters, ``bandstack`` stacks per-band files.
 
 Recipe TOML (``manifests/rs4m.toml``; read by :func:`rs4m.config.load_recipe`)::
@@ -32,46 +34,19 @@ Recipe TOML (``manifests/rs4m.toml``; read by :func:`rs4m.config.load_recipe`)::
     max_images = 0            # optional cap (0 = all); deterministic (first N by a hash of the path)
     tile_size = 1024          # any [build] key may be overridden per source
     mode = "random"
+    grey = "refuse"           # single grey-band images: "refuse" (error rows) or "replicate" (R = G = B);
+                              # default: the adapter's ``grey`` ("replicate" for DOTA and iSAID)
     options = {licence = "..."}  # optional, adapter-specific (``folder``: licence)
 
+On the command line the same per-source key follows the path: ``--source dota_v2=/data/dota,grey=refuse``.
 A split a source names must be one of its adapter's ``splits`` (``tests/test_adapters.py`` checks every
 shipped recipe); "whole" tiling is a ``tile_size`` at least as large as the images, since an image no larger
 than the tile becomes exactly one tile.
 """
 
-from rs4m_tools.adapters.base import (  # noqa: F401
-    SceneRef,
-    ScanProblem,
-    SourceAdapter,
-    get_source,
-    list_sources,
-    register_source,
-)
+import importlib
+import pkgutil
 
-from rs4m_tools.adapters import (  # noqa: E402,F401  (importing a module registers its adapters)
-    aid,
-    bandstack,
-    deepglobe,
-    dior,
-    dota,
-    fair1m,
-    fmow,
-    folder,
-    gid,
-    hrsc2016,
-    inria,
-    isaid,
-    loveda,
-    millionaid,
-    patternnet,
-    potsdam,
-    resisc45,
-    rsd46,
-    spacenet,
-    ucmerced,
-    vaihingen,
-    vhr10,
-    whurs19,
-    xview,
-    xview2,
-)
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")

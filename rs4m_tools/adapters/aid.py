@@ -11,8 +11,8 @@ pretraining unless a recipe names ``splits = ["all"]``.
 
 from __future__ import annotations
 
-from rs4m_tools.adapters._layout import LayoutAdapter
-from rs4m_tools.adapters.base import register_source
+from rs4m.sources.layouts import LayoutAdapter
+from rs4m.sources.base import register_source
 
 
 @register_source
@@ -30,6 +30,8 @@ class AID(LayoutAdapter):
     tiling = "whole"
     layout_notes = ("JPEGs in one folder per class; no official split, so everything is split 'all', excluded "
                     "by default (evaluation benchmark).")
+    facts_source = "unverified"
+    layout_notes += " Unverified: licence and GSD range (not checked against the dataset's page)."
     patterns = ("**/*.jpg",)
     split_names = {}
     default_split = "all"

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-from rs4m_tools.adapters.base import SceneRef, ScanProblem, SourceAdapter, register_source
+from rs4m.sources.base import SceneRef, ScanProblem, SourceAdapter, register_source
 
 
 def band_pattern(token: str) -> re.Pattern:

@@ -8,8 +8,8 @@ Layouts::
 
 from __future__ import annotations
 
-from rs4m_tools.adapters._layout import LayoutAdapter
-from rs4m_tools.adapters.base import register_source
+from rs4m.sources.layouts import LayoutAdapter
+from rs4m.sources.base import register_source
 
 
 @register_source
@@ -28,4 +28,7 @@ class DeepGlobeLandCover(LayoutAdapter):
     layout_notes = ("Only *_sat.jpg are images (the *_mask.png never). Splits from train/valid/test or "
                     "TorchGeo's training_data/test_data folders; note TorchGeo's test_data is cut from the "
                     "original train split (only that one has masks), and is left out by default all the same.")
+    facts_source = ("TorchGeo datasets table (github.com/microsoft/torchgeo "
+                    "docs/api/datasets/non_geo_datasets.csv): 0.5 m")
+    layout_notes += " Unverified: licence (TorchGeo lists none)."
     patterns = ("**/*_sat.jpg",)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import re
 
-from rs4m_tools.adapters._layout import Found, LayoutAdapter, split_from_path
-from rs4m_tools.adapters.base import register_source
+from rs4m.sources.layouts import Found, LayoutAdapter, split_from_path
+from rs4m.sources.base import register_source
 
 #: the official numbering: 00001-11725 are trainval, 11726-23463 test
 LAST_TRAINVAL_ID = 11725
@@ -37,6 +37,8 @@ class DIOR(LayoutAdapter):
     layout_notes = ("Images are JPEGs in a folder whose name holds 'Images' (JPEGImages-trainval, Images/test, "
                     "...), unpacked or zipped; the split comes from the folder name, else from the official "
                     "numbering (five-digit ids up to 11725 are trainval, the rest test).")
+    facts_source = "unverified"
+    layout_notes += " Unverified: licence and GSD range (not checked against the dataset's page)."
     patterns = ("**/*Images*/**/*.jpg",)
     split_names = {"train": "trainval", "val": "trainval", "trainval": "trainval", "test": "test"}
 

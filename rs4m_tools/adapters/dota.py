@@ -13,8 +13,8 @@ hold the same ``train/images/P0000.png``: it is taken once. iSAID (``isaid``) an
 
 from __future__ import annotations
 
-from rs4m_tools.adapters._layout import COMMON_SPLIT_NAMES, LayoutAdapter
-from rs4m_tools.adapters.base import register_source
+from rs4m.sources.layouts import COMMON_SPLIT_NAMES, LayoutAdapter
+from rs4m.sources.base import register_source
 
 _CITATION = ("Xia et al., DOTA: A Large-scale Dataset for Object Detection in Aerial Images, CVPR 2018; "
              "Ding et al., Object Detection in Aerial Images: A Large-Scale Benchmark and Challenges, TPAMI 2021")
@@ -29,12 +29,17 @@ class DOTAv1(LayoutAdapter):
     sensor = "Google Earth, Gaofen-2, Jilin-1, aerial (CycloMedia)"
     gsd_m = (0.1, 4.5)
     bands = "RGB (a few grey)"
+    grey = "replicate"  # the Gaofen-2 / Jilin-1 scenes are single-band grey
     splits = {"train": 1411, "val": 458, "test": 937}
     test_splits = ("test",)
     tiling = "tile"
     layout_notes = ("Images are <split>/images/*.png, unpacked or inside archives (part*.zip, TorchGeo's "
                     "dotav1.x_images_<split>.tar.gz); v2.0 archives are skipped. An unpacked folder cannot tell "
                     "versions apart: point dota_v1 at a folder of v1.0 images.")
+    facts_source = ("https://captain-whu.github.io/DOTA/dataset.html: academic use only; grey images from the "
+                    "GF-2 / JL-1 panchromatic bands")
+    layout_notes += (" Unverified: GSD range (TorchGeo's table lists the licence as CC-BY-NC-4.0; the dataset's "
+                     "page says academic use only, commercial use prohibited).")
     patterns = ("**/images/*.png",)
     skip_archives = ("**/dotav2*",)
 

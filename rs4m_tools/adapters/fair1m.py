@@ -9,8 +9,8 @@ Layout (official download and TorchGeo)::
 
 from __future__ import annotations
 
-from rs4m_tools.adapters._layout import LayoutAdapter
-from rs4m_tools.adapters.base import register_source
+from rs4m.sources.layouts import LayoutAdapter
+from rs4m.sources.base import register_source
 
 
 @register_source
@@ -29,4 +29,6 @@ class FAIR1M(LayoutAdapter):
     layout_notes = ("Images are TIFFs in images/ folders under train/, validation/ (split 'val') and test/, "
                     "unpacked or zipped. Per-split counts differ between FAIR1M 1.0 and 2.0 and are left "
                     "unknown (about 15,000 train+val images in all).")
+    facts_source = ("TorchGeo datasets table (github.com/microsoft/torchgeo "
+                    "docs/api/datasets/non_geo_datasets.csv): CC-BY-NC-SA-3.0, 0.3-0.8 m")
     patterns = ("**/images/*.{tif,tiff}",)

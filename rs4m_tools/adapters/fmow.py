@@ -9,8 +9,8 @@ Layout (the fmow-rgb release)::
 
 from __future__ import annotations
 
-from rs4m_tools.adapters._layout import LayoutAdapter
-from rs4m_tools.adapters.base import register_source
+from rs4m.sources.layouts import LayoutAdapter
+from rs4m.sources.base import register_source
 
 
 @register_source
@@ -28,5 +28,7 @@ class FMoW(LayoutAdapter):
     layout_notes = ("Only the *_rgb.jpg images (fMoW-full: *_rgb.tif) are taken: the *_msrgb versions are lower-"
                     "resolution duplicates. The split comes from the top folder (train/val/test/seq). GSD is "
                     "sub-metre to about 2 m, given per image in the JSON metadata; left unknown here.")
+    facts_source = "unverified"
+    layout_notes += " Unverified: licence name (not checked against the dataset's page)."
     patterns = ("**/*_rgb.{jpg,tif}",)
     split_names = {"train": "train", "val": "val", "test": "test", "seq": "seq"}

@@ -9,7 +9,7 @@ be listed, a broken symlink and a file name that is not valid UTF-8 are scan pro
 
 ``glob`` (from the recipe) keeps only matching files: matched against the file name when it holds no ``/``
 (``*.tif``), else against the path relative to the folder (``**/images/*.png``); case-insensitive, with
-``**`` and ``{a,b}`` as in :mod:`rs4m_tools.adapters._layout`. The source name is ``folder/<base name of
+``**`` and ``{a,b}`` as in :mod:`rs4m.sources.layouts`. The source name is ``folder/<base name of
 the root>`` so that two folders stay apart; the licence is "unknown" unless ``options.licence`` gives it.
 """
 
@@ -18,8 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from rs4m_tools.adapters._layout import compile_globs, walk_files
-from rs4m_tools.adapters.base import SceneRef, ScanProblem, SourceAdapter, register_source
+from rs4m.sources.layouts import compile_globs, walk_files
+from rs4m.sources.base import SceneRef, ScanProblem, SourceAdapter, register_source
 
 #: never rasters: metadata, annotations, GDAL sidecars (.aux.xml is covered by .xml), world files, shapefile
 #: parts, documents, archives

@@ -11,8 +11,8 @@ Layouts::
 
 from __future__ import annotations
 
-from rs4m_tools.adapters._layout import Found, LayoutAdapter
-from rs4m_tools.adapters.base import register_source
+from rs4m.sources.layouts import Found, LayoutAdapter
+from rs4m.sources.base import register_source
 
 
 @register_source
@@ -31,6 +31,10 @@ class GID(LayoutAdapter):
     layout_notes = ("Original download: image_RGB/*.tif, split 'all' (GID has no official split). TorchGeo's "
                     "GID-15 packaging: img_dir/<split>/*.tif with its own train/val/test split (test left out by "
                     "default). image_NirRGB/, label_* and ann_dir/ are never taken.")
+    facts_source = ("TorchGeo datasets table (github.com/microsoft/torchgeo "
+                    "docs/api/datasets/non_geo_datasets.csv): no licence, 3 m")
+    layout_notes += (" Unverified: licence (TorchGeo lists none); TorchGeo gives 3 m, Gaofen-2's multispectral "
+                     "3.2-4 m is kept here (unverified).")
     patterns = ("**/image_RGB/*.{tif,tiff}", "**/img_dir/**/*.{tif,tiff,png}")
 
     def split_of(self, found: Found, context: object) -> str | None:

@@ -9,8 +9,8 @@ Layout (official download; TorchGeo uses the same)::
 
 from __future__ import annotations
 
-from rs4m_tools.adapters._layout import LayoutAdapter
-from rs4m_tools.adapters.base import register_source
+from rs4m.sources.layouts import LayoutAdapter
+from rs4m.sources.base import register_source
 
 
 @register_source
@@ -28,4 +28,7 @@ class Inria(LayoutAdapter):
     tiling = "tile"
     layout_notes = ("GeoTIFFs in <split>/images/, unpacked or in NEW2-AerialImageDataset.zip; gt/ is never "
                     "taken. The test images (other cities, labels withheld) are the benchmark's test split.")
+    facts_source = ("TorchGeo datasets table (github.com/microsoft/torchgeo "
+                    "docs/api/datasets/non_geo_datasets.csv): 0.3 m")
+    layout_notes += " Unverified: licence (TorchGeo lists none)."
     patterns = ("**/images/*.tif",)

@@ -12,8 +12,8 @@ The images are DOTA v1.0's: a recipe takes either DOTA v1.x or iSAID, not both.
 
 from __future__ import annotations
 
-from rs4m_tools.adapters._layout import LayoutAdapter
-from rs4m_tools.adapters.base import register_source
+from rs4m.sources.layouts import LayoutAdapter
+from rs4m.sources.base import register_source
 
 
 @register_source
@@ -26,11 +26,13 @@ class ISAID(LayoutAdapter):
     sensor = "Google Earth, Gaofen-2, Jilin-1 (DOTA v1.0 images)"
     gsd_m = None
     bands = "RGB (a few grey)"
+    grey = "replicate"  # the Gaofen-2 / Jilin-1 scenes are single-band grey
     splits = {"train": 1411, "val": 458, "test": 937}
     test_splits = ("test",)
     tiling = "tile"
     layout_notes = ("Images are <split>/images/P*.png (or inside part*.zip); the *_instance_* PNGs under "
                     "Instance_masks/ and Semantic_masks/ are masks and never taken. Patch folders made by the "
                     "iSAID devkit (iSAID_patches) are skipped.")
+    facts_source = "https://captain-whu.github.io/DOTA/dataset.html (the images' terms)"
     patterns = ("**/images/P[0-9]*.png",)
     exclude = ("**/*_instance_*", "**/*masks*/**", "**/iSAID_patches/**")

@@ -9,8 +9,8 @@ Layout (Zenodo download; TorchGeo uses the same)::
 
 from __future__ import annotations
 
-from rs4m_tools.adapters._layout import LayoutAdapter
-from rs4m_tools.adapters.base import register_source
+from rs4m.sources.layouts import LayoutAdapter
+from rs4m.sources.base import register_source
 
 
 @register_source
@@ -27,4 +27,6 @@ class LoveDA(LayoutAdapter):
     test_splits = ("test",)
     tiling = "tile"
     layout_notes = "PNGs in <Split>/<Urban|Rural>/images_png/, unpacked or zipped; masks_png/ is never taken."
+    facts_source = ("TorchGeo datasets table (github.com/microsoft/torchgeo "
+                    "docs/api/datasets/non_geo_datasets.csv): CC-BY-NC-SA-4.0, 0.3 m")
     patterns = ("**/images_png/*.png",)

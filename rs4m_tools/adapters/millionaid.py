@@ -8,8 +8,8 @@ Layout (official download)::
 
 from __future__ import annotations
 
-from rs4m_tools.adapters._layout import Found, LayoutAdapter, split_from_path
-from rs4m_tools.adapters.base import register_source
+from rs4m.sources.layouts import Found, LayoutAdapter, split_from_path
+from rs4m.sources.base import register_source
 
 
 @register_source
@@ -29,6 +29,9 @@ class MillionAID(LayoutAdapter):
                     "no evaluation benchmark here: its labels were never released and RS pretraining corpora "
                     "use all one million images, so no split is excluded by default. Image sizes range from "
                     "~100 px to many thousands: small images stay whole, large ones are tiled.")
+    facts_source = ("TorchGeo datasets table (github.com/microsoft/torchgeo "
+                    "docs/api/datasets/non_geo_datasets.csv): 0.5-153 m")
+    layout_notes += " Unverified: licence (TorchGeo lists none)."
     patterns = ("**/*.jpg",)
     split_names = {"train": "train", "test": "test"}
 

@@ -7,8 +7,8 @@ Layout (official download; TorchGeo uses the same)::
 
 from __future__ import annotations
 
-from rs4m_tools.adapters._layout import LayoutAdapter
-from rs4m_tools.adapters.base import register_source
+from rs4m.sources.layouts import LayoutAdapter
+from rs4m.sources.base import register_source
 
 
 @register_source
@@ -25,6 +25,8 @@ class PatternNet(LayoutAdapter):
     test_splits = ()
     tiling = "whole"
     layout_notes = "JPEGs in one folder per class under images/, unpacked or zipped; no official split ('all')."
+    facts_source = ("TorchGeo datasets table (github.com/microsoft/torchgeo "
+                    "docs/api/datasets/non_geo_datasets.csv): CC-BY-4.0, 0.06-5 m")
     patterns = ("**/*.jpg",)
     split_names = {}
     default_split = "all"

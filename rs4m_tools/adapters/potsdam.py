@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 
-from rs4m_tools.adapters._layout import Found, LayoutAdapter
-from rs4m_tools.adapters.base import SceneRef, register_source
+from rs4m.sources.layouts import Found, LayoutAdapter
+from rs4m.sources.base import SceneRef, register_source
 
 #: the benchmark's test tiles (row_column); the other 24 are train
 TEST_TILES = frozenset({(2, 13), (2, 14), (3, 13), (3, 14), (4, 13), (4, 14), (4, 15), (5, 13), (5, 14),
@@ -42,6 +42,9 @@ class Potsdam(LayoutAdapter):
     layout_notes = ("top_potsdam_<row>_<col>_RGB.tif, else _RGBIR.tif read as bands 1-3, unpacked or zipped; "
                     "when both exist for a tile only the RGB file is taken. IRRG, DSM and label files are never "
                     "taken. The split follows the benchmark's 24 train / 14 test tiles.")
+    facts_source = ("TorchGeo datasets table (github.com/microsoft/torchgeo "
+                    "docs/api/datasets/non_geo_datasets.csv): 0.05 m")
+    layout_notes += " Unverified: licence wording (TorchGeo lists none; the ISPRS terms not checked)."
     patterns = ("**/top_potsdam_*_{RGB,RGBIR}.tif",)
 
     def split_of(self, found: Found, context: object) -> str | None:

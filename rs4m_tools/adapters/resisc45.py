@@ -12,8 +12,8 @@ not official and are ignored.)
 
 from __future__ import annotations
 
-from rs4m_tools.adapters._layout import LayoutAdapter
-from rs4m_tools.adapters.base import register_source
+from rs4m.sources.layouts import LayoutAdapter
+from rs4m.sources.base import register_source
 
 
 @register_source
@@ -31,6 +31,8 @@ class RESISC45(LayoutAdapter):
     tiling = "whole"
     layout_notes = ("JPEGs in one folder per class, unpacked or zipped; no official split, so everything is "
                     "split 'all', excluded by default (evaluation benchmark).")
+    facts_source = ("https://huggingface.co/datasets/torchgeo/resisc45 (cc-by-nc-4.0); TorchGeo datasets table "
+                    "(github.com/microsoft/torchgeo docs/api/datasets/non_geo_datasets.csv): 0.2-30 m")
     patterns = ("**/*.jpg",)
     split_names = {}
     default_split = "all"

@@ -7,8 +7,8 @@ Layout (assumed from the distribution's description)::
 
 from __future__ import annotations
 
-from rs4m_tools.adapters._layout import LayoutAdapter
-from rs4m_tools.adapters.base import register_source
+from rs4m.sources.layouts import LayoutAdapter
+from rs4m.sources.base import register_source
 
 
 @register_source
@@ -18,7 +18,7 @@ class RSD46WHU(LayoutAdapter):
     citation = ("Long et al., Accurate Object Localization in Remote Sensing Images Based on Convolutional "
                 "Neural Networks, IEEE TGRS 55(5), 2017; Xiao et al., High-Resolution Remote-Sensing Image "
                 "Retrieval Based on CNNs from a Dimensional Perspective, Remote Sensing 9(7), 2017")
-    licence = "RSD46-WHU: research use (no explicit licence)"
+    licence = "RSD46-WHU: free for education, research and commercial use"
     sensor = "Google Earth, Tianditu"
     gsd_m = (0.5, 2.0)
     bands = "RGB"
@@ -29,4 +29,7 @@ class RSD46WHU(LayoutAdapter):
                     "unpacked or zipped; the split comes from those folder names. Images in neither are "
                     "reported and left out while splits are selected. Per-split counts are not known for sure "
                     "(about 117,000 images in all).")
+    facts_source = ("https://github.com/RSIA-LIESMARS-WHU/RSD46-WHU (README: free for education, research and "
+                    "commercial use)")
+    layout_notes += " Unverified: GSD range."
     patterns = ("**/*.{jpg,jpeg,png,tif,tiff}",)

@@ -15,8 +15,8 @@ RS-4M recipe leaves SpaceNet 1 out entirely.
 
 from __future__ import annotations
 
-from rs4m_tools.adapters._layout import LayoutAdapter
-from rs4m_tools.adapters.base import register_source
+from rs4m.sources.layouts import LayoutAdapter
+from rs4m.sources.base import register_source
 
 _CITATION = "Van Etten et al., SpaceNet: A Remote Sensing Dataset and Challenge Series, arXiv:1807.01232, 2018"
 
@@ -36,6 +36,8 @@ class SpaceNet1(LayoutAdapter):
     layout_notes = ("Only the 3band/ GeoTIFFs (about 400 x 440 px, pan-sharpened RGB) are taken, unpacked or "
                     "in the .tar.gz; 8band/ and geojson/ never are. Split from the train/test folder or "
                     "archive name.")
+    facts_source = ("TorchGeo datasets table (github.com/microsoft/torchgeo "
+                    "docs/api/datasets/non_geo_datasets.csv): CC-BY-SA-4.0")
     patterns = ("**/3band/*.tif",)
 
 
@@ -54,4 +56,6 @@ class SpaceNet2(LayoutAdapter):
     layout_notes = ("Only RGB-PanSharpen/ GeoTIFFs (650 x 650 px, uint16, stretched to 8 bit by the reader) "
                     "are taken; MUL, MUL-PanSharpen, PAN and labels never are. Split from the AOI_<n>_<city>_"
                     "Train / _Test_public folder or archive name. The train count is the sum over the four AOIs.")
+    facts_source = ("TorchGeo datasets table (github.com/microsoft/torchgeo "
+                    "docs/api/datasets/non_geo_datasets.csv): CC-BY-SA-4.0")
     patterns = ("**/RGB-PanSharpen/*.tif",)

@@ -7,8 +7,8 @@ Layout (official download; TorchGeo uses the same)::
 
 from __future__ import annotations
 
-from rs4m_tools.adapters._layout import LayoutAdapter
-from rs4m_tools.adapters.base import register_source
+from rs4m.sources.layouts import LayoutAdapter
+from rs4m.sources.base import register_source
 
 
 @register_source
@@ -26,6 +26,8 @@ class UCMerced(LayoutAdapter):
     tiling = "whole"
     layout_notes = ("TIFFs in one folder per class under Images/, unpacked or zipped; no official split ('all'). "
                     "TorchGeo's uc_merced-*.txt split lists are ignored.")
+    facts_source = ("TorchGeo datasets table (github.com/microsoft/torchgeo "
+                    "docs/api/datasets/non_geo_datasets.csv): public domain, 0.3 m")
     patterns = ("**/*.tif",)
     split_names = {}
     default_split = "all"

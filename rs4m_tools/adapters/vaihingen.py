@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 
-from rs4m_tools.adapters._layout import Found, LayoutAdapter
-from rs4m_tools.adapters.base import register_source
+from rs4m.sources.layouts import Found, LayoutAdapter
+from rs4m.sources.base import register_source
 
 #: the benchmark's train areas; the other 17 are test
 TRAIN_AREAS = frozenset({1, 3, 5, 7, 11, 13, 15, 17, 21, 23, 26, 28, 30, 32, 34, 37})
@@ -36,6 +36,9 @@ class Vaihingen(LayoutAdapter):
     layout_notes = ("Only top/top_mosaic_09cm_area<N>.tif are images; the ground-truth files share those names "
                     "but sit outside top/ (and their archive is never read). The bands are IR-R-G, so tiles "
                     "look false-coloured in an RGB corpus. Split by area number (16 train / 17 test).")
+    facts_source = ("TorchGeo datasets table (github.com/microsoft/torchgeo "
+                    "docs/api/datasets/non_geo_datasets.csv): 0.09 m")
+    layout_notes += " Unverified: licence wording (TorchGeo lists none; the ISPRS terms not checked)."
     patterns = ("**/top/top_mosaic_09cm_area*.tif",)
     skip_archives = ("**/*ground_truth*",)
 

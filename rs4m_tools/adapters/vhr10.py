@@ -9,8 +9,8 @@ Layout (official download; TorchGeo uses the same)::
 
 from __future__ import annotations
 
-from rs4m_tools.adapters._layout import LayoutAdapter
-from rs4m_tools.adapters.base import register_source
+from rs4m.sources.layouts import LayoutAdapter
+from rs4m.sources.base import register_source
 
 
 @register_source
@@ -28,5 +28,8 @@ class VHR10(LayoutAdapter):
     tiling = "tile"
     layout_notes = ("JPEGs in 'positive image set' and 'negative image set' folders (the splits), unpacked or "
                     "zipped. No official train/test split. Images are about 500-1700 px.")
+    facts_source = ("TorchGeo datasets table (github.com/microsoft/torchgeo "
+                    "docs/api/datasets/non_geo_datasets.csv): 0.08-2 m")
+    layout_notes += " Unverified: licence (TorchGeo's table lists MIT; the dataset's own terms not checked)."
     patterns = ("**/{positive,negative} image set/*.jpg",)
     split_names = {"positive": "positive", "negative": "negative"}

@@ -7,8 +7,8 @@ Layout (assumed, as the common mirrors ship it)::
 
 from __future__ import annotations
 
-from rs4m_tools.adapters._layout import LayoutAdapter
-from rs4m_tools.adapters.base import register_source
+from rs4m.sources.layouts import LayoutAdapter
+from rs4m.sources.base import register_source
 
 
 @register_source
@@ -26,6 +26,8 @@ class WHURS19(LayoutAdapter):
     tiling = "whole"
     layout_notes = ("Assumed: image files (.jpg, .jpeg, .png, .tif) in one folder per class, unpacked or zipped; "
                     "no official split ('all'). Resolution is 'up to 0.5 m'.")
+    facts_source = "unverified"
+    layout_notes += " Unverified: licence and GSD (not checked against the dataset's page)."
     patterns = ("**/*.{jpg,jpeg,png,tif,tiff}",)
     split_names = {}
     default_split = "all"

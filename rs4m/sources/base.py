@@ -1,4 +1,4 @@
-"""The source-adapter interface and registry.
+"""The source-adapter interface and registry (the contract every adapter plugin implements).
 
 An adapter knows one dataset as researchers download it: its facts (licence, GSD, citation, which splits are
 benchmark test splits) and how to enumerate its images, and only its images, under the root the user points at.
@@ -11,7 +11,9 @@ Scene paths are POSIX paths relative to the source root. A member of an archive 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import ClassVar, Iterator
 
@@ -64,6 +66,11 @@ class SourceAdapter:
     tiling: ClassVar[str] = "tile"
     #: free text: what was assumed about the layout where it is not known for sure
     layout_notes: ClassVar[str] = ""
+    #: where the licence, GSD and splits were checked (the dataset's page or README, a loader's docs)
+    facts_source: ClassVar[str] = ""
+    #: single grey-band images: "refuse" (error rows) or "replicate" (R = G = B, ``bands`` 1 in the manifest);
+    #: "replicate" where the dataset's documentation says it holds grey images among its RGB ones
+    grey: ClassVar[str] = "refuse"
 
     def __init__(self, glob: str | None = None, options: dict | None = None) -> None:
         """``glob`` overrides the adapter's image pattern (from the recipe); ``options`` are adapter-specific."""
@@ -112,8 +119,10 @@ class SourceAdapter:
             "splits": dict(cls.splits),
             "test_splits": list(cls.test_splits),
             "tiling": cls.tiling,
+            "grey": cls.grey,
             "citation": cls.citation,
             "layout_notes": cls.layout_notes,
+            "facts_source": cls.facts_source,
         }
 
 
@@ -128,22 +137,38 @@ def register_source(cls: type[SourceAdapter]) -> type[SourceAdapter]:
     return cls
 
 
-def _load_all() -> None:
-    # Importing the package registers every adapter module it lists.
-    import rs4m_tools.adapters  # noqa: F401
+#: the entry-point group through which packages add adapters (the built-in ones included)
+ENTRY_POINT_GROUP = "rs4m.adapters"
+_loaded: set[str] = set()
+
+
+def _load_plugins() -> None:
+    """Import every module named in the ``rs4m.adapters`` entry-point group once; their decorators register."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.value in _loaded:
+            continue
+        _loaded.add(ep.value)
+        try:
+            ep.load()
+        except Exception as err:  # a broken third-party plugin must not take the built-in adapters down
+            warnings.warn(f"rs4m: adapter plugin {ep.name!r} ({ep.value}) failed to load: {err}", stacklevel=2)
 
 
 def list_sources() -> list[type[SourceAdapter]]:
     """All registered adapters, sorted by name."""
-    _load_all()
+    _load_plugins()
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
 
 
 def get_source(name: str) -> type[SourceAdapter]:
     """The adapter class registered as ``name``; a :class:`SourceError` listing valid names otherwise."""
-    _load_all()
+    if name not in _REGISTRY:
+        _load_plugins()
     try:
         return _REGISTRY[name]
     except KeyError:
+        if not _REGISTRY:
+            raise SourceError("no source adapters are registered: install rs4m (pip install -e .) so that its "
+                              "built-in adapters' entry point exists") from None
         valid = ", ".join(sorted(_REGISTRY))
         raise SourceError(f"unknown source adapter {name!r}; valid names: {valid}") from None

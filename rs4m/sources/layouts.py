@@ -5,13 +5,16 @@ within one path component, ``[abc]`` / ``[!abc]`` a character class, ``**`` any 
 (none included: ``**/images/*.png`` matches ``images/a.png`` and ``train/x/images/a.png``), ``{a,b}``
 alternatives (which may hold ``/`` and nest).
 
-**Archives** (.zip, .tar, .tar.gz, .tgz: the ones :func:`rs4m.raster.gdal_path` reads in place) are listed, never
-extracted. A member ``M`` of the archive ``D/A.zip`` stands for the file ``D/M`` once unpacked (its *logical
-path*; ``D/A/M`` too, for archives unpacked into a folder of their own name). Patterns, exclusions and split
-rules look at the logical path, so one pattern serves both the unpacked and the archived form; the scene path
-is ``D/A.zip/M``. When the unpacked file is there as well, the unpacked copy is taken and the member skipped;
-when two archives hold the same logical path, the first archive by path wins. Archives inside archives and
-7z/rar archives are not read (unpack those first). Listing a .tar.gz decompresses it once, start to end.
+**Archives** (files named .zip, .tar, .tar.gz, .tgz, ...: :data:`rs4m.archive.CANDIDATE_SUFFIXES`) are
+listed, never extracted; what kind of archive a file is comes from its bytes (:mod:`rs4m.archive`), so a
+gzip-compressed ``.tar`` or a plain tar named ``.tgz`` is read like any other. A member ``M`` of the archive
+``D/A.zip`` stands for the file ``D/M`` once unpacked (its *logical path*; ``D/A/M`` too, for archives
+unpacked into a folder of their own name). Patterns, exclusions and split rules look at the logical path, so one
+pattern serves both the unpacked and the archived form; the scene path is ``D/A.zip/M``. When the unpacked
+file is there as well, the unpacked copy is taken and the member skipped; when two archives hold the same logical
+path, the first archive by path wins. Archives inside archives are not
+read; 7z, rar and bzip2/xz-compressed tars are a scan problem each (unpack those first). Listing a
+gzip-compressed tar decompresses it once, start to end.
 
 **Never images**: hidden entries (``.name``, macOS ``__MACOSX`` folders and ``._name`` forks) are skipped, and
 so is every logical path one of whose components carries a label token (:data:`LABEL_TOKENS`, e.g.
@@ -29,10 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ClassVar, Iterable, Iterator
 
-from rs4m_tools.adapters.base import SceneRef, ScanProblem, SourceAdapter
+from rs4m import archive as archives
+from rs4m.errors import BadInput
+from rs4m.sources.base import SceneRef, ScanProblem, SourceAdapter
 
-#: archive suffixes read in place, longest first (the same set rs4m.raster reads)
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+#: names looked at as archives, longest first (their kind comes from their bytes: :mod:`rs4m.archive`)
+ARCHIVE_SUFFIXES = archives.CANDIDATE_SUFFIXES
 #: a path component holding one of these tokens (split at non-alphanumerics) is a label, mask or annotation
 LABEL_TOKENS = frozenset({
     "mask", "masks", "label", "labels", "gt", "groundtruth", "truth", "target", "targets", "annotation",
@@ -192,15 +197,12 @@ def walk_files(root: Path, keep: Callable[[str], bool] = lambda rel: True) -> It
 
 
 def archive_members(path: Path) -> list[str]:
-    """Names of the regular-file members of a .zip / .tar / .tar.gz / .tgz archive, as the archive spells them.
+    """Names of the regular-file members of a zip / tar / gzip-compressed tar (by content), as it spells them.
 
-    Raises OSError, zipfile.BadZipFile, tarfile.TarError or EOFError for an unreadable archive.
+    Raises OSError, zipfile.BadZipFile, tarfile.TarError or EOFError for an unreadable archive and
+    :class:`BadInput` for one that is not read in place (7z, rar, bzip2/xz tar).
     """
-    if archive_suffix(path.name) == ".zip":
-        with zipfile.ZipFile(path) as zf:
-            return [info.filename for info in zf.infolist() if not info.is_dir()]
-    with tarfile.open(path, "r:*") as tf:
-        return [member.name for member in tf if member.isfile()]
+    return archives.list_members(path)
 
 
 def _clean_member(name: str) -> str | None:
@@ -217,7 +219,7 @@ def _clean_member(name: str) -> str | None:
 def unpacked_paths(archive_rel: str, member: str) -> tuple[str, str]:
     """Where ``member`` of the archive at ``archive_rel`` lies once unpacked: beside it, or in a folder of its name."""
     folder, _, name = archive_rel.rpartition("/")
-    stem = name[: -len(archive_suffix(name) or "")]
+    stem = archives.strip_suffix(name)
     prefix = f"{folder}/" if folder else ""
     return f"{prefix}{member}", f"{prefix}{stem}/{member}"
 
@@ -283,6 +285,9 @@ def _archive_images(root: Path, archive: str, matcher: Matcher, taken: set[str],
     """The images of one archive whose logical path is not taken yet (``taken`` is updated)."""
     try:
         names = archive_members(root / archive)
+    except BadInput as err:
+        problems.append(ScanProblem(archive, err.reason, err.detail))
+        return
     except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError) as err:
         problems.append(ScanProblem(archive, "archive cannot be read (corrupt or truncated?)", str(err)))
         return
@@ -395,6 +400,7 @@ class LayoutAdapter(SourceAdapter):
 
     def _nothing_found(self) -> ScanProblem:
         return ScanProblem(".", f"no {self.title or self.name} images found under this folder",
-                           f"looked for {' or '.join(self.image_patterns())} (unpacked or inside .zip/.tar/"
-                           f".tar.gz archives; 7z/rar archives must be unpacked first). {self.layout_notes}")
+                           f"looked for {' or '.join(self.image_patterns())} (unpacked or inside zip and tar archives, "
+                           f"gzip-compressed or not; 7z, rar and bzip2/xz tars must be unpacked first). "
+                           f"{self.layout_notes}")
 
