@@ -3,9 +3,10 @@
 A tile's features are ``K ≤ max_keypoints`` binary descriptors ``uint8 [K, 16]`` (the first 128 of ORB's 256
 rBRIEF tests, the most informative ones) and their keypoint positions ``uint8 [K, 2]`` as fractions of the
 image's width and height (``q / 255``), plus the image size: 18 bytes a keypoint, so 224 keypoints fit in
-4 KB. On the benchmark, 224 keypoints of 128 bits find rescaled overlaps as often as 224 of 256 bits and far
-more often than 112 of 256 bits. Scale and angle of the keypoints are not kept: verification estimates the
-similarity transform from positions alone.
+4 KB: within that budget, more keypoints (a partial, rescaled overlap keeps only some of them) rather than
+longer descriptors. ORB's 31-pixel patch is kept: with smaller patches descriptors of unrelated images lie
+much closer together, and the candidate search collides on them. Scale and angle of the keypoints are not
+kept: verification estimates the similarity transform from positions alone.
 
 OpenCV is imported on first use, so ``rs4m`` imports without it (it is the ``overlap`` extra).
 """
