@@ -256,7 +256,7 @@ def verify_all(pool: Pool, feats: list, mirrors: list | None, i: np.ndarray, j: 
     from rs4m.overlap.verify import verify
 
     out = []
-    for a, b in zip(i.tolist(), j.tolist()):
+    for a, b in zip(i.tolist(), j.tolist(), strict=True):
         m = verify(feats[a], feats[b], mirrors[b] if mirrors else None, min_inliers=5)
         if m is not None:
             t = truth(pool, a, b)
@@ -286,7 +286,8 @@ def pair_sweep(pool: Pool, found: list[Found]) -> tuple[list[dict], dict]:
             wrong = [f for f in rep if f.true <= 0]
             rows.append({"min_inliers": mi, "overlap_frac": thr, "reported": len(rep), "false": len(wrong),
                          "precision": 1 - len(wrong) / max(len(rep), 1),
-                         "recall_50": len(big & keys) / max(len(big), 1), "recall_25_50": len(mid & keys) / max(len(mid), 1)})
+                         "recall_50": len(big & keys) / max(len(big), 1),
+                         "recall_25_50": len(mid & keys) / max(len(mid), 1)})
     ok = [r for r in rows if r["precision"] >= 0.99] or rows
     return rows, max(ok, key=lambda r: (round(r["recall_50"], 3), r["min_inliers"], r["overlap_frac"]))
 
@@ -298,20 +299,24 @@ def _recall(group: list, rep: dict) -> float:
 def pair_breakdown(pool: Pool, found: list[Found], default: dict) -> list[str]:
     """Recall per transform (true ≥ 0.5) and per overlap bin at the default thresholds; fraction error."""
     rep = {(f.i, f.j): f for f in found if f.inliers >= default["min_inliers"] and f.frac >= default["overlap_frac"]}
-    lines = ["| transform | pairs ≥ 0.5 | recall ≥ 0.5 | " + " | ".join(f"recall {lo:.2f}–{min(hi, 1):.2f}" for lo, hi in BINS) + " |",
+    bins = " | ".join(f"recall {lo:.2f}–{min(hi, 1):.2f}" for lo, hi in BINS)
+    lines = ["| transform | pairs ≥ 0.5 | recall ≥ 0.5 | " + bins + " |",
              "|---|---|---|" + "---|" * len(BINS)]
     for kind in TRANSFORMS + ("all",):
         ds = [d for d in pool.designed if kind in ("all", d[2])]
         big = [d for d in ds if d[3] >= 0.5]
         per_bin = [[d for d in ds if lo <= d[3] < hi] for lo, hi in BINS]
-        lines.append(f"| {kind} | {len(big)} | {_pct(_recall(big, rep))} | " + " | ".join(_pct(_recall(g, rep)) for g in per_bin) + " |")
+        cells = " | ".join(_pct(_recall(g, rep)) for g in per_bin)
+        lines.append(f"| {kind} | {len(big)} | {_pct(_recall(big, rep))} | " + cells + " |")
     flips = [d for d in pool.designed if d[3] >= 0.5 and pool.images[d[1]].k_dihedral in (1, 2, 4, 7)]
     wrong = [f for f in rep.values() if f.true <= 0]
     same = sum(pool.images[f.i].scene == pool.images[f.j].scene for f in wrong)
     synth = sum(min(pool.images[f.i].scene, pool.images[f.j].scene) >= SYNTHETIC_FROM for f in wrong)
     err = np.array([abs(f.frac - f.true) for f in rep.values() if f.true > 0])
-    lines += ["", (f"False reports: {len(wrong)}, of which {same} between non-overlapping crops of one scene (adjacent or further apart) and {synth} "
-              f"between two synthetic scenes (one generator draws them all)."), "", f"Of these, pairs ≥ 0.5 whose `b` is mirrored (a flip, or a flip and a rotation): {len(flips)}, "
+    lines += ["", (f"False reports: {len(wrong)}, of which {same} between non-overlapping crops of one scene "
+                   f"(adjacent or further apart) and {synth} "
+                   f"between two synthetic scenes (one generator draws them all)."), "",
+              f"Of these, pairs ≥ 0.5 whose `b` is mirrored (a flip, or a flip and a rotation): {len(flips)}, "
               f"recall {_pct(sum((a, b) in rep for a, b, _, _ in flips) / max(len(flips), 1))}. "
               f"Overlap-fraction error of correct reports: median {np.median(err):.3f}, 95th percentile "
               f"{np.percentile(err, 95):.3f}." if len(err) else ""]
@@ -375,7 +380,7 @@ def tile_tile(pool: Pool, feats: list, mirrors: list | None, params: dict) -> tu
     cand_s = time.perf_counter() - start
     print(f"candidates: {len(i)} in {cand_s:.1f} s", file=sys.stderr)
     designed_big = {(a, b) for a, b, _, t in pool.designed if t >= 0.5}
-    cand_recall = len(designed_big & set(zip(i.tolist(), j.tolist()))) / max(len(designed_big), 1)
+    cand_recall = len(designed_big & set(zip(i.tolist(), j.tolist(), strict=True))) / max(len(designed_big), 1)
     start = time.perf_counter()
     found = verify_all(pool, feats, mirrors, i, j)
     ver_s = time.perf_counter() - start
@@ -403,7 +408,8 @@ def leakage(pool: Pool, feats: list, mirrors: list, params: dict) -> tuple[list[
     lines = [f"{len(queries)} benchmark images against {len(tiles)} tiles; {len(i):,} candidates.", "",
              *_table(sweep, ["min_inliers", "leak_overlap", "flagged", "false", "precision", "recall_25"]), "",
              (f"Default from the sweep (best recall with precision ≥ 0.99): min_inliers {default['min_inliers']}, "
-             f"leak_overlap {default['leak_overlap']}. At the default:"), "", *leak_breakdown(pool, found, share, default)]
+             f"leak_overlap {default['leak_overlap']}. At the default:"), "",
+             *leak_breakdown(pool, found, share, default)]
     return lines, default
 
 

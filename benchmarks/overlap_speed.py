@@ -51,11 +51,12 @@ def one(n: int, planted: int) -> dict:
     keys_s = time.perf_counter() - start
     i, j, _ = candidate_pairs(keys, owner, n)
     seconds = time.perf_counter() - start
-    found = set(zip(i.tolist(), j.tolist()))
+    found = set(zip(i.tolist(), j.tolist(), strict=True))
     hit = sum((min(a, b), max(a, b)) in found for a, b in pairs.tolist())
     return {"n": n, "seconds": round(seconds, 1), "keys_s": round(keys_s, 1), "candidates": len(i),
             "planted": planted, "planted_found": hit, "input_mb": round(desc.nbytes / 2**20),
-            "rss_before_mb": round(rss_before), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+            "rss_before_mb": round(rss_before),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
 def run_one(n: int, planted: int) -> dict:
