@@ -92,7 +92,76 @@ def echo_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
-def fail(message: str, code: int = 1) -> None:
-    """Stop with one line on stderr and exit ``code``."""
-    click.echo(f"rs4m: error: {message}", err=True)
-    sys.exit(code)
+class Bars:
+    """The progress callback of the library (:class:`rs4m.stages.build.Tick`) drawn as one tqdm bar per stage
+    on stderr; silent with ``quiet``. Use as a context manager so the bars are closed."""
+
+    UNITS = {"scan": "scene", "tile": "unit"}
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.bars: dict[str, Any] = {}
+
+    def __call__(self, tick: Any) -> None:
+        from tqdm import tqdm
+
+        bar = self.bars.get(tick.stage)
+        if bar is None:
+            bar = self.bars[tick.stage] = tqdm(desc=tick.stage, unit=self.UNITS.get(tick.stage, "item"),
+                                               total=tick.total, disable=self.quiet, leave=False)
+        bar.update(tick.advance)
+        if tick.info:
+            bar.set_postfix(**tick.info, refresh=False)
+
+    def __enter__(self) -> Bars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def summary_line(counts: dict, seconds: float) -> str:
+    """The one-line summary of a build (or of a tile run)."""
+    tile = counts.get("tile", {})
+    scenes = counts.get("scan", {}).get("scenes")
+    errors = counts.get("errors", tile.get("errors", 0))
+    parts = [f"scenes {scenes}" if scenes is not None else "scenes (scanned before)",
+             f"tiles {tile.get('tiles', 0)}", f"filtered {tile.get('filtered', 0)}"]
+    if "dedup" in counts:
+        parts.append(f"duplicates {counts['dedup'].get('duplicates', 0)}")
+    if "catalog" in counts:
+        parts.append(f"manifest {counts['catalog'].get('tiles_kept', 0)}")
+    rate = tile.get("tiles", 0) / seconds if seconds > 0 else 0.0
+    parts += [f"errors {errors}", f"{seconds:.1f} s", f"{rate:.1f} tiles/s"]
+    return "done: " + ", ".join(parts)
+
+
+def report_failures(units_failed: list[dict]) -> None:
+    """One line per distinct cause of the units that failed after retries (a full disk fails them all alike)."""
+    by_error: dict[str, list[int]] = {}
+    for fail in units_failed:
+        by_error.setdefault(fail["error"], []).append(fail["unit"])
+    for error, units in by_error.items():
+        which = f"unit {units[0]}" if len(units) == 1 else f"{len(units)} units ({', '.join(map(str, units[:5]))}" \
+            f"{', ...' if len(units) > 5 else ''})"
+        click.echo(f"rs4m: {which} failed after retries: {error} (re-run the same command to retry)", err=True)
+
+
+def echo_plan(plan: Any) -> None:
+    """The plan's warnings and one line per source, on stderr."""
+    for line in plan.warnings:
+        click.echo(f"rs4m: warning: {line}", err=True)
+    for inp in plan.sources:
+        click.echo(f"source {inp.source}: {inp.root}", err=True)
+
+
+def echo_build(report: Any) -> None:
+    """The notes, failures and summary line of a finished :func:`rs4m.stages.build.run_build`; exit 1 if a
+    unit failed after retries."""
+    for line in report.notes:
+        click.echo(f"rs4m: note: {line}", err=True)
+    report_failures(report.units_failed)
+    click.echo(summary_line(report.counts, report.seconds), err=True)
+    if not report.ok:
+        raise SystemExit(1)
