@@ -24,9 +24,9 @@ from rs4m.errors import ConfigError, OutputError
 from rs4m.killpoints import kill_point
 from rs4m.layout import LOCK_NAME, OutputLayout, is_leftover_name, leftover_files, owned_files
 from rs4m.lock import BuildLock
-from rs4m.plan import BuildPlan, source_identity
+from rs4m.plan import BuildPlan
 from rs4m.record import BuildRecord, now, tool_versions
-from rs4m.stages.sources import SourceInput
+from rs4m.stages.grow import Growth
 
 #: the stages of ``rs4m build``, in order; ``compact`` may follow catalog
 STAGES = ("scan", "tile", "dedup", "catalog")
@@ -111,47 +111,39 @@ def remove_build(layout: OutputLayout) -> int:
     return len(files)
 
 
-def start_record(out: Path, plan: BuildPlan, force: bool) -> BuildRecord:
-    """Begin (or resume) a build in ``OUT``: a different plan in an existing folder needs ``--force``, which
-    deletes only the files the build wrote (:func:`remove_build`). The caller holds ``OUT``'s lock."""
+def start_record(out: Path, plan: BuildPlan, force: bool) -> tuple[BuildRecord, Growth | None]:
+    """Begin (or resume, or grow) a build in ``OUT``; the caller holds ``OUT``'s lock.
+
+    An existing build may gain sources and files and change its filters and dedup settings; a plan that
+    removes or changes a source is refused (:mod:`rs4m.stages.grow`) unless ``force``, which deletes only the
+    files the build wrote (:func:`remove_build`). Returns the record and what the rerun adds (None for a new
+    build or one not scanned yet)."""
+    from rs4m.stages.grow import check_sources, find_growth
+
     layout = OutputLayout(Path(out))
     check_out_folder(out, [inp.root for inp in plan.sources])
     record = BuildRecord.load(out, missing_ok=True)
-    if record.exists and not force:
-        check_same_plan(out, record, plan)
+    growth = None
     if force and layout.root.exists():
         remove_build(layout)
         record = BuildRecord(Path(out))
+    elif record.exists:
+        check_sources(out, record, plan)
+        growth = find_growth(out, record, plan) if layout.scenes.exists() else None
     layout.root.mkdir(parents=True, exist_ok=True)
+    # the filters the existing tiles parts were made with: the tile stage re-filters them when these differ
+    record.data.setdefault("tiles_filters", record.data.get("filters") or asdict(plan.filters))
     record.data.update(plan.record_fields(), versions=tool_versions(), started=now(), finished=None)
     record.save()
-    return record
-
-
-def check_same_plan(out: Path, record: BuildRecord, plan: BuildPlan) -> None:
-    """Refuse a plan whose sources or filters differ from the build's (dedup settings may change: the dedup
-    and catalog stages run again with them)."""
-    old = [source_identity(e) for e in record.data.get("sources", [])]
-    new = [{k: v for k, v in source_identity(e).items() if k in o} for e, o in zip(plan.source_entries(), old)]
-    same_filters = record.data.get("filters", {}) == plan.record_fields()["filters"]
-    if len(old) != len(plan.sources) or mf_json(old) != mf_json(new) or not same_filters:
-        raise ConfigError(f"{out} holds a build with different sources or settings; "
-                          "use another OUT folder, or --force to rebuild it from scratch")
-
-
-def mf_json(value: Any) -> Any:
-    """``value`` as it reads back from JSON (tuples become lists), for comparing with a record."""
-    import json
-
-    return json.loads(json.dumps(value))
+    return record, growth
 
 
 class _Run:
     """One run of the runner: the plan, the record and (made when a stage needs it) the engine."""
 
     def __init__(self, out: Path, plan: BuildPlan, record: BuildRecord, engine: Engine | None,
-                 progress: Progress | None, retile: bool) -> None:
-        self.out, self.plan, self.record, self.retile = Path(out), plan, record, retile
+                 progress: Progress | None, retile: bool, growth: Growth | None = None) -> None:
+        self.out, self.plan, self.record, self.retile, self.growth = Path(out), plan, record, retile, growth
         self.layout = OutputLayout(self.out)
         self.progress = progress or (lambda tick: None)
         self._engine, self._own_engine = engine, engine is None
@@ -174,17 +166,38 @@ class _Run:
             self.record.stage(stage, counts)
 
     def scan(self) -> bool:
+        """Scan every source (a new build) or only what is new since the build's scan (a grown one)."""
+        from rs4m.stages.grow import record_fingerprints, scan_growth
         from rs4m.stages.scan import run_scan
 
-        if self.layout.scenes.exists():
-            self.report.counts["unseen"] = unseen_files(self.layout, list(self.plan.sources))
-            self.report.notes += unseen_lines(self.report.counts["unseen"], list(self.plan.sources), self.out)
+        tick = lambda n: self.progress(Tick("scan", n))  # noqa: E731
+        if not self.layout.scenes.exists():
+            counts = run_scan(self.out, list(self.plan.sources), self.engine, progress=tick)
+        elif self.growth is not None and not self.growth.empty:
+            counts = scan_growth(self.out, self.plan, self.growth, self.engine, progress=tick)
+            self.report.notes.append(f"growing the build: {self.growth.line()}")
+        else:
             return True
-        counts = run_scan(self.out, list(self.plan.sources), self.engine,
-                          progress=lambda n: self.progress(Tick("scan", n)))
         kill_point("build:scanned")
+        record_fingerprints(self.record, self.layout)
         self.record_stage("scan", counts)
         return True
+
+    def refilter(self) -> None:
+        """Bring the existing tiles parts to the plan's filters (:func:`rs4m.stages.grow.refilter`)."""
+        from rs4m.config import FilterConfig, from_mapping
+        from rs4m.stages.grow import refilter
+
+        made_with = self.record.data.get("tiles_filters")
+        old = from_mapping(FilterConfig, made_with, "build.json tiles_filters") if made_with else self.plan.filters
+        if old != self.plan.filters and not self.retile:
+            counts = refilter(self.layout, old, self.plan.filters)
+            self.report.counts["refilter"] = counts
+            self.report.notes.append(f"filters changed: {counts['parts_rewritten']} tiles parts re-filtered from "
+                                     f"their stored facts, {counts['units_retiled']} units tiled again")
+        if self.record.exists and made_with != asdict(self.plan.filters):
+            self.record.data["tiles_filters"] = asdict(self.plan.filters)
+            self.record.save()
 
     def tile(self) -> bool:
         """Tile the pending units; False (stop) when every unit failed and there is nothing to dedup."""
@@ -194,6 +207,7 @@ class _Run:
             raise OutputError(f"{self.out} has no scenes.parquet; run `rs4m build {self.out} --source ...` "
                               f"(or `rs4m scan`) first")
         units = mf.read_table(self.layout.scenes, mf.SCENES_SCHEMA, columns=["unit"]).column("unit")
+        self.refilter()
         done = 0 if self.retile else len(self.layout.tile_parts())
         self.progress(Tick("tile", done, total=len(pc.unique(units))))
         tiling = {source: asdict(tile) for source, tile in self.plan.tile_configs().items()}
@@ -251,11 +265,12 @@ def run_build(out: Path, plan: BuildPlan, stages: tuple[str, ...] | list[str] = 
         check_out_folder(out, [inp.root for inp in plan.sources])
         Path(out).mkdir(parents=True, exist_ok=True)
     with writing(out, command, settle=not force and stages[0] != "compact"):
+        growth = None
         if "scan" in stages:
-            record = start_record(out, plan, force)
+            record, growth = start_record(out, plan, force)
         elif record is None:
             record = BuildRecord.load(out, missing_ok=True)
-        run = _Run(Path(out), plan, record, engine, progress, retile)
+        run = _Run(Path(out), plan, record, engine, progress, retile, growth)
         try:
             for stage in stages:
                 if not getattr(run, stage)():
@@ -299,37 +314,6 @@ def writing(out: Path, command: str, settle: bool = True) -> Iterator[OutputLayo
             finish_swaps(layout)
             remove_leftovers(layout)
         yield layout
-
-
-def unseen_files(layout: OutputLayout, inputs: list[SourceInput]) -> dict[str, list[str]]:
-    """source → files a scan would pick now that the build's scan did not see (neither a scene nor a scan
-    error row): files added to a source after it was scanned. Lists the folders, opens no file."""
-    from rs4m.stages.scan import _enumerate
-
-    seen: dict[str, set[str]] = {}
-    scenes = mf.read_table(layout.scenes, mf.SCENES_SCHEMA, columns=["source", "scene_path"])
-    for source, path in zip(scenes["source"].to_pylist(), scenes["scene_path"].to_pylist()):
-        seen.setdefault(source, set()).add(path)
-    if layout.errors.exists():
-        errors = mf.read_table(layout.errors, mf.ERRORS_SCHEMA, columns=["source", "path", "stage"])
-        for row in errors.filter(pc.equal(errors["stage"], "scan")).to_pylist():
-            seen.setdefault(row["source"], set()).add(row["path"])
-    unseen = {}
-    for inp in inputs:
-        refs, problems = _enumerate(inp)
-        paths = sorted({r.scene_path for r in refs} | {p["path"] for p in problems})
-        new = [p for p in paths if p not in seen.get(inp.source, set())]
-        if new:
-            unseen[inp.source] = new
-    return unseen
-
-
-def unseen_lines(unseen: dict[str, list[str]], inputs: list[SourceInput], out: Path) -> list[str]:
-    """One line per source with files the build has not seen, saying what to do."""
-    roots = {inp.source: inp.root for inp in inputs}
-    return [f"{len(paths)} new files in {roots[source]} since this build (e.g. {paths[0]}); they are not in it: "
-            f"rebuild with `rs4m build {out} ... --force` or build into a new OUT folder to include them"
-            for source, paths in unseen.items()]
 
 
 def error_count(layout: OutputLayout) -> int:

@@ -130,15 +130,9 @@ def assign_units(rows: list[dict], inputs: list[SourceInput]) -> list[dict]:
     return rows
 
 
-def run_scan(out: Path, inputs: list[SourceInput], engine: Engine, progress=None) -> dict:
-    """Scan every source into ``OUT/scenes.parquet``; scan errors go to ``errors.parquet``. Returns counts."""
-    layout = OutputLayout(Path(out))
-    refs_by_source, errors = {}, []
-    for inp in inputs:
-        refs_by_source[inp.source], problems = _enumerate(inp)
-        errors.extend(problems)
-        for line in scan_report.slow_archives(inp, refs_by_source[inp.source]):
-            log.warning("rs4m: note: %s", line)
+def probe_all(inputs: list[SourceInput], refs_by_source: dict[str, list[SceneRef]], engine: Engine,
+              errors: list[dict], progress=None) -> list[dict]:
+    """Probe the given scenes of every source; return the scene rows (no ``unit``), appending error rows."""
     rows: list[dict] = []
     for task, result in engine.map_units(probe_batch, list(_tasks(inputs, refs_by_source))):
         if isinstance(result, UnitFailure):
@@ -149,6 +143,19 @@ def run_scan(out: Path, inputs: list[SourceInput], engine: Engine, progress=None
         errors.extend(result[1])
         if progress:
             progress(len(task.refs))
+    return rows
+
+
+def run_scan(out: Path, inputs: list[SourceInput], engine: Engine, progress=None) -> dict:
+    """Scan every source into ``OUT/scenes.parquet``; scan errors go to ``errors.parquet``. Returns counts."""
+    layout = OutputLayout(Path(out))
+    refs_by_source, errors = {}, []
+    for inp in inputs:
+        refs_by_source[inp.source], problems = _enumerate(inp)
+        errors.extend(problems)
+        for line in scan_report.slow_archives(inp, refs_by_source[inp.source]):
+            log.warning("rs4m: note: %s", line)
+    rows = probe_all(inputs, refs_by_source, engine, errors, progress)
     rows = assign_units(rows, inputs)
     empty = scan_report.empty_sources(inputs, {s: len(r) for s, r in refs_by_source.items()}, rows, errors)
     for source, why in empty.items() if rows else ():
