@@ -116,7 +116,8 @@ def demo_recipe(sources_dir: Path, synthetic: dict[str, Path], real: Path | None
 def next_steps(out: Path) -> str:
     """What to run after the demo."""
     return "\n".join([
-        f"demo corpus built in {out}. Next:",
+        f"demo corpus built in {out}; its shards are final: they hold exactly the manifest's tiles "
+        "(the planted copies left them). Next:",
         f"  rs4m stats {out}                          counts per source, drops by reason",
         f"  rs4m inspect {out} -n 24 --grid sheet.png  a contact sheet of the tiles",
         f"  rs4m inspect {out} --dups --grid dups.png  duplicate groups side by side",

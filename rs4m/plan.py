@@ -12,7 +12,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from rs4m.config import DedupConfig, FilterConfig, Recipe, SourceSpec, TileConfig, from_mapping, load_recipe
+from rs4m.config import (DedupConfig, FilterConfig, OutputConfig, Recipe, SourceSpec, TileConfig, from_mapping,
+                         load_recipe)
 from rs4m.errors import ConfigError
 from rs4m.record import BuildRecord
 from rs4m.stages.sources import SourceInput
@@ -44,6 +45,11 @@ class BuildPlan:
     recipe: Path | None = None
     #: one line per recipe source that was not found and skipped
     warnings: tuple[str, ...] = ()
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def stages(self) -> tuple[str, ...]:
+        """The stages of ``rs4m build`` for this plan: compaction last unless the dropped tiles are kept."""
+        return ("scan", "tile", "dedup", "catalog") + (() if self.output.keep_dropped else ("compact",))
 
     def tile_configs(self) -> dict[str, TileConfig]:
         """source → its :class:`TileConfig`."""
@@ -56,7 +62,8 @@ class BuildPlan:
     def record_fields(self) -> dict[str, Any]:
         """The plan as stored in ``build.json``."""
         return {"recipe": str(self.recipe) if self.recipe else None, "sources": self.source_entries(),
-                "filters": dataclasses.asdict(self.filters), "dedup": dataclasses.asdict(self.dedup)}
+                "filters": dataclasses.asdict(self.filters), "dedup": dataclasses.asdict(self.dedup),
+                "output": dataclasses.asdict(self.output)}
 
 
 #: the keys of a ``build.json`` source entry that make its identity (a change needs ``--force``)
@@ -90,7 +97,7 @@ def plan_from_recipe(recipe_path: Path, root: Path | None = None, strict: bool =
     recipe = load_recipe(recipe_path)
     inputs, warnings = sources_from_recipe(recipe, root, strict, _tile_overrides(tile_flags))
     dedup = from_mapping(DedupConfig, recipe.dedup, f"{recipe_path} [dedup]")
-    return BuildPlan(tuple(inputs), recipe.filters, dedup, engine, Path(recipe_path), tuple(warnings))
+    return BuildPlan(tuple(inputs), recipe.filters, dedup, engine, Path(recipe_path), tuple(warnings), recipe.output)
 
 
 def plan_from_flags(sources: list[str] | tuple[str, ...], tile_flags: Mapping[str, Any] | None = None,
@@ -106,13 +113,14 @@ def plan_from_flags(sources: list[str] | tuple[str, ...], tile_flags: Mapping[st
 
 
 def plan_from_cli(recipe: Path | None, root: Path | None, sources: tuple[str, ...], strict: bool,
-                  tile_flags: Mapping[str, Any], engine: EngineSettings) -> BuildPlan:
-    """A recipe or ``--source`` flags (never both) → the plan."""
+                  tile_flags: Mapping[str, Any], engine: EngineSettings, keep_dropped: bool = False) -> BuildPlan:
+    """A recipe or ``--source`` flags (never both) → the plan; ``keep_dropped`` (``--keep-dropped``) wins
+    over the recipe's ``[output]``."""
     if recipe and sources:
         raise ConfigError("give either --recipe or --source, not both")
-    if recipe:
-        return plan_from_recipe(recipe, root, strict, tile_flags, engine)
-    return plan_from_flags(sources, tile_flags, engine)
+    plan = plan_from_recipe(recipe, root, strict, tile_flags, engine) if recipe else \
+        plan_from_flags(sources, tile_flags, engine)
+    return replace(plan, output=OutputConfig(keep_dropped=True)) if keep_dropped else plan
 
 
 def _input_of(entry: Mapping[str, Any]) -> SourceInput:
@@ -133,5 +141,6 @@ def plan_from_record(record: BuildRecord, dedup_flags: Mapping[str, Any] | None 
     filters = from_mapping(FilterConfig, data.get("filters") or {}, f"{record.path} filters")
     dedup = from_mapping(DedupConfig, data.get("dedup") or {}, f"{record.path} dedup")
     dedup = replace(dedup, **{k: v for k, v in (dedup_flags or {}).items() if v is not None})
+    output = from_mapping(OutputConfig, data.get("output") or {}, f"{record.path} output")
     recipe = Path(data["recipe"]) if data.get("recipe") else None
-    return BuildPlan(sources, filters, dedup, engine, recipe)
+    return BuildPlan(sources, filters, dedup, engine, recipe, output=output)

@@ -18,7 +18,8 @@ from tests.tiny import make_images, run, stderr_lines
 UNIT_FILES = ("tiles/part-*.parquet", "shards/*.tar", "tiles/errors/part-*.parquet")
 
 
-def recipe(path: Path, sources: list[Path], dedup: str = "", filters: str = "", tile_size: int = 32) -> Path:
+def recipe(path: Path, sources: list[Path], dedup: str = 'source_priority = ["folder/a"]', filters: str = "",
+           tile_size: int = 32) -> Path:
     text = f'[build]\ntile_size = {tile_size}\nscenes_per_unit = 2\nformat = "png"\n'
     text += f"[dedup]\n{dedup}\n[filters]\n{filters}\n"
     text += "".join(f'[[sources]]\nname = "folder"\npath = "{s}"\n' for s in sources)
@@ -26,10 +27,18 @@ def recipe(path: Path, sources: list[Path], dedup: str = "", filters: str = "", 
     return path
 
 
-def build(out: Path, rec: Path):
-    result = run("build", out, "--recipe", rec, "--workers", 1, "-q")
+def build(out: Path, rec: Path, *flags: str):
+    result = run("build", out, "--recipe", rec, "--workers", 1, "-q", *flags)
     assert result.exit_code == 0, result.output
     return result
+
+
+def shard_keys(out: Path) -> list[str]:
+    """The sample keys every shard holds, as webdataset reads them."""
+    import webdataset as wds
+
+    shards = [str(p) for p in sorted((out / "shards").glob("*.tar")) if p.stat().st_size]
+    return sorted(s["__key__"] for s in wds.WebDataset(shards, shardshuffle=False))
 
 
 def units(out: Path) -> dict[str, tuple[bytes, int]]:
@@ -70,6 +79,7 @@ def test_added_source_is_scanned_and_tiled_alone(tmp_path, two_sources):
     after = units(out)
     assert {k: after[k] for k in before} == before  # A's parts, shards and error parts: same bytes, untouched
     assert len(after) > len(before)
+    assert shard_keys(out) == [r["tile_id"] for r in manifest_rows(out)]  # final shards: B's copy of A left
     scenes = mf.read_table(OutputLayout(out).scenes, mf.SCENES_SCHEMA).to_pylist()
     first_new = max(s["unit"] for s in scenes if s["source"] == "folder/a") + 1
     assert min(s["unit"] for s in scenes if s["source"] == "folder/b") == first_new
@@ -105,11 +115,11 @@ def test_changed_dedup_radius_reruns_only_dedup_and_catalog(tmp_path, two_source
     a, _ = two_sources
     noisy_copy(a / "img02.png", a / "img02_noisy.png")
     out = tmp_path / "out"
-    build(out, recipe(tmp_path / "r0.toml", [a], dedup="radius_bits = 0\ndhash_radius_bits = 0"))
+    build(out, recipe(tmp_path / "r0.toml", [a], dedup="radius_bits = 0\ndhash_radius_bits = 0"), "--keep-dropped")
     before, scenes = units(out), (out / "scenes.parquet").stat().st_mtime_ns
     strict = manifest_rows(out)
     rec = recipe(tmp_path / "r8.toml", [a], dedup="radius_bits = 8\ndhash_radius_bits = 8")
-    build(out, rec)
+    build(out, rec, "--keep-dropped")
     assert units(out) == before and (out / "scenes.parquet").stat().st_mtime_ns == scenes
     assert json.loads((out / "dedup.json").read_text())["config"]["radius_bits"] == 8
     loose = manifest_rows(out)
@@ -123,12 +133,12 @@ def test_changed_filters_refilter_from_stored_facts(tmp_path, two_sources):
     a, _ = two_sources
     out = tmp_path / "out"
     base = recipe(tmp_path / "f0.toml", [a])
-    build(out, base)
+    build(out, base, "--keep-dropped")
     original = manifest_rows(out)
     shards = {k: v for k, v in units(out).items() if k.startswith("shards/")}
     cut = float(np.median([r["richness"] for r in original]))
     strict = recipe(tmp_path / "f1.toml", [a], filters=f"min_richness = {cut}")
-    result = build(out, strict)
+    result = build(out, strict, "--keep-dropped")
     assert any("tiles parts re-filtered from their stored facts, 0 units tiled again" in line
                for line in stderr_lines(result))
     assert {k: v for k, v in units(out).items() if k.startswith("shards/")} == shards  # no shard touched
@@ -136,10 +146,32 @@ def test_changed_filters_refilter_from_stored_facts(tmp_path, two_sources):
     build(scratch, strict)
     assert manifest_rows(out) == manifest_rows(scratch) and len(manifest_rows(out)) < len(original)
     assert run("verify", out).exit_code == 0
-    result = build(out, base)  # loosened again: the tiles dropped before had no stored pixels, so re-tiled
+    result = build(out, base, "--keep-dropped")  # loosened again: the tiles dropped before had no stored pixels, so re-tiled
     assert any("units tiled again" in line and " 0 units" not in line for line in stderr_lines(result))
     assert manifest_rows(out) == original
     assert run("verify", out).exit_code == 0
+
+
+def test_final_shards_and_a_dedup_change_that_keeps_compacted_tiles(tmp_path, two_sources):
+    a, _ = two_sources
+    noisy_copy(a / "img02.png", a / "img02_noisy.png")
+    out = tmp_path / "out"
+    loose = recipe(tmp_path / "r8.toml", [a], dedup="radius_bits = 8\ndhash_radius_bits = 8")
+    build(out, loose)
+    n_loose = len(manifest_rows(out))
+    assert shard_keys(out) == [r["tile_id"] for r in manifest_rows(out)]  # the build ends with final shards
+    strict = recipe(tmp_path / "r0.toml", [a], dedup="radius_bits = 0\ndhash_radius_bits = 0")
+    result = build(out, strict)  # keeps the noisy copy's tiles, whose bytes the compaction dropped
+    assert any("units tiled again: dedup keeps tiles of theirs" in line for line in stderr_lines(result))
+    rows = manifest_rows(out)
+    assert all(r["length"] for r in rows) and run("verify", out).exit_code == 0
+    assert shard_keys(out) == [r["tile_id"] for r in rows]
+    scratch = tmp_path / "scratch"
+    build(scratch, strict)
+    assert rows == manifest_rows(scratch) and len(rows) > n_loose
+    kept_dropped = tmp_path / "kept"
+    build(kept_dropped, loose, "--keep-dropped")
+    assert len(shard_keys(kept_dropped)) > len(manifest_rows(kept_dropped))  # --keep-dropped: all stay
 
 
 @pytest.mark.parametrize("change", ["removed source", "tiling", "file gone"])

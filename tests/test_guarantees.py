@@ -22,12 +22,12 @@ from tests.tiny import CLI, build, make_images, run, run_proc, stderr_lines
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> tuple[Path, Path]:
-    """(OUT, SRC) of one finished tiny build, copied by :func:`fresh` for tests that change it."""
+    """(OUT, SRC) of one finished tiny build (not compacted), copied by :func:`fresh` for tests that change it."""
     base = tmp_path_factory.mktemp("g")
     src = base / "src"
     make_images(src)
     out = base / "out"
-    result = build(out, src)
+    result = build(out, src, "--keep-dropped")  # its copy stays in the shards: the compaction tests need one
     assert result.exit_code == 0, result.output
     return out, src
 
@@ -82,7 +82,7 @@ def test_force_keeps_foreign_files_and_rebuilds_the_same(fresh, built):
     (out / "tiles" / "my-table.parquet").write_text("keep me too")
     (out / "shards" / "rs4m-1.tar").write_text("not a name a build writes")
     (out / "shards" / ".rs4m-00000.tar.abcd1234.tmp").write_text("a killed write")
-    result = build(out, src, "--force")
+    result = build(out, src, "--force", "--keep-dropped")
     assert result.exit_code == 0, result.output
     assert (out / "notes.txt").read_text() == "keep me"
     assert (out / "tiles" / "my-table.parquet").read_text() == "keep me too"

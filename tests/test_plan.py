@@ -47,7 +47,7 @@ def test_library_build_equals_cli_build_with_progress_and_few_record_writes(tmp_
     monkeypatch.setattr(BuildRecord, "save", lambda self: saves.append(1) or real_save(self))
     report = run_build(tmp_path / "lib", plan, progress=ticks.append)
     assert report.ok and report.counts["catalog"]["tiles_kept"] > 0
-    assert len(loads) == 1 and len(saves) == 6  # start, scan, tile, dedup, catalog, finished
+    assert len(loads) == 1 and len(saves) == 7  # start, scan, tile, dedup, catalog, compact, finished
     tile_ticks = [t for t in ticks if t.stage == "tile"]
     assert tile_ticks[0].total == 1 and sum(t.advance for t in tile_ticks) == 1
     assert sum(t.advance for t in ticks if t.stage == "scan") == 4
@@ -72,3 +72,21 @@ def test_single_stage_runs_use_the_recorded_plan(tmp_path):
     assert report.counts["catalog"]["tiles_kept"] == 8  # 2 distinct 64² images in 32² tiles; the copy is a dup
     with pytest.raises(ConfigError, match="unknown stage 'index'"):
         run_build(out, plan, ("index",))
+
+
+def test_output_table_decides_the_final_compaction(tmp_path):
+    from rs4m.config import recipe_from_mapping
+    from rs4m.plan import plan_from_cli
+
+    with pytest.raises(ConfigError, match=r"\[output\]: unknown key 'keep'"):
+        recipe_from_mapping({"output": {"keep": True}})
+    with pytest.raises(ConfigError, match=r"\[output\]: keep_dropped must be bool"):
+        recipe_from_mapping({"output": {"keep_dropped": "yes"}})
+    make_images(tmp_path / "src", n=1, copies=0)
+    rec = tmp_path / "r.toml"
+    rec.write_text(f'[output]\nkeep_dropped = true\n[[sources]]\nname = "folder"\npath = "{tmp_path / "src"}"\n')
+    assert plan_from_recipe(rec).stages() == ("scan", "tile", "dedup", "catalog")
+    rec.write_text(rec.read_text().replace("true", "false"))
+    assert plan_from_recipe(rec).stages()[-1] == "compact"
+    flags = plan_from_cli(rec, None, (), False, {}, EngineSettings(), keep_dropped=True)
+    assert flags.stages()[-1] == "catalog"  # the flag wins over the recipe

@@ -33,7 +33,7 @@ def build(tmp_path_factory, shared_data) -> Path:
     out = root / "out"
     result = run_cli("build", out, "--source", f"folder={landsat}",
                      "--source", f"folder={shared_data / 'real' / 'dota-devkit' / 'images'}",
-                     "--tile-size", 256, "--workers", 1, "-q")
+                     "--tile-size", 256, "--workers", 1, "-q", "--keep-dropped")
     assert result.exit_code == 0, result.output
     return out
 

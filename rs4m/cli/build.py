@@ -46,10 +46,11 @@ def source_options(fn: Callable) -> Callable:
 
 
 def _plan(recipe: Path | None, root: Path | None, sources: tuple[str, ...], strict: bool, workers: int | None,
-          engine: str, ray_address: str | None, tile_flags: dict[str, Any]):
+          engine: str, ray_address: str | None, tile_flags: dict[str, Any], keep_dropped: bool = False):
     from rs4m.plan import EngineSettings, plan_from_cli
 
-    plan = plan_from_cli(recipe, root, sources, strict, tile_flags, EngineSettings(engine, workers, ray_address))
+    plan = plan_from_cli(recipe, root, sources, strict, tile_flags, EngineSettings(engine, workers, ray_address),
+                         keep_dropped)
     echo_plan(plan)
     return plan
 
@@ -57,11 +58,15 @@ def _plan(recipe: Path | None, root: Path | None, sources: tuple[str, ...], stri
 @click.command()
 @click.argument("out", type=click.Path(path_type=Path, file_okay=False))
 @source_options
-def build(out, recipe, root, sources, strict, workers, engine, ray_address, force, quiet, **tile_flags):
-    """Build a corpus in OUT: scan, tile, dedup, catalog. Re-run to resume a killed build."""
+@click.option("--keep-dropped", is_flag=True,
+              help="Leave duplicates and leaked tiles in the shards (default: the shards end holding exactly the "
+                   "manifest's tiles; recipe: [output] keep_dropped).")
+def build(out, recipe, root, sources, strict, workers, engine, ray_address, force, quiet, keep_dropped, **tile_flags):
+    """Build a corpus in OUT: scan, tile, dedup, catalog, then compact the shards to the manifest's tiles.
+    Re-run to resume a killed build, or to grow it with new sources, new files or new settings."""
     from rs4m.stages.build import run_build
 
-    plan = _plan(recipe, root, sources, strict, workers, engine, ray_address, tile_flags)
+    plan = _plan(recipe, root, sources, strict, workers, engine, ray_address, tile_flags, keep_dropped)
     with Bars(quiet) as bars:
         report = run_build(out, plan, force=force, progress=bars)
     echo_build(report)

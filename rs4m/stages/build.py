@@ -226,10 +226,30 @@ class _Run:
     def catalog(self) -> bool:
         from rs4m.stages.catalog import run_catalog
 
+        self.restore_bytes()
         counts = run_catalog(self.out)
         kill_point("build:catalogued")
         self.record_stage("catalog", counts)
         return True
+
+    def restore_bytes(self) -> None:
+        """Tile again the units holding a tile that dedup keeps now but whose bytes a compaction dropped
+        (a later dedup with other settings, or a grown build), so that no manifest row lacks its bytes."""
+        from rs4m.stages.grow import units_missing_bytes
+        from rs4m.stages.tile import run_tile
+
+        units = units_missing_bytes(self.layout)
+        if not units:
+            return
+        for unit in units:  # the part first: the unit is undone
+            for path in (self.layout.tile_part(unit), self.layout.shard(unit), self.layout.unit_errors(unit)):
+                path.unlink(missing_ok=True)
+        tiling = {source: asdict(tile) for source, tile in self.plan.tile_configs().items()}
+        counts = run_tile(self.out, tiling, self.plan.filters, self.engine)
+        self.report.notes.append(f"{len(units)} units tiled again: dedup keeps tiles of theirs whose bytes "
+                                 "a compaction had dropped")
+        if counts["units_failed"]:
+            raise OutputError(f"tiling units {units} again failed: {counts['units_failed'][0]['error']}")
 
     def compact(self) -> bool:
         from rs4m.compact import run_compact
@@ -248,10 +268,11 @@ def _check_stages(stages: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return tuple(sorted(set(stages), key=ALL_STAGES.index))
 
 
-def run_build(out: Path, plan: BuildPlan, stages: tuple[str, ...] | list[str] = STAGES, *, force: bool = False,
+def run_build(out: Path, plan: BuildPlan, stages: tuple[str, ...] | list[str] | None = None, *, force: bool = False,
               retile: bool = False, engine: Engine | None = None, progress: Progress | None = None,
               record: BuildRecord | None = None, command: str = "build") -> BuildReport:
-    """Run ``stages`` (in their order, :data:`ALL_STAGES`) of ``plan`` on the build in ``out``.
+    """Run ``stages`` (in their order, :data:`ALL_STAGES`; default: :meth:`BuildPlan.stages`, the whole build
+    ending with final shards) of ``plan`` on the build in ``out``.
 
     A run that includes ``scan`` begins or resumes the build (the plan must equal the one in OUT unless
     ``force``, which first deletes the files the build wrote); other stages run on the build already in OUT
@@ -260,7 +281,7 @@ def run_build(out: Path, plan: BuildPlan, stages: tuple[str, ...] | list[str] = 
     :class:`Tick` per item done. Holds OUT's writer lock (named ``command``) throughout.
     """
     started = time.perf_counter()
-    stages = _check_stages(stages)
+    stages = _check_stages(plan.stages() if stages is None else stages)
     if "scan" in stages:  # before anything is written: never touch a folder that is not a build
         check_out_folder(out, [inp.root for inp in plan.sources])
         Path(out).mkdir(parents=True, exist_ok=True)

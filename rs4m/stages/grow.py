@@ -270,3 +270,22 @@ def refilter(layout: OutputLayout, old: FilterConfig, new: FilterConfig) -> dict
             mf.write_table(table, part, metadata={"shard": mf.read_metadata(part, "shard")})
             counts["parts_rewritten"] += 1
     return counts
+
+
+def units_missing_bytes(layout: OutputLayout) -> list[int]:
+    """Units with a tile that was stored once (it has a ``sha256``), lost its bytes to a compaction (no
+    ``shard``) and is kept now (not filtered, and by ``dedup.parquet`` neither a duplicate nor leaked)."""
+    if not layout.dedup.exists():
+        return []
+    dedup = mf.read_table(layout.dedup, mf.DEDUP_SCHEMA, columns=["tile_id", "dup_of", "dup_reason"])
+    dropped = dedup.filter(pc.or_(pc.is_valid(dedup["dup_of"]),
+                                  pc.fill_null(pc.equal(dedup["dup_reason"], "leak"), False)))
+    dropped_ids = set(dropped["tile_id"].to_pylist())
+    units = []
+    for part in layout.tile_parts():
+        table = mf.read_table(part, mf.TILES_SCHEMA, columns=["tile_id", "sha256", "shard", "filter_reason"])
+        lost = pc.and_(pc.and_(pc.is_valid(table["sha256"]), pc.is_null(table["shard"])),
+                       pc.is_null(table["filter_reason"]))
+        if any(t not in dropped_ids for t in table.filter(lost)["tile_id"].to_pylist()):
+            units.append(int(part.stem.split("-")[1]))
+    return units
