@@ -12,8 +12,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from rs4m.config import (DedupConfig, FilterConfig, OutputConfig, Recipe, SourceSpec, TileConfig, from_mapping,
-                         load_recipe)
+from rs4m.config import (
+    DedupConfig,
+    FilterConfig,
+    OutputConfig,
+    Recipe,
+    SourceSpec,
+    TileConfig,
+    from_mapping,
+    load_recipe,
+)
 from rs4m.errors import ConfigError
 from rs4m.record import BuildRecord
 from rs4m.stages.sources import SourceInput

@@ -10,7 +10,13 @@ import pytest
 from rs4m import manifest as mf
 from rs4m.config import DedupConfig
 from rs4m.errors import ConfigError
-from rs4m.plan import BuildPlan, EngineSettings, plan_from_flags, plan_from_record, plan_from_recipe
+from rs4m.plan import (
+    BuildPlan,
+    EngineSettings,
+    plan_from_flags,
+    plan_from_recipe,
+    plan_from_record,
+)
 from rs4m.record import BuildRecord
 from rs4m.stages.build import Tick, run_build
 from tests.tiny import build, make_images
