@@ -160,6 +160,8 @@ def test_final_shards_and_a_dedup_change_that_keeps_compacted_tiles(tmp_path, tw
     build(out, loose)
     n_loose = len(manifest_rows(out))
     assert shard_keys(out) == [r["tile_id"] for r in manifest_rows(out)]  # the build ends with final shards
+    index = json.loads((out / "shards" / "wids-index.json").read_text())  # rewritten after the compaction
+    assert index["complete"] is True and sum(e["nsamples"] for e in index["shardlist"]) == n_loose
     strict = recipe(tmp_path / "r0.toml", [a], dedup="radius_bits = 0\ndhash_radius_bits = 0")
     result = build(out, strict)  # keeps the noisy copy's tiles, whose bytes the compaction dropped
     assert any("units tiled again: dedup keeps tiles of theirs" in line for line in stderr_lines(result))

@@ -29,6 +29,7 @@ COMMAND_MODULES: list[tuple[str, str]] = [
     ("rs4m.cli.compact", "compact"),
     ("rs4m.cli.eval", "eval"),
     ("rs4m.cli.pretrain", "pretrain"),
+    ("rs4m.cli.export", "export"),
 ]
 
 

@@ -65,6 +65,11 @@ class BuildReport:
         return not self.units_failed
 
 
+def read_record(out: Path) -> dict[str, Any]:
+    """``OUT/build.json`` as a dict (:meth:`rs4m.record.BuildRecord.load`, for readers of a finished build)."""
+    return BuildRecord.load(Path(out)).data
+
+
 def check_out_folder(out: Path, roots: list[Path]) -> None:
     """Refuse an OUT that overlaps a source root, or that is a non-empty folder holding no rs4m build.
 
@@ -257,6 +262,9 @@ class _Run:
         report = run_compact(self.out)
         self.report.counts["compact"] = report.to_dict()
         if report.shards_rewritten:
+            from rs4m.export.wids import write_wids_index
+
+            write_wids_index(self.out)  # the shards' sizes and sha256 changed: the catalog's index is stale
             self.record.stage("compact", report.to_dict())
         return True
 

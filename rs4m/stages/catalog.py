@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from rs4m import manifest as mf
 from rs4m.errors import OutputError
+from rs4m.export.wids import write_wids_index
 from rs4m.killpoints import kill_point
 from rs4m.layout import OutputLayout
 from rs4m.stages.tile import write_shards_table
@@ -77,4 +78,5 @@ def run_catalog(out: Path) -> dict:
     mf.write_table(manifest, layout.manifest, mf.MANIFEST_SCHEMA)
     kill_point("catalog:manifest")
     write_shards_table(layout)
+    write_wids_index(layout.root)  # the random-access index beside the shards
     return catalog_counts(table, keep)
