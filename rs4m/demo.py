@@ -123,5 +123,6 @@ def next_steps(out: Path) -> str:
         f"  rs4m inspect {out} --dups --grid dups.png  duplicate groups side by side",
         f"  rs4m verify {out}                         re-hash shards, check every row",
         f"  rs4m pretrain --manifest {out}/manifest.parquet --run runs/demo --model vit_tiny --steps 200"
-        "   (needs: pip install torch==2.13.0 -e '.[train]')",
+        "   (needs the train extra: pip install torch==2.13.0 -e '.[train]'; without a GPU add "
+        "--index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple for the CPU build)",
     ])

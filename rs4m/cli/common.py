@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import sys
 import traceback
@@ -29,6 +30,9 @@ OS_CAUSES = {
     errno.EACCES: "permission denied",
     errno.EPERM: "operation not permitted",
 }
+#: how to install the trainer, said by every command that needs it (a CPU-only machine must not pull CUDA)
+TRAIN_INSTALL = ("pip install 'rs4m[train]' (on a machine without a GPU first `pip install torch==2.13.0 "
+                 "--index-url https://download.pytorch.org/whl/cpu`, the CPU build, to skip the multi-GB CUDA one)")
 #: files whose frames in a traceback mean a checkpoint or weights file was being read
 _CHECKPOINT_READERS = ("torch/serialization.py", "safetensors/")
 
@@ -165,3 +169,34 @@ def echo_build(report: Any) -> None:
     click.echo(summary_line(report.counts, report.seconds), err=True)
     if not report.ok:
         raise SystemExit(1)
+
+
+def _set_log_level(level: int) -> Any:
+    def callback(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        if not value:
+            return
+        log = logging.getLogger("rs4m")
+        log.setLevel(level)
+        if level < logging.WARNING and not log.handlers:  # below WARNING python's last-resort handler is silent
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            log.addHandler(handler)
+    return callback
+
+
+def add_verbosity(command: click.Command) -> click.Command:
+    """Give ``command`` ``-q/--quiet`` (no warnings or notes from the library; commands with their own
+    ``--quiet`` also hide progress bars) and ``-v/--verbose`` (the library's debug log) where it lacks them.
+    Both only change what goes to stderr; results on stdout stay the same."""
+    for sub in getattr(command, "commands", {}).values():  # the subcommands of a group too
+        add_verbosity(sub)
+    names = {p.name for p in command.params}
+    if "quiet" not in names:
+        command.params.append(click.Option(["-q", "--quiet", "log_quiet"], is_flag=True, expose_value=False,
+                                           help="No warnings or notes on stderr.",
+                                           callback=_set_log_level(logging.ERROR)))
+    if "verbose" not in names and "log_verbose" not in names:
+        command.params.append(click.Option(["-v", "--verbose", "log_verbose"], is_flag=True, expose_value=False,
+                                           help="The library's debug log on stderr.",
+                                           callback=_set_log_level(logging.DEBUG)))
+    return command
