@@ -1,11 +1,13 @@
 """The build runner: :func:`run_build` runs the stages of a :class:`~rs4m.plan.BuildPlan` in order.
 
-``rs4m build`` runs scan → tile → dedup → catalog; the single-stage commands (``rs4m scan``, ``rs4m tile OUT``,
-``rs4m dedup``, ``rs4m catalog``, ``rs4m compact``) run the same runner with one stage. Every stage resumes:
-scan is skipped when ``scenes.parquet`` is there, tile runs only the units without a tiles part, dedup and
-catalog are cheap and deterministic and run again. The runner holds OUT's writer lock, checks the plan against
-the build already in OUT (a different plan needs ``--force``) and records each stage's counts in ``build.json``
-(:mod:`rs4m.record`) when it ends. Progress goes to a callback; the library draws no progress bars.
+``rs4m build`` runs scan → tile → dedup → catalog → compact (final shards; not with ``keep_dropped``); the
+single-stage commands (``rs4m scan``, ``rs4m tile OUT``, ``rs4m dedup``, ``rs4m catalog``, ``rs4m compact``)
+run the same runner with one stage. Every stage resumes: scan probes only what is new since the build's scan
+(:mod:`rs4m.stages.grow`), tile runs only the units without a tiles part (after re-filtering the existing
+ones when the filters changed), dedup and catalog are cheap and deterministic and run again, compact rewrites
+only the shards holding a dropped tile. The runner holds OUT's writer lock, checks the plan against the build
+already in OUT (a removed or changed source needs ``--force``) and records each stage's counts in
+``build.json`` (:mod:`rs4m.record`) when it ends. Progress goes to a callback; the library draws no bars.
 """
 
 from __future__ import annotations
