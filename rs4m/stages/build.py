@@ -261,12 +261,14 @@ class _Run:
     def compact(self) -> bool:
         from rs4m.compact import run_compact
 
+        from rs4m.export.wids import write_wids_index
+
         report = run_compact(self.out)
         self.report.counts["compact"] = report.to_dict()
+        # the shards' sizes and sha256 may have changed (in this run or in a killed one it finished): the index
+        # the catalog wrote is rewritten from shards.parquet (cheap, no shard is read)
+        write_wids_index(self.out)
         if report.shards_rewritten:
-            from rs4m.export.wids import write_wids_index
-
-            write_wids_index(self.out)  # the shards' sizes and sha256 changed: the catalog's index is stale
             self.record.stage("compact", report.to_dict())
         return True
 
