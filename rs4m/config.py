@@ -23,6 +23,8 @@ GREY_POLICIES = ("refuse", "replicate")
 #: formats that can only be decoded whole are refused above this many pixels (the decompression-bomb guard);
 #: 400 MP is larger than any single RS image we know of (a 20000 x 20000 scene) and 1.2 GB as RGB uint8.
 DEFAULT_MAX_PIXELS = 400_000_000
+#: any raster (windowed formats too) is refused above this many pixels: 4e9 is a 63000 x 63000 scene
+DEFAULT_MAX_SCENE_PIXELS = 4_000_000_000
 #: largest tile, crop or output edge a recipe may ask for (a 16384² RGB tile is 805 MB in memory)
 MAX_EDGE_PX = 16384
 #: most scenes in one work unit (one shard and one tiles part)
@@ -83,8 +85,10 @@ class TileConfig:
     quality: int = 95
     out_size: int = 0  # 0: keep the tile's size
     scenes_per_unit: int = 64
+    shard_bytes: int = 0  # > 0: units close at this many estimated stored bytes instead (rs4m.units)
     max_pixels: int = DEFAULT_MAX_PIXELS
     seed: int = 0
+    max_scene_pixels: int = DEFAULT_MAX_SCENE_PIXELS
     grey: str | None = None  # GREY_POLICIES; None: the adapter's default (``SourceAdapter.grey``)
 
     def __post_init__(self) -> None:
@@ -99,7 +103,9 @@ class TileConfig:
             _in_range(self, name, 0, MAX_EDGE_PX, "0 means: same as the tile")
         _in_range(self, "scenes_per_unit", 1, MAX_SCENES_PER_UNIT)
         _in_range(self, "max_pixels", 1, None)
+        _in_range(self, "max_scene_pixels", 1, None)
         _in_range(self, "seed", 0, None)
+        _in_range(self, "shard_bytes", 0, None, "0: units by scenes_per_unit")
         if self.crop_min > self.crop_max:
             raise ConfigError(f"crop_min ({self.crop_min}) is larger than crop_max ({self.crop_max})")
         if not 1 <= self.quality <= 100:

@@ -245,9 +245,21 @@ def write_table(table: pa.Table, path: Path, schema: pa.Schema | None = None,
         raise
 
 
+def _unreadable(path: Path, err: Exception) -> OutputError:
+    """One line for a Parquet file that cannot be read (garbled, truncated, missing), saying what to run."""
+    if isinstance(err, FileNotFoundError):
+        return OutputError(f"{path} does not exist; run the stage that writes it first")
+    first = (str(err).splitlines() or [type(err).__name__])[0]
+    return OutputError(f"{path} is not a readable Parquet file ({first}); delete it and run the stage that "
+                       "writes it again (or `rs4m build OUT --force`)")
+
+
 def read_metadata(path: Path, key: str) -> Any:
     """The JSON value stored by :func:`write_table` under ``metadata[key]``, or None."""
-    meta = pq.read_schema(path).metadata or {}
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (pa.ArrowException, OSError) as err:
+        raise _unreadable(path, err) from None
     raw = meta.get(f"rs4m.{key}".encode())
     return json.loads(raw) if raw is not None else None
 
@@ -267,11 +279,14 @@ def read_table(path: Path, schema: pa.Schema | None = None, columns: list[str] |
     path = Path(path)
     if not path.exists():
         raise OutputError(f"{path} does not exist; run the stage that writes it first")
-    if columns is not None:
-        missing = [c for c in columns if c not in pq.read_schema(path).names]
-        if missing:
-            raise OutputError(f"{path} lacks column '{missing[0]}'")
-    table = pq.read_table(path, columns=columns)
+    try:
+        if columns is not None:
+            missing = [c for c in columns if c not in pq.read_schema(path).names]
+            if missing:
+                raise OutputError(f"{path} lacks column '{missing[0]}'")
+        table = pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as err:
+        raise _unreadable(path, err) from None
     if schema is not None:
         wanted = pa.schema([schema.field(c) for c in (columns or schema.names)])
         validate(table, wanted, what=str(path))

@@ -13,12 +13,23 @@
   without overviews (a decimated read would decode every block of a 30000² file just for statistics).
 * Valid mask: False where nodata (all bands equal to nodata, GDAL's dataset-mask rule), NaN, alpha 0 or a GDAL
   mask (internal / .msk) says so.
-* Tiled and striped rasters are read window by window. Formats that can only be decoded whole (PNG, JPEG, GIF,
+* Before anything opens a scene file (GDAL or Python), it must be a regular file (symlinks followed; the
+  sidecars GDAL may open beside it too): a FIFO, socket or device is a :class:`BadInput`, never a hang.
+* Tiled and striped rasters are read window by window and refused above ``max_scene_pixels`` (default
+  :data:`DEFAULT_MAX_SCENE_PIXELS`, 4·10⁹: a 63000² scene) before any tiling; :meth:`SceneReader.window_is_empty`
+  tells, from the TIFF's block table and without decoding, a window whose blocks are all absent (a sparse
+  file), so a tiny file declaring a huge raster costs no reads. Formats that can only be decoded whole (PNG, JPEG, GIF,
   BMP, WebP), and rasters whose single compressed block is that large, are refused above ``max_pixels`` with a
   :class:`BadInput` before any pixel is allocated (the decompression-bomb guard); below it they are decoded once
   (JPEG with simplejpeg, the others with Pillow, which report truncation that GDAL's PNG driver zero-fills
   silently) and windows are slices of that. The default, ``DEFAULT_MAX_PIXELS`` = 400 MP (1.2 GB as RGB), is
   above any single optical RS image we know of (a 20000² scene) and small enough for a worker's memory.
+* Archive members whose name the archive holds twice are refused (GDAL and Python may read different ones),
+  every window read is checked against the size it must have, and whole-decoded bytes are bounded by what an
+  image of the declared size can need (:func:`rs4m.whole_decode.read_bytes`).
+* Multi-page TIFFs and animated GIFs: only the first page is read; :meth:`SceneReader.page_count` says how many
+  there are.
+* float64 rasters whose statistics lie beyond the float32 range are stretched in float64.
 * Footprints: window bounds → EPSG:4326 (lon, lat) with densified edges; None without georeference or where the
   transform fails (e.g. off the Earth's disk in a geostationary view). Never a crash.
 * Every failure to open or read becomes a :class:`BadInput` whose reason a person understands and whose detail
@@ -29,6 +40,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,10 +54,18 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from rs4m.archive import gdal_member_path
-from rs4m.config import DEFAULT_MAX_PIXELS
+from rs4m.config import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SCENE_PIXELS
 from rs4m.errors import BadInput
 from rs4m.georef import crs_string, footprint, gsd_m, is_georeferenced
-from rs4m.whole_decode import decode_whole, read_bytes, split_archive
+from rs4m.whole_decode import (
+    check_member,
+    check_regular,
+    decode_whole,
+    frame_count,
+    read_bytes,
+    scene_file,
+    split_archive,
+)
 from rs4m.sources.base import SceneRef
 
 __all__ = ["DEFAULT_MAX_PIXELS", "SceneInfo", "SceneReader", "footprint", "gdal_path", "open_scene"]
@@ -58,6 +78,8 @@ STRETCH_SAMPLE_PX = 1024
 #: larger scenes without overviews: a lattice of N × N windows of PX pixels, each starting on a block boundary,
 #: because a decimated read would decode every block of the file (the whole 30000² scene) for statistics
 STRETCH_LATTICE_N, STRETCH_LATTICE_PX = 16, 64
+#: files GDAL may open beside a scene (masks, overviews, world files): each must be a regular file if present
+SIDECAR_SUFFIXES = (".msk", ".ovr", ".aux.xml", ".tfw", ".wld")
 #: libjpeg warnings ("premature end of JPEG file" in a JPEG-compressed TIFF) become errors; no .aux.xml files
 #: are written next to sources; opening a file does not list its folder
 GDAL_ENV = {"GDAL_ERROR_ON_LIBJPEG_WARNING": "TRUE", "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
@@ -183,6 +205,37 @@ def _lut_index(band: np.ndarray) -> np.ndarray:
     return band.view(unsigned) ^ unsigned.type(1 << (8 * band.dtype.itemsize - 1))
 
 
+def _check_files(root: Path, rels: list[str]) -> None:
+    """Every file GDAL or Python may open for the scene is a regular file, and no archive member is ambiguous."""
+    for rel in rels:
+        path = scene_file(root, rel)
+        check_regular(path)
+        if path == Path(root) / rel:
+            _check_sidecars(path)
+        check_member(root, rel)
+
+
+def _check_sidecars(path: Path) -> None:
+    """A sidecar that exists must be a regular file (GDAL would open a FIFO named ``x.tif.msk`` and block)."""
+    for base in (str(path), str(path.with_suffix(""))):
+        for suffix in SIDECAR_SUFFIXES:
+            try:
+                mode = os.stat(base + suffix).st_mode
+            except OSError:  # absent or unreadable: GDAL does not use it either
+                continue
+            if not stat.S_ISREG(mode):
+                raise BadInput(f"{Path(base + suffix).name}, a file GDAL reads beside the image, is not a regular "
+                               "file", base + suffix)
+
+
+def _guard_size(ds, max_scene_pixels: int) -> None:
+    """Refuse, before any tiling, a raster that declares more than ``max_scene_pixels`` pixels."""
+    if ds.width * ds.height > max_scene_pixels:
+        raise BadInput(f"image of {ds.width}x{ds.height} pixels is over the max_scene_pixels limit "
+                       f"({max_scene_pixels}); raise the limit in the recipe to tile it",
+                       f"driver {ds.driver}, {ds.width * ds.height} pixels")
+
+
 def _guard_bomb(ds, max_pixels: int) -> None:
     """Refuse, before any pixel is allocated, rasters that must be decoded whole and are over ``max_pixels``."""
     pixels = ds.width * ds.height
@@ -195,6 +248,20 @@ def _guard_bomb(ds, max_pixels: int) -> None:
         raise BadInput(f"its single block of {block_w}x{block_h} pixels is over the --max-pixels limit "
                        f"({max_pixels}) and can only be decoded whole (decompression-bomb guard)",
                        f"driver {ds.driver}, block {block_w}x{block_h}")
+
+
+def _page_count(ds, root: Path, rel: str, limit: int) -> int:
+    """Pages of a multi-page TIFF (GDAL lists them as subdatasets) or frames of a GIF; 1 for the others."""
+    if ds.driver == "GTiff":
+        return max(1, len(ds.subdatasets))
+    if ds.driver == "GIF":
+        return frame_count(read_bytes(root, rel, limit))
+    return 1
+
+
+def _byte_limit(ds) -> int:
+    """Most bytes a file of ``ds``'s declared size can need: twice its raw pixels, plus 16 MiB of metadata."""
+    return 2 * ds.width * ds.height * ds.count * np.dtype(ds.dtypes[0]).itemsize + (16 << 20)
 
 
 def _scene_info(ds, bands: int) -> SceneInfo:
@@ -240,7 +307,7 @@ class SceneReader:
     whole_decode: bool
 
     def __init__(self, root: Path, ref: SceneRef, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 grey: str = "refuse") -> None:
+                 grey: str = "refuse", max_scene_pixels: int = DEFAULT_MAX_SCENE_PIXELS) -> None:
         self._root, self._ref, self._grey = Path(root), ref, grey
         #: True when a single grey band is read as R = G = B (``grey="replicate"``)
         self.grey_replicated = False
@@ -250,16 +317,17 @@ class SceneReader:
         self._luts: np.ndarray | None = None
         try:
             with rasterio.Env(**GDAL_ENV):
-                self._open(max_pixels)
+                self._open(max_pixels, max_scene_pixels)
         except BaseException:
             self.close()
             raise
 
-    def _open(self, max_pixels: int) -> None:
+    def _open(self, max_pixels: int, max_scene_pixels: int) -> None:
         ref = self._ref
         if ref.band_paths and len(ref.band_paths) != 3:
             raise BadInput(f"{len(ref.band_paths)} band files given; a stacked scene needs red, green, blue")
         rels = list(ref.band_paths) or [ref.scene_path]
+        _check_files(self._root, rels)
         for rel in rels:
             self._datasets.append(_open_dataset(gdal_path(self._root, rel)))
         first = self._datasets[0]
@@ -273,7 +341,11 @@ class SceneReader:
             self._plan = [(first, indexes)]
             self._lut = _palette_lut(first) if palette else None
         _guard_bomb(first, max_pixels)
+        _guard_size(first, max_scene_pixels)
         self.whole_decode = first.driver in WHOLE_DECODE_DRIVERS
+        if not self.whole_decode and _stores_nothing(first):
+            raise BadInput(f"the file declares {first.width}x{first.height} pixels but stores none of them "
+                           "(every block is empty)", f"driver {first.driver}, a sparse file")
         self.info = _scene_info(first, 3 if ref.band_paths else first.count)
 
     def _check_stackable(self, rels: list[str]) -> None:
@@ -345,7 +417,7 @@ class SceneReader:
         """``[3, h, w]`` → RGB uint8 ``[h, w, 3]``, stretched between the scene's percentiles unless uint8.
 
         Integers of up to 16 bits go through a per-band lookup table (one gather per value); other types are
-        scaled in float32. Both compute floor(clip((v − p2) · 255 / (p98 − p2), 0, 255)); NaN → 0.
+        scaled in float32 (float64 when the statistics are beyond the float32 range). Both compute floor(clip((v − p2) · 255 / (p98 − p2), 0, 255)); NaN → 0.
         """
         out = np.empty((*bands.shape[1:], 3), np.uint8)  # per-channel assignment: ~6x faster than a transpose
         if bands.dtype == np.uint8:
@@ -357,10 +429,13 @@ class SceneReader:
                 out[..., k] = luts[k][_lut_index(bands[k])]
         else:
             lo, scale = self._stretch_scale()
+            # float32 unless the scene's statistics overflow it (float64 data beyond ±3.4e38 would turn black)
+            fits = bool((np.abs(np.concatenate([lo, scale])) < np.finfo(np.float32).max).all())
+            work = np.float32 if fits else np.float64
             for k in range(3):
-                x = bands[k].astype(np.float32)
-                x -= np.float32(lo[k])
-                x *= np.float32(scale[k])
+                x = bands[k].astype(work)
+                x -= work(lo[k])
+                x *= work(scale[k])
                 np.clip(x, 0, 255, out=x)
                 out[..., k] = np.nan_to_num(x, copy=False, nan=0.0)
         return out
@@ -382,7 +457,8 @@ class SceneReader:
         """The whole image of a whole-decode format, decoded once (simplejpeg / Pillow; GDAL otherwise)."""
         ref = self._ref
         want = self.info.dtype == "uint8" and not ref.rgb_bands and not ref.band_paths and not self.grey_replicated
-        decoded = decode_whole(read_bytes(self._root, ref.scene_path), self.info.driver, want)
+        limit = _byte_limit(self._datasets[0])
+        decoded = decode_whole(read_bytes(self._root, ref.scene_path, limit), self.info.driver, want)
         return decoded if decoded is not None else self._read_raw(None, None)
 
     def _check_window(self, x: int, y: int, w: int, h: int) -> None:
@@ -411,10 +487,31 @@ class SceneReader:
         except (RasterioError, OSError) as err:
             detail = f"{err}: {err.__cause__}" if err.__cause__ else str(err)
             raise BadInput("truncated or corrupt image: reading its pixels failed", detail) from None
+        if rgb.shape != (h, w, 3) or valid.shape != (h, w):
+            raise BadInput(f"the decoded image is smaller than the {self.info.width}x{self.info.height} pixels its "
+                           f"header declares", f"window ({x}, {y}, {w}, {h}) gave pixels of shape {rgb.shape}")
         if out_size and (rgb.shape[1], rgb.shape[0]) != tuple(out_size):
             rgb = np.asarray(Image.fromarray(rgb).resize(tuple(out_size), Image.Resampling.BILINEAR))
             valid = np.asarray(Image.fromarray(valid).resize(tuple(out_size), Image.Resampling.NEAREST))
         return rgb, np.ascontiguousarray(valid)
+
+    def page_count(self) -> int:
+        """Pages of a multi-page TIFF or frames of an animated GIF (only the first is read); 1 otherwise.
+
+        Not part of :attr:`info`: GDAL walks every directory of the TIFF to count them (~2 ms for a COG).
+        """
+        ds, rel = self._datasets[0], (list(self._ref.band_paths) or [self._ref.scene_path])[0]
+        with rasterio.Env(**GDAL_ENV):
+            return _page_count(ds, self._root, rel, _byte_limit(ds))
+
+    def window_is_empty(self, x: int, y: int, w: int, h: int) -> bool:
+        """Whether the file stores no block of the window (a sparse GeoTIFF), known without decoding anything.
+
+        False whenever it cannot be told (other formats, whole-decoded images).
+        """
+        if self.whole_decode:
+            return False
+        return all(_blocks_absent(ds, x, y, w, h) for ds, _ in self._plan)
 
     def window_footprint(self, x: int, y: int, w: int, h: int) -> shapely.Polygon | None:
         """EPSG:4326 (lon, lat) footprint of a window, edges densified; None where it cannot be computed."""
@@ -437,12 +534,38 @@ class SceneReader:
         self.close()
 
 
-def open_scene(root: Path, ref: SceneRef, max_pixels: int = DEFAULT_MAX_PIXELS,
-               grey: str = "refuse") -> SceneReader:
+#: a sparse GeoTIFF with up to this many blocks is checked for holding any block at all when opened
+MAX_BLOCKS_CHECKED = 1 << 20
+
+
+def _stores_nothing(ds) -> bool:
+    """Whether a GeoTIFF of at most :data:`MAX_BLOCKS_CHECKED` blocks stores none (stops at the first found)."""
+    block_h, block_w = ds.block_shapes[0]
+    if ds.driver != "GTiff" or -(-ds.width // block_w) * -(-ds.height // block_h) > MAX_BLOCKS_CHECKED:
+        return False
+    return _blocks_absent(ds, 0, 0, ds.width, ds.height)
+
+
+def _blocks_absent(ds, x: int, y: int, w: int, h: int) -> bool:
+    """Whether every block of a GeoTIFF under the window is absent from the file (offset 0: sparse)."""
+    if ds.driver != "GTiff":
+        return False
+    block_h, block_w = ds.block_shapes[0]
+    bands = range(1, ds.count + 1) if ds.tags(ns="IMAGE_STRUCTURE").get("INTERLEAVE") == "BAND" else (1,)
+    for by in range(y // block_h, (y + h - 1) // block_h + 1):
+        for bx in range(x // block_w, (x + w - 1) // block_w + 1):
+            if any(ds.get_tag_item(f"BLOCK_OFFSET_{bx}_{by}", "TIFF", bidx=b) for b in bands):
+                return False
+    return True
+
+
+def open_scene(root: Path, ref: SceneRef, max_pixels: int = DEFAULT_MAX_PIXELS, grey: str = "refuse",
+               max_scene_pixels: int = DEFAULT_MAX_SCENE_PIXELS) -> SceneReader:
     """Open scene ``ref`` under source root ``root`` for windowed RGB reads (a context manager).
 
     ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`, 400 MP) bounds what may be decoded whole; ``grey``
-    ("refuse" | "replicate") says whether a single grey band is an error or read as R = G = B. Raises
+    ("refuse" | "replicate") says whether a single grey band is an error or read as R = G = B;
+    ``max_scene_pixels`` (default :data:`DEFAULT_MAX_SCENE_PIXELS`, 4·10⁹) bounds any raster. Raises
     :class:`BadInput` for a file that cannot be used, with the reason in words and GDAL's message as detail.
     """
-    return SceneReader(root, ref, max_pixels, grey)
+    return SceneReader(root, ref, max_pixels, grey, max_scene_pixels)

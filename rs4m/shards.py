@@ -106,6 +106,18 @@ class ShardWriter:
         self._samples += 1
         return loc
 
+    def mark(self) -> tuple[int, int, Any]:
+        """The writer's state now; :meth:`rollback` to it drops every sample added after it."""
+        return self._pos, self._samples, self._hash.copy()
+
+    def rollback(self, mark: tuple[int, int, Any]) -> None:
+        """Drop the samples added since ``mark`` (a scene that failed partway leaves no members behind)."""
+        pos, samples, digest = mark
+        self._fh.flush()
+        self._fh.truncate(pos)
+        self._fh.seek(pos)
+        self._pos, self._samples, self._hash = pos, samples, digest.copy()
+
     def close(self) -> ShardInfo:
         """Finish the archive, fsync, rename to the final name and return its :class:`ShardInfo`."""
         if self.info is not None:
@@ -130,10 +142,14 @@ class ShardWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
+        if exc_type is not None:
             self.abort()
+            return
+        try:
+            self.close()
+        except BaseException:  # a close that fails (disk full) leaves no temp file either
+            self.abort()
+            raise
 
 
 class ShardReader:

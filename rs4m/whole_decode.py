@@ -1,13 +1,24 @@
-"""Whole-image decoding for the formats that can only be decoded whole (PNG, JPEG, GIF, BMP, WebP), and the
-bytes of archive members.
+"""Whole-image decoding for the formats that can only be decoded whole (PNG, JPEG, GIF, BMP, WebP), the
+bytes of archive members, and the file checks every open goes through.
 
 JPEG goes through simplejpeg, the rest through Pillow: both report a truncated file, which GDAL's PNG driver
-zero-fills silently. Sizes are checked by the caller (the decompression-bomb guard) before anything here runs.
+zero-fills silently. Pixel counts are checked by the caller (the decompression-bomb guard) before anything here
+runs; the bytes read are bounded too (``limit``), from the archive's directory before a member is read, so a
+small image followed by gigabytes of padding is refused instead of loaded.
+
+A FIFO, socket or device named like an image would block (or never end) when opened: :func:`check_regular`
+stats the path (symlinks followed) and refuses anything but a regular file before GDAL opens it, and
+:func:`open_regular` opens without blocking and checks the opened descriptor, so a file swapped for a FIFO
+between the check and the open cannot hang Python reads either.
 """
 
 from __future__ import annotations
 
+import collections
+import functools
 import io
+import os
+import stat
 import tarfile
 import warnings
 import zipfile
@@ -26,15 +37,134 @@ def split_archive(root: Path, rel: str) -> tuple[Path, str] | None:
     return archive.split_member(root, rel)
 
 
-def read_bytes(root: Path, rel: str) -> bytes:
-    """The bytes of a scene file or archive member (for the whole-decode formats, which are small)."""
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def check_regular(path: Path | str) -> int:
+    """The size in bytes of ``path`` (symlinks followed), without opening it; :class:`BadInput` unless it is a
+    regular file (a FIFO, socket or device would block or never end)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError as err:
+        raise BadInput("file not found (it was removed, or is a broken symlink)", str(err)) from None
+    except OSError as err:
+        raise BadInput("the file cannot be read (a symlink loop, or permission denied)", str(err)) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise BadInput(f"not a regular file: {_kind(st.st_mode)}; only regular image files are read", str(path))
+    return st.st_size
+
+
+def open_regular(path: Path | str):
+    """Open ``path`` for binary reading without ever blocking; :class:`BadInput` unless it is a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except PermissionError as err:
+        raise BadInput("permission denied: the file cannot be read", str(err)) from None
+    except OSError as err:
+        raise BadInput("the file cannot be read", str(err)) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise BadInput(f"not a regular file: {_kind(mode)}; only regular image files are read", str(path))
+    return os.fdopen(fd, "rb")
+
+
+def scene_file(root: Path, rel: str) -> Path:
+    """The file on disk that holds scene path ``rel``: the archive for a member, else the file itself."""
     split = split_archive(root, rel)
+    return Path(root) / rel if split is None else split[0]
+
+
+@functools.lru_cache(maxsize=16)
+def _duplicated_members(path: str, size: int, mtime_ns: int) -> frozenset[str]:
+    """Member names an archive holds more than once (zip: its directory; plain tar: its headers)."""
+    del size, mtime_ns  # cache key only: a changed archive is listed again
+    try:
+        kind = archive.archive_kind(Path(path))
+        with open_regular(path) as fh:
+            if kind == archive.ZIP:
+                with zipfile.ZipFile(fh) as zf:
+                    names = [i.filename for i in zf.infolist()]
+            elif kind == archive.TAR:
+                with tarfile.open(fileobj=fh, mode="r:") as tf:
+                    names = [m.name.removeprefix("./") for m in tf]
+            else:  # a compressed tar would be decompressed whole just to list it
+                names = []
+    except (OSError, BadInput, zipfile.BadZipFile, tarfile.TarError, EOFError):
+        names = []  # an archive this cannot list is left to the reader, which says why it cannot be read
+    return frozenset(name for name, count in collections.Counter(names).items() if count > 1)
+
+
+def check_member(root: Path, rel: str) -> None:
+    """Refuse an archive member whose name the archive holds twice: GDAL and Python may read different ones."""
+    split = split_archive(root, rel)
+    if split is None:
+        return
+    path, member = split
+    st = os.stat(path)
+    if member in _duplicated_members(str(path), st.st_size, st.st_mtime_ns):
+        raise BadInput(f"the archive holds two entries named {member!r}; readers disagree on which one is meant",
+                       f"{path.name}: duplicate member {member!r}")
+
+
+def _too_big(size: int, limit: int, rel: str) -> BadInput:
+    return BadInput(f"the file holds {size} bytes, more than an image of its declared size can need "
+                    f"(at most {limit}); refused (trailing data or a decompression bomb)", rel)
+
+
+def read_bytes(root: Path, rel: str, limit: int | None = None) -> bytes:
+    """The bytes of a scene file or archive member (for the whole-decode formats, which are small).
+
+    More than ``limit`` bytes are refused with a :class:`BadInput` before they are read: a zip member's size
+    comes from the archive's directory, a tar member's from its header, and the read itself stops at ``limit``.
+    """
+    split = split_archive(root, rel)
+    cap = -1 if limit is None else limit + 1
     try:
         if split is None:
-            return (Path(root) / rel).read_bytes()
-        return archive.read_member(*split)
+            with open_regular(Path(root) / rel) as fh:
+                data = _bounded_read(fh, os.fstat(fh.fileno()).st_size, limit, cap, rel)
+        else:
+            data = _read_member(*split, limit, cap, rel)
     except (OSError, KeyError, zipfile.BadZipFile, tarfile.TarError, EOFError) as err:
         raise BadInput("truncated or corrupt image: its bytes cannot be read", f"{rel}: {err}") from None
+    return data
+
+
+def _read_member(path: Path, member: str, limit: int | None, cap: int, rel: str) -> bytes:
+    """A member's bytes, its size checked from the zip directory or tar header before it is read."""
+    if archive.archive_kind(path) == archive.ZIP:
+        with open_regular(path) as raw, zipfile.ZipFile(raw) as zf, zf.open(member) as fh:
+            return _bounded_read(fh, zf.getinfo(member).file_size, limit, cap, rel)
+    with open_regular(path) as raw, tarfile.open(fileobj=raw, mode="r:*") as tf:
+        info = tf.getmember(member)
+        fh = tf.extractfile(info)
+        if fh is None:
+            raise KeyError(member)
+        return _bounded_read(fh, info.size, limit, cap, rel)
+
+
+def _bounded_read(fh, declared: int, limit: int | None, cap: int, rel: str) -> bytes:
+    if limit is not None and declared > limit:
+        raise _too_big(declared, limit, rel)
+    data = fh.read(cap)
+    if limit is not None and len(data) > limit:  # the directory understated the size
+        raise _too_big(len(data), limit, rel)
+    return data
+
+
+def frame_count(data: bytes) -> int:
+    """Pages / frames of an image (a multi-page TIFF, an animated GIF); 1 when Pillow cannot tell."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return int(getattr(img, "n_frames", 1))
+    except Exception:  # noqa: BLE001 - counting frames is a note, never a failure
+        return 1
 
 
 def decode_whole(data: bytes, driver: str, want_pixels: bool) -> tuple[np.ndarray, np.ndarray] | None:

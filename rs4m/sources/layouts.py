@@ -24,8 +24,10 @@ the pattern. (Archive names are not checked: xView2 ships its images in ``train_
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 import tarfile
 import zipfile
 from dataclasses import dataclass
@@ -172,23 +174,39 @@ class _Walker:
             is_dir = entry.is_dir(follow_symlinks=True)
             is_file = entry.is_file(follow_symlinks=True)
         except OSError as err:
-            yield ScanProblem(rel, "entry cannot be read", str(err))
+            loop = err.errno == errno.ELOOP
+            yield ScanProblem(rel, "symlink loop: the link leads back to itself; not followed" if loop
+                              else "entry cannot be read", str(err))
             return
         if is_dir:
             yield from self._folder(Path(entry.path), rel, ancestors)
         elif self.keep(rel):
-            if is_file:
-                yield rel
-            elif entry.is_symlink():
-                yield ScanProblem(rel, "broken symlink: its target does not exist")
+            yield rel if is_file else _not_a_file(entry, rel)
+
+
+def _not_a_file(entry: os.DirEntry, rel: str) -> ScanProblem:
+    """Why an entry named like an image is no regular file (a FIFO or device would block a reader)."""
+    try:
+        mode = os.stat(entry.path).st_mode
+    except FileNotFoundError:
+        return ScanProblem(rel, "broken symlink: its target does not exist")
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return ScanProblem(rel, "symlink loop: the link leads back to itself; not followed", str(err))
+        return ScanProblem(rel, "the entry cannot be read", str(err))
+    kinds = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    kind = next((name for test, name in kinds if test(mode)), "not a regular file")
+    via = " (through a symlink)" if entry.is_symlink() else ""
+    return ScanProblem(rel, f"not a regular file: {kind}{via}; only regular image files are read")
 
 
 def walk_files(root: Path, keep: Callable[[str], bool] = lambda rel: True) -> Iterator[str | ScanProblem]:
     """Relative POSIX paths of the regular files under ``root`` for which ``keep(path)`` holds, and problems.
 
     Symlinks are followed; a folder that links back to one above it is a symlink loop (a problem, never a
-    hang). A folder that cannot be listed, a broken symlink and a name that is not valid UTF-8 are problems
-    too. Hidden entries are skipped. Order: sorted by name within each folder (callers sort whole paths).
+    hang). A folder that cannot be listed, a broken symlink, an entry that is no regular file (FIFO, socket,
+    device) and a name that is not valid UTF-8 are problems too. Hidden entries are skipped. Order: sorted by name within each folder (callers sort whole paths).
     """
     return _Walker(Path(root), keep).run()
 

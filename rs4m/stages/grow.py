@@ -184,13 +184,15 @@ def find_growth(out: Path, record: BuildRecord, plan: BuildPlan) -> Growth:
 def scan_growth(out: Path, plan: BuildPlan, growth: Growth, engine: Engine, progress=None) -> dict:
     """Probe the new scenes and append them to ``scenes.parquet`` as new units after the existing ones;
     their scan errors join ``errors.parquet``. Returns the scan counts of the whole build."""
-    from rs4m.stages.scan import assign_units, probe_all
+    from rs4m.stages.scan import _tasks, assign_units, probe_all
 
     layout = OutputLayout(Path(out))
     old = mf.read_table(layout.scenes, mf.SCENES_SCHEMA)
     errors = [p for problems in growth.problems.values() for p in problems]
     inputs = [inp for inp in plan.sources if growth.refs.get(inp.source)]
-    rows = assign_units(probe_all(inputs, growth.refs, engine, errors, progress), inputs)
+    rows, probe_errors = probe_all(engine, list(_tasks(inputs, growth.refs)), progress)
+    errors += probe_errors
+    rows = assign_units(rows, inputs)
     first = (pc.max(old["unit"]).as_py() + 1) if old.num_rows else 0
     for row in rows:
         row["unit"] += first

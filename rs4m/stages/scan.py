@@ -2,13 +2,20 @@
 
 Each scene row records the file's size and sha256, raster size, bands, dtype, CRS, transform, GSD and
 footprint; scenes are sorted by (source, scene_path) and cut into work units (``unit``), never spanning two
-sources, so each unit carries one source's tiling. A file that cannot be opened becomes an error row.
+sources, so each unit carries one source's tiling. A file that cannot be opened (for any reason, whatever the
+exception) becomes an error row, and so does a FIFO, socket or device named like an image, checked before
+anything opens it. A multi-page TIFF or animated GIF is scanned, with an error row saying only its first page
+is used.
+
+The scan's outputs are one commit: ``errors.parquet`` is written first and ``scenes.parquet``, whose presence
+tells a rerun that the scan is done, last; a scan killed in between runs again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
@@ -17,13 +24,16 @@ import shapely
 
 from rs4m import manifest as mf
 from rs4m.engines import Engine, UnitFailure
+from rs4m.config import DEFAULT_MAX_SCENE_PIXELS
 from rs4m.errors import BadInput, OutputError
 from rs4m.raster import gdal_path, open_scene
 from rs4m.stages import scan_report
 from rs4m.stages.errors_table import replace_stage_errors
 from rs4m.stages.sources import SourceInput
 from rs4m.layout import OutputLayout
+from rs4m.whole_decode import open_regular
 from rs4m.sources import SceneRef, ScanProblem
+from rs4m.units import assign_units as assign_scene_units
 
 PROBE_BATCH = 32
 log = logging.getLogger("rs4m")
@@ -39,6 +49,7 @@ class ProbeTask:
     max_pixels: int
     refs: tuple[SceneRef, ...]
     grey: str = "refuse"
+    max_scene_pixels: int = DEFAULT_MAX_SCENE_PIXELS
 
 
 def _file_facts(root: Path, ref: SceneRef) -> tuple[int | None, str | None]:
@@ -48,26 +59,26 @@ def _file_facts(root: Path, ref: SceneRef) -> tuple[int | None, str | None]:
         return None, None
     h, size = hashlib.sha256(), 0
     for rel in rels:
-        try:
-            with open(root / rel, "rb") as fh:
+        with open_regular(root / rel) as fh:  # never blocks: a FIFO or device is refused before it is read
+            try:
                 for block in iter(lambda: fh.read(1 << 22), b""):
                     h.update(block)
                     size += len(block)
-        except PermissionError as err:
-            raise BadInput("permission denied: the file cannot be read", str(err)) from None
-        except OSError as err:
-            raise BadInput("the file cannot be read", str(err)) from None
+            except OSError as err:
+                raise BadInput("the file cannot be read", str(err)) from None
     return size, h.hexdigest()
 
 
-def probe_scene(task: ProbeTask, ref: SceneRef) -> dict:
-    """One scene row (without ``unit``); raises :class:`BadInput` for an unusable scene."""
+def probe_scene(task: ProbeTask, ref: SceneRef) -> tuple[dict, int]:
+    """One scene row (without ``unit``) and the file's page count; raises :class:`BadInput` for an unusable
+    scene."""
     root = Path(task.root)
     size, sha = _file_facts(root, ref)
     if size == 0:
         raise BadInput("empty file (0 bytes)")
-    with open_scene(root, ref, max_pixels=task.max_pixels, grey=task.grey) as reader:
-        info = reader.info
+    with open_scene(root, ref, max_pixels=task.max_pixels, grey=task.grey,
+                    max_scene_pixels=task.max_scene_pixels) as reader:
+        info, pages = reader.info, reader.page_count()
     if reader.grey_replicated:  # the tile stage reads band 1 as R, G and B; bands stays 1 in the manifest
         ref = replace(ref, rgb_bands=(1, 1, 1))
     return {
@@ -78,7 +89,17 @@ def probe_scene(task: ProbeTask, ref: SceneRef) -> dict:
         "bands": info.bands, "dtype": info.dtype, "crs": info.crs,
         "transform": list(info.transform) if info.transform else None, "gsd_m": info.gsd_m,
         "geometry": shapely.to_wkb(info.footprint) if info.footprint is not None else None,
-    }
+    }, pages
+
+
+def _problem(task: ProbeTask, ref: SceneRef, err: Exception) -> dict:
+    """The error row of a scene whose probe raised ``err`` (any exception: one odd file never stops a batch)."""
+    if isinstance(err, BadInput):
+        reason, detail = err.reason, err.detail
+    else:
+        reason = f"the file could not be probed: unexpected {type(err).__name__}"
+        detail = "".join(traceback.format_exception_only(type(err), err)).strip()
+    return {"path": ref.scene_path, "source": task.source, "stage": "scan", "reason": reason, "detail": detail}
 
 
 def probe_batch(task: ProbeTask) -> tuple[list[dict], list[dict]]:
@@ -86,10 +107,16 @@ def probe_batch(task: ProbeTask) -> tuple[list[dict], list[dict]]:
     rows, errors = [], []
     for ref in task.refs:
         try:
-            rows.append(probe_scene(task, ref))
-        except BadInput as err:
+            row, pages = probe_scene(task, ref)
+        except Exception as err:  # noqa: BLE001 - any per-scene failure is that scene's error row
+            errors.append(_problem(task, ref, err))
+            continue
+        rows.append(row)
+        if pages > 1:
+            kind = "an animated GIF" if row["driver"] == "GIF" else "a multi-page TIFF"
             errors.append({"path": ref.scene_path, "source": task.source, "stage": "scan",
-                           "reason": err.reason, "detail": err.detail})
+                           "reason": f"{kind} of {pages} pages: only the first page is used",
+                           "detail": f"driver {row['driver']}, {pages} pages"})
     return rows, errors
 
 
@@ -114,36 +141,37 @@ def _tasks(inputs: list[SourceInput], refs_by_source: dict[str, list[SceneRef]])
         refs = refs_by_source[inp.source]
         for i in range(0, len(refs), PROBE_BATCH):
             yield ProbeTask(inp.source, str(inp.root), inp.licence, inp.spec.tile.max_pixels,
-                            tuple(refs[i:i + PROBE_BATCH]), inp.spec.tile.grey or "refuse")
+                            tuple(refs[i:i + PROBE_BATCH]), inp.spec.tile.grey or "refuse",
+                            inp.spec.tile.max_scene_pixels)
 
 
 def assign_units(rows: list[dict], inputs: list[SourceInput]) -> list[dict]:
-    """Sort rows by (source, scene_path) and number work units per source in that order."""
-    per_unit = {inp.source: inp.spec.tile.scenes_per_unit for inp in inputs}
-    rows.sort(key=lambda r: (r["source"], r["scene_path"]))
-    unit, count, current = -1, 0, None
-    for row in rows:
-        if row["source"] != current or count == per_unit[row["source"]]:
-            unit, count, current = unit + 1, 0, row["source"]
-        row["unit"] = unit
-        count += 1
-    return rows
+    """Sort rows by (source, scene_path) and number work units per source in that order, by scene count
+    or, with ``shard_bytes``, by estimated shard size (:mod:`rs4m.units`)."""
+    return assign_scene_units(rows, {inp.source: inp.spec.tile for inp in inputs})
 
 
-def probe_all(inputs: list[SourceInput], refs_by_source: dict[str, list[SceneRef]], engine: Engine,
-              errors: list[dict], progress=None) -> list[dict]:
-    """Probe the given scenes of every source; return the scene rows (no ``unit``), appending error rows."""
-    rows: list[dict] = []
-    for task, result in engine.map_units(probe_batch, list(_tasks(inputs, refs_by_source))):
-        if isinstance(result, UnitFailure):
-            errors.extend({"path": r.scene_path, "source": task.source, "stage": "scan",
-                           "reason": "probing failed unexpectedly", "detail": result.error} for r in task.refs)
+def probe_all(engine: Engine, tasks: list[ProbeTask], progress=None) -> tuple[list[dict], list[dict]]:
+    """Probe every batch: (scene rows, error rows). A batch that fails as a whole (its worker died on a file)
+    is probed again one scene at a time, so only the file that kills a worker becomes an error row."""
+    rows, errors, again = [], [], []
+    for task, result in engine.map_units(probe_batch, tasks):
+        if isinstance(result, UnitFailure) and len(task.refs) > 1:
+            again.extend(replace(task, refs=(ref,)) for ref in task.refs)
             continue
-        rows.extend(result[0])
-        errors.extend(result[1])
+        if isinstance(result, UnitFailure):
+            errors.append({"path": task.refs[0].scene_path, "source": task.source, "stage": "scan",
+                           "reason": "probing the file failed unexpectedly (its reader crashed)",
+                           "detail": result.error})
+        else:
+            rows.extend(result[0])
+            errors.extend(result[1])
         if progress:
             progress(len(task.refs))
-    return rows
+    if again:
+        more_rows, more_errors = probe_all(engine, again, progress)
+        rows, errors = rows + more_rows, errors + more_errors
+    return rows, errors
 
 
 def run_scan(out: Path, inputs: list[SourceInput], engine: Engine, progress=None) -> dict:
@@ -155,7 +183,8 @@ def run_scan(out: Path, inputs: list[SourceInput], engine: Engine, progress=None
         errors.extend(problems)
         for line in scan_report.slow_archives(inp, refs_by_source[inp.source]):
             log.warning("rs4m: note: %s", line)
-    rows = probe_all(inputs, refs_by_source, engine, errors, progress)
+    rows, probe_errors = probe_all(engine, list(_tasks(inputs, refs_by_source)), progress)
+    errors.extend(probe_errors)
     rows = assign_units(rows, inputs)
     empty = scan_report.empty_sources(inputs, {s: len(r) for s, r in refs_by_source.items()}, rows, errors)
     for source, why in empty.items() if rows else ():
@@ -164,8 +193,9 @@ def run_scan(out: Path, inputs: list[SourceInput], engine: Engine, progress=None
         replace_stage_errors(layout, "scan", errors)
         raise OutputError("nothing readable: " + " | ".join(f"source {s}: {why}" for s, why in empty.items())
                           + f" (every problem is a row of {layout.errors})")
-    mf.write_table(mf.table_from_rows(rows, mf.SCENES_SCHEMA), layout.scenes, mf.SCENES_SCHEMA)
+    # errors first: scenes.parquet marks the scan as done, so a kill between the two writes rescans
     replace_stage_errors(layout, "scan", errors)
+    mf.write_table(mf.table_from_rows(rows, mf.SCENES_SCHEMA), layout.scenes, mf.SCENES_SCHEMA)
     per_source = {inp.source: sum(1 for r in rows if r["source"] == inp.source) for inp in inputs}
     return {"scenes": len(rows), "errors": len(errors), "units": (rows[-1]["unit"] + 1) if rows else 0,
             "per_source": per_source}

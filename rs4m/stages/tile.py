@@ -4,18 +4,30 @@ Pixels are decoded once per window: while a tile is in memory the stage measures
 computes the richness score, encodes it, hashes the stored bytes and the pixels (sha256, pHash, dHash) and
 appends it to the unit's shard. Filtered tiles are rows with a ``filter_reason`` and no bytes.
 
-A unit is done when its tiles part exists (written last, after its shard and its errors part); a restart
-skips done units and redoes the others from scratch, so a killed build resumes with nothing lost or doubled.
-Units are pure functions of their inputs: the output is identical whatever the engine or worker count.
+A scene is all or nothing: its members are appended to the shard as it is tiled, and when any step of the
+scene fails (whatever the exception) the shard is rolled back to where the scene began, its rows are dropped
+and it becomes one error row; the unit's other scenes go on. A scene whose file changed since the scan (size,
+type or pixel size) is such an error. A unit that fails all the same (its worker died: a reader that crashes) has each scene tiled alone in a
+throwaway shard, and runs again with the scenes that crash alone as error rows; a unit that still fails (a
+bug) is an error row of stage ``unit``.
+
+A unit is done when its tiles part (written last, after its shard and its errors part) is readable and its
+shard agrees with the facts the part records (size, and a tar header before every stored tile naming it); a
+restart redoes the others from scratch, so a killed or damaged build resumes with nothing lost or doubled.
+Windows whose blocks a sparse GeoTIFF does not store are skipped without a row; a scene with no stored block
+at all is an error row. Units are pure functions of their inputs: the output is identical whatever the engine
+or worker count.
 """
 
 from __future__ import annotations
 
 import hashlib
+import tempfile
 import time
-from dataclasses import dataclass
+import traceback
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pyarrow.compute as pc
@@ -23,21 +35,23 @@ import shapely
 
 from rs4m import manifest as mf
 from rs4m.codec import encode
+from rs4m.compact import JOURNAL
 from rs4m.config import FilterConfig, TileConfig
 from rs4m.engines import Engine, UnitFailure
 from rs4m.errors import BadInput
 from rs4m.hashing import hashes_with_canonical, pixel_hash
 from rs4m.layout import OutputLayout, leftover_files
-from rs4m.raster import open_scene
+from rs4m.raster import SceneReader, open_scene
 from rs4m.richness import tile_richness
-from rs4m.shards import ShardWriter
-from rs4m.stages.errors_table import replace_stage_errors
+from rs4m.shards import ShardReader, ShardWriter
+from rs4m.stages.errors_table import replace_errors
 from rs4m.tiling import Window, grid_windows, random_windows
+from rs4m.whole_decode import check_regular, scene_file
 from rs4m.sources import SceneRef
 
 HASH_BATCH = 64
 SCENE_COLUMNS = ["scene_id", "source", "source_root", "scene_path", "band_paths", "rgb_bands", "split",
-                 "licence", "bands", "dtype", "gsd_m", "crs", "width", "height", "unit"]
+                 "licence", "bands", "dtype", "gsd_m", "crs", "width", "height", "bytes", "unit"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +63,8 @@ class UnitTask:
     tile: TileConfig
     filters: FilterConfig
     scenes: tuple[dict, ...]
+    #: scene paths that killed their worker when tiled alone: error rows, never read again in this run
+    crashed: tuple[str, ...] = ()
 
 
 def scene_windows(scene: dict, cfg: TileConfig) -> list[Window]:
@@ -74,6 +90,14 @@ def filter_reason(rgb: np.ndarray, valid: np.ndarray, richness: float | None, f:
     return None
 
 
+class OutputWriteError(Exception):
+    """The unit's shard cannot be written (disk full, read-only OUT): the unit fails, not the scene."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def _base_row(scene: dict, win: Window) -> dict:
     return {
         "tile_id": mf.make_tile_id(scene["source"], scene["scene_path"], *win),
@@ -88,22 +112,56 @@ def _store_batch(batch: list[tuple[dict, np.ndarray]], writer: ShardWriter, cfg:
     """Encode, hash and append a batch of kept tiles (rows are completed in place)."""
     phashes, dhashes, pcanon, dcanon = hashes_with_canonical([rgb for _, rgb in batch])
     for (row, rgb), ph, dh, pc, dc in zip(batch, phashes, dhashes, pcanon, dcanon):
+        want = (row.get("out_height") or row["height"], row.get("out_width") or row["width"], 3)
+        if rgb.shape != want:  # never store pixels that disagree with their row
+            raise BadInput("the decoded tile does not have the size of its window",
+                           f"tile {row['tile_id']}: pixels {rgb.shape}, row {want}")
         data = encode(rgb, cfg.format, cfg.quality)
         meta = {k: row[k] for k in ("tile_id", "source", "scene_path", "x", "y", "width", "height", "licence")}
-        loc = writer.add(row["tile_id"], cfg.format, data, meta)
+        try:
+            loc = writer.add(row["tile_id"], cfg.format, data, meta)
+        except OSError as err:
+            raise OutputWriteError(err) from err
         row.update(sha256=hashlib.sha256(data).hexdigest(), pixel_sha256=pixel_hash(rgb), phash=int(ph),
                    dhash=int(dh), phash_canonical=int(pc), dhash_canonical=int(dc), shard=shard, offset=loc.offset, length=loc.length, format=cfg.format)
 
 
-def tile_scene(scene: dict, task: UnitTask, writer: ShardWriter, shard: str, rows: list[dict]) -> None:
-    """Cut one scene into tiles, appending rows (kept and filtered) to ``rows``; raises :class:`BadInput`."""
+def check_unchanged(scene: dict) -> None:
+    """Refuse a scene whose file(s) are no longer regular files of the size the scan recorded."""
+    root = Path(scene["source_root"])
+    rels = scene["band_paths"] or [scene["scene_path"]]
+    files = [scene_file(root, rel) for rel in rels]
+    sizes = [check_regular(path) for path in files]
+    if scene["bytes"] is not None and all(f == root / r for f, r in zip(files, rels)) and sum(sizes) != scene["bytes"]:
+        raise BadInput(f"the file changed since the scan ({scene['bytes']} bytes then, {sum(sizes)} now); "
+                       "scan again to include it", scene["scene_path"])
+
+
+def _check_size(scene: dict, reader: SceneReader) -> None:
+    if (reader.info.width, reader.info.height) != (scene["width"], scene["height"]):
+        raise BadInput(f"the file changed since the scan ({scene['width']}x{scene['height']} pixels then, "
+                       f"{reader.info.width}x{reader.info.height} now); scan again to include it")
+
+
+def tile_scene(scene: dict, task: UnitTask, writer: ShardWriter, shard: str) -> list[dict]:
+    """Cut one scene into tiles, storing the kept ones; returns the rows (kept and filtered).
+
+    Raises :class:`BadInput` (or anything else) with members of the scene possibly stored: the caller rolls
+    the shard back.
+    """
     cfg, root = task.tile, Path(scene["source_root"])
     ref = SceneRef(scene["scene_path"], scene["split"], tuple(scene["band_paths"] or ()),
                    tuple(scene["rgb_bands"]) if scene["rgb_bands"] else None)
     out_size = (cfg.out_size, cfg.out_size) if cfg.out_size else None
+    rows: list[dict] = []
     batch: list[tuple[dict, np.ndarray]] = []
-    with open_scene(root, ref, max_pixels=cfg.max_pixels) as reader:
-        for win in scene_windows(scene, cfg):
+    check_unchanged(scene)
+    with open_scene(root, ref, max_pixels=cfg.max_pixels, max_scene_pixels=cfg.max_scene_pixels) as reader:
+        _check_size(scene, reader)
+        windows = scene_windows(scene, cfg)
+        for win in windows:
+            if reader.window_is_empty(*win):  # a sparse file stores nothing there: no pixels, no row
+                continue
             rgb, valid = reader.read_window(win.x, win.y, win.width, win.height, out_size=out_size)
             row = _base_row(scene, win)
             if out_size:
@@ -125,6 +183,23 @@ def tile_scene(scene: dict, task: UnitTask, writer: ShardWriter, shard: str, row
                 batch = []
     if batch:
         _store_batch(batch, writer, cfg, shard)
+    if windows and not rows:
+        raise BadInput(f"the file declares {scene['width']}x{scene['height']} pixels but stores none of them "
+                       "(every block is empty)", scene["scene_path"])
+    return rows
+
+
+def scene_error(scene: dict, err: Exception) -> dict:
+    """The error row of a scene that failed with ``err`` (any exception: a bad file is never a crash)."""
+    if isinstance(err, BadInput):
+        reason, detail = err.reason, err.detail
+    elif isinstance(err, MemoryError):
+        reason, detail = "out of memory while tiling the scene", "MemoryError"
+    else:
+        reason = f"the scene could not be tiled: unexpected {type(err).__name__}"
+        detail = "".join(traceback.format_exception_only(type(err), err)).strip()
+    return {"path": scene["scene_path"], "source": scene["source"], "stage": "tile", "reason": reason,
+            "detail": detail}
 
 
 def tile_unit(task: UnitTask) -> dict:
@@ -135,14 +210,19 @@ def tile_unit(task: UnitTask) -> dict:
     errors: list[dict] = []
     with ShardWriter(layout.shard(task.unit)) as writer:
         for scene in task.scenes:
-            before = len(rows)
-            try:
-                tile_scene(scene, task, writer, shard, rows)
-            except BadInput as err:
-                stored = sum(1 for r in rows[before:] if r.get("shard"))
-                detail = err.detail + (f" ({stored} tiles stored before the failure)" if stored else "")
+            if scene["scene_path"] in task.crashed:
                 errors.append({"path": scene["scene_path"], "source": scene["source"], "stage": "tile",
-                               "reason": err.reason, "detail": detail})
+                               "reason": "tiling the scene crashed its worker process (a reader bug?); "
+                                         "it is left out", "detail": ""})
+                continue
+            mark = writer.mark()
+            try:
+                rows.extend(tile_scene(scene, task, writer, shard))
+            except OutputWriteError as err:
+                raise err.error from None
+            except Exception as err:  # noqa: BLE001 - any per-scene failure is that scene's error row
+                writer.rollback(mark)
+                errors.append(scene_error(scene, err))
     info = writer.info
     mf.write_table(mf.table_from_rows(errors, mf.ERRORS_SCHEMA), layout.unit_errors(task.unit), mf.ERRORS_SCHEMA)
     mf.write_table(mf.table_from_rows(rows, mf.TILES_SCHEMA), layout.tile_part(task.unit), mf.TILES_SCHEMA,
@@ -162,11 +242,15 @@ def unit_tasks(out: Path, recipe_sources: dict[str, dict], filters: FilterConfig
             for u, rows in sorted(by_unit.items())]
 
 
-def clean_partial(layout: OutputLayout, done: set[int]) -> None:
-    """Remove files of units that did not finish (a shard without its part) and stray temp files."""
+def clean_partial(layout: OutputLayout, done: set[int], units: Iterable[int] = ()) -> None:
+    """Remove files of units that did not finish or are damaged (``units`` not in ``done``), shards without
+    their part, and stray temp files."""
     for tmp in leftover_files(layout.root):  # only temp names of the files a build writes
         if tmp.name.endswith(".tmp") and tmp.parent != layout.root:
             tmp.unlink(missing_ok=True)
+    for unit in set(units) - done:
+        for path in (layout.tile_part(unit), layout.unit_errors(unit)):
+            path.unlink(missing_ok=True)
     if layout.shards_dir.is_dir():
         for path in layout.shards_dir.glob("rs4m-[0-9][0-9][0-9][0-9][0-9].tar"):  # only names it writes
             unit = int(path.stem.split("-")[1])
@@ -174,10 +258,43 @@ def clean_partial(layout: OutputLayout, done: set[int]) -> None:
                 path.unlink()
 
 
+#: stored tiles per unit whose tar header is checked on resume (evenly spaced, first and last included)
+RESUME_HEADER_CHECKS = 64
+
+
+def unit_is_intact(layout: OutputLayout, unit: int) -> bool:
+    """Whether a unit's files agree: its parts are readable Parquet, its shard has the size its tiles part
+    records, and the tar headers before sampled stored tiles name those tiles. Cheap: no shard is hashed."""
+    part, shard = layout.tile_part(unit), layout.shard(unit)
+    try:
+        info = mf.read_metadata(part, "shard")
+        mf.read_metadata(layout.unit_errors(unit), "shard")
+        table = mf.read_table(part, mf.TILES_SCHEMA, columns=["tile_id", "shard", "offset", "length", "format"])
+    except Exception:  # noqa: BLE001 - any unreadable part (missing, garbled, wrong schema) means: redo
+        return False
+    if not info or not shard.is_file() or shard.stat().st_size != info.get("bytes"):
+        return False
+    stored = table.filter(pc.is_valid(table["shard"])).to_pylist()
+    if len(stored) > RESUME_HEADER_CHECKS:
+        stored = [stored[i * (len(stored) - 1) // (RESUME_HEADER_CHECKS - 1)] for i in range(RESUME_HEADER_CHECKS)]
+    with ShardReader(layout.shards_dir) as reader:
+        try:
+            return all(r["shard"] == shard.name and reader.member_name(shard.name, r["offset"])
+                       == (f"{r['tile_id']}.{r['format']}", r["length"]) for r in stored)
+        except OSError:
+            return False
+
+
 def done_units(layout: OutputLayout) -> set[int]:
-    """Units whose tiles part and shard both exist."""
-    return {int(p.stem.split("-")[1]) for p in layout.tile_parts()
-            if layout.shard(int(p.stem.split("-")[1])).exists()}
+    """Units whose tiles part and shard exist and agree (:func:`unit_is_intact`).
+
+    While a compaction journal is live, shards and parts are mid-rename and disagree on purpose: then a unit
+    is done when both files exist, and the compaction is left to finish.
+    """
+    units = {int(p.stem.split("-")[1]) for p in layout.tile_parts()}
+    if (layout.root / JOURNAL).exists():
+        return {u for u in units if layout.shard(u).exists()}
+    return {u for u in units if unit_is_intact(layout, u)}
 
 
 def write_shards_table(layout: OutputLayout) -> int:
@@ -187,12 +304,51 @@ def write_shards_table(layout: OutputLayout) -> int:
     return len(infos)
 
 
-def merge_unit_errors(layout: OutputLayout) -> int:
-    """Fold the units' error parts into ``errors.parquet`` (stage ``tile``); returns their count."""
+def trial_scene(task: UnitTask) -> bool:
+    """Tile the one scene of ``task`` into a throwaway shard: returns when it does not kill its worker."""
+    with tempfile.TemporaryDirectory(prefix="rs4m-trial-") as tmp:
+        writer = ShardWriter(Path(tmp) / "trial.tar")
+        try:
+            tile_scene(task.scenes[0], task, writer, "trial.tar")
+        except Exception:  # noqa: BLE001, S110 - in the real run this is the scene's error row, not a crash
+            pass
+        finally:
+            writer.abort()
+    return True
+
+
+def rerun_without_crashers(engine: Engine, failed: list[tuple[UnitTask, str]]):
+    """Units that failed as a whole: each scene is tiled alone (a trial) to find those that kill their worker,
+    and the units holding any run again with those scenes as error rows. Yields (task, result) of the reruns
+    and (task, UnitFailure) of units none of whose scenes crashes alone (their failure is not a scene's)."""
+    trials = [replace(task, scenes=(scene,)) for task, _ in failed for scene in task.scenes]
+    crashed: dict[int, set[str]] = {}
+    for trial, result in engine.map_units(trial_scene, trials):
+        if isinstance(result, UnitFailure):
+            crashed.setdefault(trial.unit, set()).add(trial.scenes[0]["scene_path"])
+    for task, error in failed:
+        if task.unit not in crashed:
+            yield task, UnitFailure(error)
+    reruns = [replace(task, crashed=tuple(sorted(crashed[task.unit]))) for task, _ in failed if task.unit in crashed]
+    yield from engine.map_units(tile_unit, reruns)
+
+
+def unit_error(layout: OutputLayout, task: UnitTask, error: str) -> dict:
+    """The error row (stage ``unit``) of a work unit that failed as a whole: none of its scenes is in the build."""
+    part = layout.tile_part(task.unit)
+    first = error.strip().splitlines()[-1] if error.strip() else "unknown error"
+    return {"path": f"{part.parent.name}/{part.name}", "source": task.scenes[0]["source"], "stage": "unit",
+            "reason": f"work unit {task.unit} ({len(task.scenes)} scenes) failed and wrote no tiles: {first}",
+            "detail": error}
+
+
+def merge_unit_errors(layout: OutputLayout, unit_rows: Sequence[dict] = ()) -> int:
+    """Fold the units' error parts into ``errors.parquet`` (stage ``tile``) with the rows of failed units
+    (stage ``unit``, replacing the previous run's); returns the count of both."""
     parts = sorted(layout.unit_errors_dir.glob("part-*.parquet")) if layout.unit_errors_dir.is_dir() else []
     rows = mf.read_parts(parts, mf.ERRORS_SCHEMA).to_pylist()
-    replace_stage_errors(layout, "tile", rows)
-    return len(rows)
+    replace_errors(layout, {"tile": rows, "unit": list(unit_rows)})
+    return len(rows) + len(unit_rows)
 
 
 def run_tile(out: Path, recipe_sources: dict[str, dict], filters: FilterConfig, engine: Engine,
@@ -206,16 +362,23 @@ def run_tile(out: Path, recipe_sources: dict[str, dict], filters: FilterConfig, 
             for path in (layout.tile_part(task.unit), layout.shard(task.unit), layout.unit_errors(task.unit)):
                 path.unlink(missing_ok=True)
     done = done_units(layout)
-    clean_partial(layout, done)
+    clean_partial(layout, done, [t.unit for t in tasks])
     pending = [t for t in tasks if t.unit not in done]
-    failed = []
+    first_failures = []
     for task, result in engine.map_units(tile_unit, pending):
         if isinstance(result, UnitFailure):
+            first_failures.append((task, result.error))
+        elif progress:
+            progress(result)
+    failed, unit_rows = [], []
+    for task, result in rerun_without_crashers(engine, first_failures) if first_failures else ():
+        if isinstance(result, UnitFailure):
             failed.append({"unit": task.unit, "error": result.error})
+            unit_rows.append(unit_error(layout, task, result.error))
         elif progress:
             progress(result)
     write_shards_table(layout)
-    errors = merge_unit_errors(layout)
+    errors = merge_unit_errors(layout, unit_rows)
     table = mf.read_parts(layout.tile_parts(), mf.TILES_SCHEMA, columns=["tile_id", "filter_reason"])
     filtered = int(pc.sum(pc.is_valid(table["filter_reason"])).as_py() or 0)
     return {"units": len(tasks), "units_run": len(pending), "units_failed": failed, "tiles": table.num_rows,
