@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 import pyarrow.compute as pc
 
 from rs4m import manifest as mf
+from rs4m.config import FilterConfig
 from rs4m.engines import Engine, get_engine
 from rs4m.errors import ConfigError, OutputError
 from rs4m.killpoints import kill_point
@@ -70,6 +71,16 @@ class BuildReport:
 def read_record(out: Path) -> dict[str, Any]:
     """``OUT/build.json`` as a dict (:meth:`rs4m.record.BuildRecord.load`, for readers of a finished build)."""
     return BuildRecord.load(Path(out)).data
+
+
+def tile_configs(record: dict[str, Any]) -> dict[str, dict]:
+    """source → its TileConfig fields, from a ``build.json`` dict (for tools that run a stage function alone)."""
+    return {s["source"]: s["tile"] for s in record.get("sources", [])}
+
+
+def filters_of(record: dict[str, Any]) -> FilterConfig:
+    """The filters of a ``build.json`` dict."""
+    return FilterConfig(**record.get("filters", {}))
 
 
 def check_out_folder(out: Path, roots: list[Path]) -> None:
