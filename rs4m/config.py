@@ -139,11 +139,13 @@ class DedupConfig:
     Radii come from ``benchmarks/dedup_quality.py``: 5 bits on both hashes keeps precision at 1.0 there while
     finding all recompressed, resized and brightness-shifted copies, and keeps 4 M tiles within a minute.
     ``geo_iou`` is the overlap threshold, measured as ``geo_measure`` says (see :mod:`rs4m.dedup`).
+    ``dihedral`` is on: overhead imagery has no "up", so a flipped or rotated copy is a copy; the canonical
+    hashes it searches are stored for every tile anyway, and precision stays 1.0 at 5 bits in that benchmark.
     """
 
     radius_bits: int = 5
     dhash_radius_bits: int = 5
-    dihedral: bool = False
+    dihedral: bool = True
     geo: bool = True
     geo_iou: float = 0.5
     geo_measure: str = "containment"
