@@ -117,17 +117,16 @@ def rs4m_tile(folder: Path, tile: int, code_root: Path = ROOT) -> dict:
     code = f"""
 import json, resource, time
 from pathlib import Path
+from dataclasses import replace
 from rs4m.engines import get_engine
-from rs4m.stages.build import start_record, plan_record, run_stages
-from rs4m.stages.sources import sources_from_flags
-from rs4m.config import Recipe, TileConfig, FilterConfig
+from rs4m.plan import plan_from_flags
+from rs4m.stages.build import run_build
+from rs4m.config import FilterConfig
 out = Path({str(folder)!r} + "-out")
-tile = TileConfig(tile_size={tile}, scenes_per_unit=8)
-inputs = sources_from_flags(["folder={folder}"], tile)
-recipe = Recipe(build=tile, filters=FilterConfig(max_nodata_frac=1.0, drop_blank=False))
-start_record(out, plan_record(inputs, recipe, None), force=True)
+plan = plan_from_flags(["folder={folder}"], {{"tile_size": {tile}, "scenes_per_unit": 8}})
+plan = replace(plan, filters=FilterConfig(max_nodata_frac=1.0, drop_blank=False))
 t = time.perf_counter()
-counts = run_stages(out, inputs, get_engine("local", workers=1), quiet=True)
+counts = run_build(out, plan, ("scan", "tile"), force=True, engine=get_engine("local", workers=1)).counts
 sec = time.perf_counter() - t
 print(json.dumps({{"tiles": counts["tile"]["tiles"], "kept": counts["tile"]["kept"], "seconds": sec,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))

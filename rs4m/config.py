@@ -1,7 +1,7 @@
 """Configuration: frozen dataclasses and the recipe TOML that maps onto them.
 
-A recipe (``manifests/rs4m.toml``) has the tables ``[build]`` (tiling defaults), ``[filters]``, ``[dedup]`` and
-an array ``[[sources]]``; any ``[build]`` key may be overridden per source. Unknown keys are an error that names
+A recipe (``manifests/rs4m.toml``) has the tables ``[build]`` (tiling defaults), ``[filters]``, ``[dedup]``,
+``[output]`` and an array ``[[sources]]``; any ``[build]`` key may be overridden per source. Unknown keys are an error that names
 the key and the valid ones. Field names equal CLI flag names (``tile_size`` ↔ ``--tile-size``).
 """
 
@@ -167,6 +167,21 @@ class DedupConfig:
 
 
 @dataclass(frozen=True)
+class OutputConfig:
+    """What a build leaves in OUT (recipe table ``[output]``).
+
+    ``keep_dropped``: leave the shards holding every stored tile, duplicates and leaked ones included (the
+    manifest still lists only the kept ones); by default a build ends by compacting them (:mod:`rs4m.compact`)
+    so that the shards hold exactly the manifest's tiles.
+    """
+
+    keep_dropped: bool = False
+
+    def __post_init__(self) -> None:
+        check_types(self)
+
+
+@dataclass(frozen=True)
 class SourceSpec:
     """One source of a build: an adapter name, where its data is, and how to tile it."""
 
@@ -188,6 +203,7 @@ class Recipe:
     filters: FilterConfig = field(default_factory=FilterConfig)
     dedup: Mapping[str, Any] = field(default_factory=dict)
     sources: tuple[SourceSpec, ...] = ()
+    output: OutputConfig = field(default_factory=OutputConfig)
 
 
 def from_mapping(cls: type, data: Mapping[str, Any], where: str) -> Any:
@@ -260,7 +276,7 @@ def _source(entry: Mapping[str, Any], build: TileConfig, index: int) -> SourceSp
 
 def recipe_from_mapping(data: Mapping[str, Any], where: str = "recipe") -> Recipe:
     """Build a :class:`Recipe` from parsed TOML."""
-    top = {"build", "filters", "dedup", "sources"}
+    top = {"build", "filters", "dedup", "sources", "output"}
     for key in data:
         if key not in top:
             raise ConfigError(f"{where}: unknown table {key!r}; valid: {', '.join(sorted(top))}")
@@ -272,7 +288,8 @@ def recipe_from_mapping(data: Mapping[str, Any], where: str = "recipe") -> Recip
     if not isinstance(entries, list):
         raise ConfigError(f"{where}: sources must be an array of tables ([[sources]]), not {entries!r}")
     sources = tuple(_source(e, build, i) for i, e in enumerate(entries))
-    return Recipe(build=build, filters=filters, dedup=dict(dedup), sources=sources)
+    output = from_mapping(OutputConfig, data.get("output", {}), f"{where} [output]")
+    return Recipe(build=build, filters=filters, dedup=dict(dedup), sources=sources, output=output)
 
 
 def load_recipe(path: Path) -> Recipe:

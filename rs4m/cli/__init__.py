@@ -11,7 +11,7 @@ import importlib
 import click
 
 from rs4m import __version__
-from rs4m.cli.common import Rs4mGroup
+from rs4m.cli.common import Rs4mGroup, add_verbosity
 
 #: (module, attribute) of every command; a module is imported when the CLI starts, not at package import.
 COMMAND_MODULES: list[tuple[str, str]] = [
@@ -52,7 +52,7 @@ def get_cli() -> click.Group:
     for module_name, attr in COMMAND_MODULES:
         if attr not in cli.commands:
             module = importlib.import_module(module_name)
-            cli.add_command(getattr(module, attr))
+            cli.add_command(add_verbosity(getattr(module, attr)))
     return cli
 
 

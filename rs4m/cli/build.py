@@ -1,20 +1,20 @@
-"""``rs4m build``, ``rs4m scan`` and ``rs4m tile``."""
+"""``rs4m build``, ``rs4m scan`` and ``rs4m tile``: parse the flags, make the plan, run it, print."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
+from typing import Any, Callable
 
 import click
 
-from rs4m.config import FORMATS, MODES, Recipe, load_recipe
-from rs4m.errors import ConfigError
-from rs4m.layout import OutputLayout
+from rs4m.cli.common import Bars, echo_build, echo_plan
+from rs4m.config import FORMATS, MODES
+from rs4m.engines import ENGINES
 
 TILE_FLAGS = ("tile_size", "stride", "mode", "format", "out_size", "crop_min", "crop_max", "quality", "max_pixels")
 
 
-def source_options(fn):
+def source_options(fn: Callable) -> Callable:
     """The options that say what to read and how to tile it (shared by ``build`` and ``scan``)."""
     options = [
         click.option("--recipe", type=click.Path(path_type=Path, dir_okay=False), help="Recipe TOML."),
@@ -35,7 +35,7 @@ def source_options(fn):
         click.option("--max-pixels", type=click.IntRange(1),
                      help="Refuse whole-decode images (PNG, JPEG) larger than this (default 400e6)."),
         click.option("--workers", type=click.IntRange(1), help="Worker processes (default: all cores)."),
-        click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True),
+        click.option("--engine", type=click.Choice(list(ENGINES)), default="local", show_default=True),
         click.option("--ray-address", help="Ray cluster address (with --engine ray; default: start a local one)."),
         click.option("--force", is_flag=True, help="Redo everything from scratch."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
@@ -45,104 +45,31 @@ def source_options(fn):
     return fn
 
 
-def resolve_inputs(recipe_path, root, sources, strict, tile_flags):
-    """Recipe or --source flags → (recipe, inputs, warnings); errors before any work."""
-    from rs4m.stages.sources import sources_from_flags, sources_from_recipe
+def _plan(recipe: Path | None, root: Path | None, sources: tuple[str, ...], strict: bool, workers: int | None,
+          engine: str, ray_address: str | None, tile_flags: dict[str, Any], keep_dropped: bool = False):
+    from rs4m.plan import EngineSettings, plan_from_cli
 
-    overrides = {k: v for k, v in tile_flags.items() if v is not None}
-    if recipe_path and sources:
-        raise ConfigError("give either --recipe or --source, not both")
-    if recipe_path:
-        recipe = load_recipe(recipe_path)
-        inputs, warnings = sources_from_recipe(recipe, root, strict, overrides)
-        return recipe, inputs, warnings
-    if not sources:
-        raise ConfigError("nothing to read: give --recipe RECIPE.toml or --source ADAPTER=PATH")
-    from dataclasses import replace
-
-    recipe = Recipe()
-    recipe = replace(recipe, build=replace(recipe.build, **overrides))
-    return recipe, sources_from_flags(list(sources), recipe.build), []
-
-
-def prepare(out, recipe_path, root, sources, strict, tile_flags):
-    """Resolve the inputs and check OUT against them (before anything is written); create OUT.
-
-    Returns the plan to pass to :func:`rs4m.stages.build.start_record` once OUT's lock is held."""
-    from rs4m.stages.build import check_out_folder, plan_record
-
-    recipe, inputs, warnings = resolve_inputs(recipe_path, root, sources, strict, tile_flags)
-    for line in warnings:
-        click.echo(f"rs4m: warning: {line}", err=True)
-    for inp in inputs:
-        click.echo(f"source {inp.source}: {inp.root}", err=True)
-    check_out_folder(out, [inp.root for inp in inputs])
-    Path(out).mkdir(parents=True, exist_ok=True)
-    return plan_record(inputs, recipe, recipe_path), inputs
-
-
-def summary_line(counts: dict, seconds: float) -> str:
-    tile = counts.get("tile", {})
-    scenes = counts.get("scan", {}).get("scenes")
-    errors = counts.get("errors", tile.get("errors", 0))
-    parts = [f"scenes {scenes}" if scenes is not None else "scenes (scanned before)",
-             f"tiles {tile.get('tiles', 0)}", f"filtered {tile.get('filtered', 0)}"]
-    if "dedup" in counts:
-        parts.append(f"duplicates {counts['dedup'].get('duplicates', 0)}")
-    if "catalog" in counts:
-        parts.append(f"manifest {counts['catalog'].get('tiles_kept', 0)}")
-    rate = tile.get("tiles", 0) / seconds if seconds > 0 else 0.0
-    parts += [f"errors {errors}", f"{seconds:.1f} s", f"{rate:.1f} tiles/s"]
-    return "done: " + ", ".join(parts)
+    plan = plan_from_cli(recipe, root, sources, strict, tile_flags, EngineSettings(engine, workers, ray_address),
+                         keep_dropped)
+    echo_plan(plan)
+    return plan
 
 
 @click.command()
 @click.argument("out", type=click.Path(path_type=Path, file_okay=False))
 @source_options
-def build(out, recipe, root, sources, strict, workers, engine, ray_address, force, quiet, **tile_flags):
-    """Build a corpus in OUT: scan, tile, dedup, catalog. Re-run to resume a killed build."""
-    from rs4m.stages.build import start_record, writing
+@click.option("--keep-dropped", is_flag=True,
+              help="Leave duplicates and leaked tiles in the shards (default: the shards end holding exactly the "
+                   "manifest's tiles; recipe: [output] keep_dropped).")
+def build(out, recipe, root, sources, strict, workers, engine, ray_address, force, quiet, keep_dropped, **tile_flags):
+    """Build a corpus in OUT: scan, tile, dedup, catalog, then compact the shards to the manifest's tiles.
+    Re-run to resume a killed build, or to grow it with new sources, new files or new settings."""
+    from rs4m.stages.build import run_build
 
-    started = time.perf_counter()
-    plan, inputs = prepare(out, recipe, root, sources, strict, tile_flags)
-    with writing(out, "build", settle=not force):
-        start_record(out, plan, force)
-        ok = execute(out, inputs, engine, workers, ray_address, quiet, started)
-    if not ok:
-        raise SystemExit(1)
-
-
-def execute(out: Path, inputs, engine: str, workers: int | None, ray_address: str | None, quiet: bool,
-            started: float) -> bool:
-    """Run every stage of a prepared build and print the summary; False if a unit failed after retries."""
-    from rs4m.engines import get_engine
-    from rs4m.stages.build import finish_record, run_post_stages, run_stages, unseen_lines
-
-    eng = get_engine(engine, workers=workers, address=ray_address)
-    try:
-        counts = run_stages(out, inputs, eng, quiet=quiet)
-        # every unit failed (a full disk, say): nothing to dedup or catalog, the failures say why
-        if not counts["tile"]["units_failed"] or OutputLayout(Path(out)).tile_parts():
-            counts.update(run_post_stages(out, quiet=quiet))
-    finally:
-        eng.close()
-    finish_record(out, started)
-    for line in unseen_lines(counts.get("unseen", {}), inputs, out):
-        click.echo(f"rs4m: note: {line}", err=True)
-    report_failures(counts)
-    click.echo(summary_line(counts, time.perf_counter() - started), err=True)
-    return not counts["tile"]["units_failed"]
-
-
-def report_failures(counts: dict) -> None:
-    """One line per distinct cause of the units that failed after retries (a full disk fails them all alike)."""
-    by_error: dict[str, list[int]] = {}
-    for fail in counts.get("tile", {}).get("units_failed", []):
-        by_error.setdefault(fail["error"], []).append(fail["unit"])
-    for error, units in by_error.items():
-        which = f"unit {units[0]}" if len(units) == 1 else f"{len(units)} units ({', '.join(map(str, units[:5]))}" \
-            f"{', ...' if len(units) > 5 else ''})"
-        click.echo(f"rs4m: {which} failed after retries: {error} (re-run the same command to retry)", err=True)
+    plan = _plan(recipe, root, sources, strict, workers, engine, ray_address, tile_flags, keep_dropped)
+    with Bars(quiet) as bars:
+        report = run_build(out, plan, force=force, progress=bars)
+    echo_build(report)
 
 
 @click.command()
@@ -150,46 +77,36 @@ def report_failures(counts: dict) -> None:
 @source_options
 def scan(out, recipe, root, sources, strict, workers, engine, ray_address, force, quiet, **tile_flags):
     """Scan the sources into OUT/scenes.parquet (one row per source file)."""
-    from tqdm import tqdm
+    from rs4m.stages.build import run_build
 
-    from rs4m.engines import get_engine
-    from rs4m.stages.build import start_record, update_record, writing
-    from rs4m.stages.scan import run_scan
-
-    plan, inputs = prepare(out, recipe, root, sources, strict, tile_flags)
-    with writing(out, "scan", settle=not force):
-        start_record(out, plan, force)
-        eng = get_engine(engine, workers=workers, address=ray_address)
-        try:
-            with tqdm(desc="scan", unit="scene", disable=quiet, leave=False) as bar:
-                counts = run_scan(out, inputs, eng, progress=bar.update)
-        finally:
-            eng.close()
-        update_record(out, stages={"scan": counts})
-    click.echo(f"scanned {counts['scenes']} scenes in {counts['units']} units, errors {counts['errors']}", err=True)
+    plan = _plan(recipe, root, sources, strict, workers, engine, ray_address, tile_flags)
+    with Bars(quiet) as bars:
+        report = run_build(out, plan, ("scan",), force=force, progress=bars, command="scan")
+    for line in report.notes:
+        click.echo(f"rs4m: note: {line}", err=True)
+    counts = report.counts.get("scan")
+    if counts:
+        click.echo(f"scanned {counts['scenes']} scenes in {counts['units']} units, errors {counts['errors']}",
+                   err=True)
 
 
 @click.command()
 @click.argument("out", type=click.Path(path_type=Path, file_okay=False, exists=True))
 @click.option("--workers", type=click.IntRange(1), help="Worker processes (default: all cores).")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--engine", type=click.Choice(list(ENGINES)), default="local", show_default=True)
 @click.option("--ray-address", help="Ray cluster address (with --engine ray).")
 @click.option("--force", is_flag=True, help="Redo every unit, not only the unfinished ones.")
-def tile(out, workers, engine, ray_address, force):
+def tile(out: Path, workers: int | None, engine: str, ray_address: str | None, force: bool) -> None:
     """Tile the scanned scenes of OUT into shards and tiles parts (resumes unfinished units)."""
-    from rs4m.engines import get_engine
-    from rs4m.stages.build import filters_of, read_record, tile_configs, update_record, writing
-    from rs4m.stages.tile import run_tile
+    from rs4m.cli.common import report_failures, summary_line
+    from rs4m.plan import EngineSettings, plan_from_record
+    from rs4m.record import BuildRecord
+    from rs4m.stages.build import run_build
 
-    with writing(out, "tile"):
-        record = read_record(out)
-        eng = get_engine(engine, workers=workers, address=ray_address)
-        try:
-            counts = run_tile(out, tile_configs(record), filters_of(record), eng, force=force)
-        finally:
-            eng.close()
-        update_record(out, stages={"tile": counts})
-    report_failures({"tile": counts})
+    record = BuildRecord.load(out)
+    plan = plan_from_record(record, engine=EngineSettings(engine, workers, ray_address))
+    counts = run_build(out, plan, ("tile",), retile=force, record=record, command="tile").counts["tile"]
+    report_failures(counts["units_failed"])
     click.echo(summary_line({"tile": counts}, counts["seconds"]), err=True)
     if counts["units_failed"]:
         raise SystemExit(1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import sys
 import traceback
@@ -29,6 +30,9 @@ OS_CAUSES = {
     errno.EACCES: "permission denied",
     errno.EPERM: "operation not permitted",
 }
+#: how to install the trainer, said by every command that needs it (a CPU-only machine must not pull CUDA)
+TRAIN_INSTALL = ("pip install 'rs4m[train]' (on a machine without a GPU first `pip install torch==2.13.0 "
+                 "--index-url https://download.pytorch.org/whl/cpu`, the CPU build, to skip the multi-GB CUDA one)")
 #: files whose frames in a traceback mean a checkpoint or weights file was being read
 _CHECKPOINT_READERS = ("torch/serialization.py", "safetensors/")
 
@@ -92,7 +96,107 @@ def echo_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
-def fail(message: str, code: int = 1) -> None:
-    """Stop with one line on stderr and exit ``code``."""
-    click.echo(f"rs4m: error: {message}", err=True)
-    sys.exit(code)
+class Bars:
+    """The progress callback of the library (:class:`rs4m.stages.build.Tick`) drawn as one tqdm bar per stage
+    on stderr; silent with ``quiet``. Use as a context manager so the bars are closed."""
+
+    UNITS = {"scan": "scene", "tile": "unit"}
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.bars: dict[str, Any] = {}
+
+    def __call__(self, tick: Any) -> None:
+        from tqdm import tqdm
+
+        bar = self.bars.get(tick.stage)
+        if bar is None:
+            bar = self.bars[tick.stage] = tqdm(desc=tick.stage, unit=self.UNITS.get(tick.stage, "item"),
+                                               total=tick.total, disable=self.quiet, leave=False)
+        bar.update(tick.advance)
+        if tick.info:
+            bar.set_postfix(**tick.info, refresh=False)
+
+    def __enter__(self) -> Bars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def summary_line(counts: dict, seconds: float) -> str:
+    """The one-line summary of a build (or of a tile run)."""
+    tile = counts.get("tile", {})
+    scenes = counts.get("scan", {}).get("scenes")
+    errors = counts.get("errors", tile.get("errors", 0))
+    parts = [f"scenes {scenes}" if scenes is not None else "scenes (scanned before)",
+             f"tiles {tile.get('tiles', 0)}", f"filtered {tile.get('filtered', 0)}"]
+    if "dedup" in counts:
+        parts.append(f"duplicates {counts['dedup'].get('duplicates', 0)}")
+    if "catalog" in counts:
+        parts.append(f"manifest {counts['catalog'].get('tiles_kept', 0)}")
+    rate = tile.get("tiles", 0) / seconds if seconds > 0 else 0.0
+    parts += [f"errors {errors}", f"{seconds:.1f} s", f"{rate:.1f} tiles/s"]
+    return "done: " + ", ".join(parts)
+
+
+def report_failures(units_failed: list[dict]) -> None:
+    """One line per distinct cause of the units that failed after retries (a full disk fails them all alike)."""
+    by_error: dict[str, list[int]] = {}
+    for fail in units_failed:
+        by_error.setdefault(fail["error"], []).append(fail["unit"])
+    for error, units in by_error.items():
+        which = f"unit {units[0]}" if len(units) == 1 else f"{len(units)} units ({', '.join(map(str, units[:5]))}" \
+            f"{', ...' if len(units) > 5 else ''})"
+        click.echo(f"rs4m: {which} failed after retries: {error} (re-run the same command to retry)", err=True)
+
+
+def echo_plan(plan: Any) -> None:
+    """The plan's warnings and one line per source, on stderr."""
+    for line in plan.warnings:
+        click.echo(f"rs4m: warning: {line}", err=True)
+    for inp in plan.sources:
+        click.echo(f"source {inp.source}: {inp.root}", err=True)
+
+
+def echo_build(report: Any) -> None:
+    """The notes, failures and summary line of a finished :func:`rs4m.stages.build.run_build`; exit 1 if a
+    unit failed after retries."""
+    for line in report.notes:
+        click.echo(f"rs4m: note: {line}", err=True)
+    report_failures(report.units_failed)
+    click.echo(summary_line(report.counts, report.seconds), err=True)
+    if not report.ok:
+        raise SystemExit(1)
+
+
+def _set_log_level(level: int) -> Any:
+    def callback(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        if not value:
+            return
+        log = logging.getLogger("rs4m")
+        log.setLevel(level)
+        if level < logging.WARNING and not log.handlers:  # below WARNING python's last-resort handler is silent
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            log.addHandler(handler)
+    return callback
+
+
+def add_verbosity(command: click.Command) -> click.Command:
+    """Give ``command`` ``-q/--quiet`` (no warnings or notes from the library; commands with their own
+    ``--quiet`` also hide progress bars) and ``-v/--verbose`` (the library's debug log) where it lacks them.
+    Both only change what goes to stderr; results on stdout stay the same."""
+    for sub in getattr(command, "commands", {}).values():  # the subcommands of a group too
+        add_verbosity(sub)
+    names = {p.name for p in command.params}
+    if "quiet" not in names:
+        command.params.append(click.Option(["-q", "--quiet", "log_quiet"], is_flag=True, expose_value=False,
+                                           help="No warnings or notes on stderr.",
+                                           callback=_set_log_level(logging.ERROR)))
+    if "verbose" not in names and "log_verbose" not in names:
+        command.params.append(click.Option(["-v", "--verbose", "log_verbose"], is_flag=True, expose_value=False,
+                                           help="The library's debug log on stderr.",
+                                           callback=_set_log_level(logging.DEBUG)))
+    return command

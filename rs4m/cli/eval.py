@@ -8,10 +8,10 @@ from typing import Any, Callable
 
 import click
 
-from rs4m.cli.common import Rs4mGroup, checkpoint_errors, echo_json
+from rs4m.cli.common import TRAIN_INSTALL, Rs4mGroup, checkpoint_errors, echo_json
 from rs4m.errors import DependencyError
 
-TRAIN_EXTRA = "install the train extra: pip install 'rs4m[train]'"
+TRAIN_EXTRA = f"install the train extra: {TRAIN_INSTALL}"
 
 
 def require_torch() -> None:

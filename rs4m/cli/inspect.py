@@ -11,17 +11,32 @@ from rs4m.errors import ConfigError
 
 
 def _show(rows: list[dict], total: int) -> None:
-    """Rows as an aligned table on stderr (one tile: every field, one per line)."""
+    """Rows as an aligned table on stdout (one tile: every field, one per line); the count on stderr."""
     from rs4m.report import SHOW_COLUMNS, text_table
 
     if len(rows) == 1 and total == 1:
         for key, value in rows[0].items():
-            click.echo(f"{key:>16}  {value}", err=True)
+            click.echo(f"{key:>16}  {value}")
         return
     cells = [[_cell(r.get(c)) for c in SHOW_COLUMNS] for r in rows]
     for line in text_table(SHOW_COLUMNS, cells):
-        click.echo(line, err=True)
+        click.echo(line)
     click.echo(f"{len(rows)} of {total} matching tiles shown", err=True)
+
+
+def resolve_prefix(out: Path, prefix: str) -> str:
+    """The one tile id of the build (kept or not) that starts with ``prefix``; ``prefix`` itself when none does
+    (the lookup then says the tile is in no tiles part); an error listing a few when several do."""
+    from rs4m import manifest as mf
+    from rs4m.layout import OutputLayout
+
+    parts = OutputLayout(Path(out)).tile_parts()
+    ids = mf.read_parts(parts, mf.TILES_SCHEMA, columns=["tile_id"])["tile_id"].to_pylist() if parts else []
+    found = sorted({i for i in ids if i.startswith(prefix)})
+    if len(found) > 1:
+        raise ConfigError(f"--tile-id {prefix!r} matches {len(found)} tiles ({', '.join(f[:12] for f in found[:3])}"
+                          f"{', ...' if len(found) > 3 else ''}); give more characters")
+    return found[0] if found else prefix
 
 
 def _cell(value) -> str:
@@ -54,13 +69,14 @@ def _inspect_dups(out: Path, source: str | None, n: int, grid: Path | None, thum
         click.echo("no duplicate groups" + (f" with tiles of {source}" if source else ""), err=True)
     for g in groups:
         members = ", ".join(f"{r['tile_id'][:8]} ({r['dup_reason']})" for r in g[1:])
-        click.echo(f"group {g[0]['dup_group']}: kept {g[0]['tile_id'][:8]} {g[0]['source']}; dropped {members}",
-                   err=True)
+        click.echo(f"group {g[0]['dup_group']}: kept {g[0]['tile_id'][:8]} {g[0]['source']}; dropped {members}")
 
 
 @click.command()
 @click.argument("out", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--tile-id", default=None, help="One tile (also one that left the manifest: its status says why).")
+@click.option("--tile-id", default=None,
+              help="One tile, by its id or any unique prefix of it (also one that left the manifest: its status "
+                   "says why).")
 @click.option("--source", default=None, help="Only tiles of this source.")
 @click.option("--where", default=None, help="A filter on the manifest columns in rs4m's filter language, e.g. \"richness > 30 and source == 'dota'\".")
 @click.option("-n", "n", type=click.IntRange(min=1), default=10, show_default=True,
@@ -82,6 +98,8 @@ def inspect(out: Path, tile_id: str | None, source: str | None, where: str | Non
         if tile_id or where or bytes_path:
             raise ConfigError("--dups takes only --source, -n, --grid and --json")
         return _inspect_dups(out, source, n, grid, thumb, as_json)
+    if tile_id:
+        tile_id = resolve_prefix(out, tile_id)
     selected = select_tiles(out, tile_id=tile_id, source=source, where=where)
     rows = records(selected.head(n))
     if bytes_path is not None:

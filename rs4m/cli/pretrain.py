@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from rs4m.cli.common import Rs4mGroup, checkpoint_errors
+from rs4m.cli.common import TRAIN_INSTALL, Rs4mGroup, checkpoint_errors
 from rs4m.errors import ConfigError, DependencyError
 
 
@@ -23,7 +23,7 @@ def require_torch() -> None:
         import safetensors  # noqa: F401
         import torch  # noqa: F401
     except ImportError:
-        raise DependencyError("pretraining needs PyTorch and safetensors: pip install 'rs4m[train]'") from None
+        raise DependencyError(f"pretraining needs PyTorch and safetensors: {TRAIN_INSTALL}") from None
 
 
 _TYPES = {"int": int, "float": float, "str": str}

@@ -26,6 +26,6 @@ def stats(out: Path, as_json: bool, by: str, plot_path: Path | None) -> None:
     if as_json:
         echo_json(result)
     else:
-        click.echo(format_stats(result), err=True)
+        click.echo(format_stats(result))  # the result: stdout
     if plot_path is not None:
         click.echo(f"plot: {plot_path}", err=True)

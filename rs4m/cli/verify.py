@@ -24,7 +24,7 @@ def verify(out: Path, as_json: bool, no_decode: bool) -> None:
     else:
         for p in report.problems:
             where = " ".join(f"{k}={p[k]}" for k in ("shard", "tile_id") if p[k])
-            click.echo(f"PROBLEM {where}: {p['problem']}", err=True)
+            click.echo(f"PROBLEM {where}: {p['problem']}")
         state = "OK" if report.ok else f"FAILED ({len(report.problems)} problems)"
-        click.echo(f"verify {state}: {report.shards_checked} shards, {report.rows_checked} rows checked", err=True)
+        click.echo(f"verify {state}: {report.shards_checked} shards, {report.rows_checked} rows checked")
     sys.exit(0 if report.ok else 1)

@@ -1,81 +1,86 @@
-"""``rs4m build``: scan → tile → dedup → catalog, resumable at every stage, with ``build.json`` as its record.
+"""The build runner: :func:`run_build` runs the stages of a :class:`~rs4m.plan.BuildPlan` in order.
 
-``build.json`` holds the resolved plan (sources with their roots and tiling, filters, dedup settings), tool
-versions, start and end times and the counts of each stage. The single stages (``rs4m tile OUT`` ...) read the
-plan from it, so each can be re-run on its own.
+``rs4m build`` runs scan → tile → dedup → catalog → compact (final shards; not with ``keep_dropped``); the
+single-stage commands (``rs4m scan``, ``rs4m tile OUT``, ``rs4m dedup``, ``rs4m catalog``, ``rs4m compact``)
+run the same runner with one stage. Every stage resumes: scan probes only what is new since the build's scan
+(:mod:`rs4m.stages.grow`), tile runs only the units without a tiles part (after re-filtering the existing
+ones when the filters changed), dedup and catalog are cheap and deterministic and run again, compact rewrites
+only the shards holding a dropped tile. The runner holds OUT's writer lock, checks the plan against the build
+already in OUT (a removed or changed source needs ``--force``) and records each stage's counts in
+``build.json`` (:mod:`rs4m.record`) when it ends. Progress goes to a callback; the library draws no bars.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import platform
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pyarrow.compute as pc
 
-from rs4m import __version__
 from rs4m import manifest as mf
-from rs4m.config import FilterConfig, Recipe
+from rs4m.config import FilterConfig
+from rs4m.engines import Engine, get_engine
 from rs4m.errors import ConfigError, OutputError
 from rs4m.killpoints import kill_point
 from rs4m.layout import LOCK_NAME, OutputLayout, is_leftover_name, leftover_files, owned_files
 from rs4m.lock import BuildLock
-from rs4m.stages.sources import SourceInput
+from rs4m.plan import BuildPlan
+from rs4m.record import BuildRecord, now, tool_versions
+from rs4m.stages.grow import Growth
+
+#: the stages of ``rs4m build``, in order; ``compact`` may follow catalog
+STAGES = ("scan", "tile", "dedup", "catalog")
+ALL_STAGES = (*STAGES, "compact")
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+@dataclass(frozen=True)
+class Tick:
+    """A progress event: ``stage`` did ``advance`` more items; ``total`` (when known) is given once at its
+    start together with the items already done before this run (``advance``)."""
+
+    stage: str
+    advance: int = 0
+    total: int | None = None
+    info: dict[str, Any] | None = None
 
 
-def tool_versions() -> dict[str, str]:
-    """Versions of rs4m and the libraries whose behaviour shapes the output."""
-    import numpy
-    import PIL
-    import pyarrow
-    import rasterio
-    import simplejpeg
-
-    return {"rs4m": __version__, "python": platform.python_version(), "numpy": numpy.__version__,
-            "pyarrow": pyarrow.__version__, "rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__,
-            "pillow": PIL.__version__, "simplejpeg": simplejpeg.__version__}
+Progress = Callable[[Tick], None]
 
 
-def plan_record(inputs: list[SourceInput], recipe: Recipe, recipe_path: Path | None) -> dict[str, Any]:
-    """The resolved plan as stored in ``build.json``."""
-    return {
-        "recipe": str(recipe_path) if recipe_path else None,
-        "sources": [{"adapter": i.spec.name, "source": i.source, "root": str(i.root), "licence": i.licence,
-                     "splits": list(i.splits()) if i.splits() is not None else None,
-                     "max_images": i.spec.max_images, "tile": dataclasses.asdict(i.spec.tile)} for i in inputs],
-        "filters": dataclasses.asdict(recipe.filters),
-        "dedup": dict(recipe.dedup),
-    }
+@dataclass
+class BuildReport:
+    """What one :func:`run_build` did: per-stage counts (as ``build.json`` records them) and notes."""
+
+    counts: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def units_failed(self) -> list[dict]:
+        return self.counts.get("tile", {}).get("units_failed", [])
+
+    @property
+    def ok(self) -> bool:
+        """False if a unit failed after retries."""
+        return not self.units_failed
 
 
 def read_record(out: Path) -> dict[str, Any]:
-    """``OUT/build.json``; an :class:`OutputError` saying what to run when it is missing."""
-    path = OutputLayout(Path(out)).build_json
-    if not path.exists():
-        raise OutputError(f"{out} has no build.json; start with `rs4m build {out} --source ...` or `rs4m scan`")
-    return json.loads(path.read_text())
+    """``OUT/build.json`` as a dict (:meth:`rs4m.record.BuildRecord.load`, for readers of a finished build)."""
+    return BuildRecord.load(Path(out)).data
 
 
-def update_record(out: Path, **fields: Any) -> dict[str, Any]:
-    """Merge ``fields`` into ``build.json`` (``stages`` entries are merged one level deep)."""
-    path = OutputLayout(Path(out)).build_json
-    record = json.loads(path.read_text()) if path.exists() else {}
-    for key, value in fields.items():
-        if key == "stages":
-            record.setdefault("stages", {}).update(value)
-        else:
-            record[key] = value
-    mf.atomic_write_json(path, record)
-    return record
+def tile_configs(record: dict[str, Any]) -> dict[str, dict]:
+    """source → its TileConfig fields, from a ``build.json`` dict (for tools that run a stage function alone)."""
+    return {s["source"]: s["tile"] for s in record.get("sources", [])}
+
+
+def filters_of(record: dict[str, Any]) -> FilterConfig:
+    """The filters of a ``build.json`` dict."""
+    return FilterConfig(**record.get("filters", {}))
 
 
 def check_out_folder(out: Path, roots: list[Path]) -> None:
@@ -124,21 +129,203 @@ def remove_build(layout: OutputLayout) -> int:
     return len(files)
 
 
-def start_record(out: Path, plan: dict[str, Any], force: bool) -> None:
-    """Begin (or resume) a build in ``OUT``: a different plan in an existing folder needs ``--force``, which
-    deletes only the files the build wrote (:func:`remove_build`). The caller holds ``OUT``'s lock."""
+def start_record(out: Path, plan: BuildPlan, force: bool) -> tuple[BuildRecord, Growth | None]:
+    """Begin (or resume, or grow) a build in ``OUT``; the caller holds ``OUT``'s lock.
+
+    An existing build may gain sources and files and change its filters and dedup settings; a plan that
+    removes or changes a source is refused (:mod:`rs4m.stages.grow`) unless ``force``, which deletes only the
+    files the build wrote (:func:`remove_build`). Returns the record and what the rerun adds (None for a new
+    build or one not scanned yet)."""
+    from rs4m.stages.grow import check_sources, find_growth
+
     layout = OutputLayout(Path(out))
-    check_out_folder(out, [Path(s["root"]) for s in plan.get("sources", [])])
-    if layout.build_json.exists() and not force:
-        old = read_record(out)
-        old_plan = {k: old.get(k) for k in plan}
-        if json.loads(json.dumps(old_plan)) != json.loads(json.dumps(plan)):
-            raise ConfigError(f"{out} holds a build with different sources or settings; "
-                              "use another OUT folder, or --force to rebuild it from scratch")
+    check_out_folder(out, [inp.root for inp in plan.sources])
+    record = BuildRecord.load(out, missing_ok=True)
+    growth = None
     if force and layout.root.exists():
         remove_build(layout)
+        record = BuildRecord(Path(out))
+    elif record.exists:
+        check_sources(out, record, plan)
+        growth = find_growth(out, record, plan) if layout.scenes.exists() else None
     layout.root.mkdir(parents=True, exist_ok=True)
-    update_record(out, **plan, versions=tool_versions(), started=_now(), finished=None)
+    # the filters the existing tiles parts were made with: the tile stage re-filters them when these differ
+    record.data.setdefault("tiles_filters", record.data.get("filters") or asdict(plan.filters))
+    record.data.update(plan.record_fields(), versions=tool_versions(), started=now(), finished=None)
+    record.save()
+    return record, growth
+
+
+class _Run:
+    """One run of the runner: the plan, the record and (made when a stage needs it) the engine."""
+
+    def __init__(self, out: Path, plan: BuildPlan, record: BuildRecord, engine: Engine | None,
+                 progress: Progress | None, retile: bool, growth: Growth | None = None) -> None:
+        self.out, self.plan, self.record, self.retile, self.growth = Path(out), plan, record, retile, growth
+        self.layout = OutputLayout(self.out)
+        self.progress = progress or (lambda tick: None)
+        self._engine, self._own_engine = engine, engine is None
+        self.report = BuildReport()
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            e = self.plan.engine
+            self._engine = get_engine(e.name, workers=e.workers, address=e.address)
+        return self._engine
+
+    def close(self) -> None:
+        if self._own_engine and self._engine is not None:
+            self._engine.close()
+
+    def record_stage(self, stage: str, counts: dict[str, Any]) -> None:
+        self.report.counts[stage] = counts
+        if self.record.exists or stage != "dedup":  # a bare `rs4m dedup` on tiles parts makes no build.json
+            self.record.stage(stage, counts)
+
+    def scan(self) -> bool:
+        """Scan every source (a new build) or only what is new since the build's scan (a grown one)."""
+        from rs4m.stages.grow import record_fingerprints, scan_growth
+        from rs4m.stages.scan import run_scan
+
+        tick = lambda n: self.progress(Tick("scan", n))  # noqa: E731
+        if not self.layout.scenes.exists():
+            counts = run_scan(self.out, list(self.plan.sources), self.engine, progress=tick)
+        elif self.growth is not None and not self.growth.empty:
+            counts = scan_growth(self.out, self.plan, self.growth, self.engine, progress=tick)
+            self.report.notes.append(f"growing the build: {self.growth.line()}")
+        else:
+            return True
+        kill_point("build:scanned")
+        record_fingerprints(self.record, self.layout)
+        self.record_stage("scan", counts)
+        return True
+
+    def refilter(self) -> None:
+        """Bring the existing tiles parts to the plan's filters (:func:`rs4m.stages.grow.refilter`)."""
+        from rs4m.config import FilterConfig, from_mapping
+        from rs4m.stages.grow import refilter
+
+        made_with = self.record.data.get("tiles_filters")
+        old = from_mapping(FilterConfig, made_with, "build.json tiles_filters") if made_with else self.plan.filters
+        if old != self.plan.filters and not self.retile:
+            counts = refilter(self.layout, old, self.plan.filters)
+            self.report.counts["refilter"] = counts
+            self.report.notes.append(f"filters changed: {counts['parts_rewritten']} tiles parts re-filtered from "
+                                     f"their stored facts, {counts['units_retiled']} units tiled again")
+        if self.record.exists and made_with != asdict(self.plan.filters):
+            self.record.data["tiles_filters"] = asdict(self.plan.filters)
+            self.record.save()
+
+    def tile(self) -> bool:
+        """Tile the pending units; False (stop) when every unit failed and there is nothing to dedup."""
+        from rs4m.stages.tile import run_tile
+
+        if not self.layout.scenes.exists():
+            raise OutputError(f"{self.out} has no scenes.parquet; run `rs4m build {self.out} --source ...` "
+                              f"(or `rs4m scan`) first")
+        units = mf.read_table(self.layout.scenes, mf.SCENES_SCHEMA, columns=["unit"]).column("unit")
+        self.refilter()
+        done = 0 if self.retile else len(self.layout.tile_parts())
+        self.progress(Tick("tile", done, total=len(pc.unique(units))))
+        tiling = {source: asdict(tile) for source, tile in self.plan.tile_configs().items()}
+        counts = run_tile(self.out, tiling, self.plan.filters, self.engine, force=self.retile,
+                          progress=lambda r: self.progress(Tick("tile", 1, info={"tiles": r["kept"]})))
+        self.record_stage("tile", counts)
+        self.report.counts["errors"] = error_count(self.layout)
+        return not counts["units_failed"] or bool(self.layout.tile_parts())
+
+    def dedup(self) -> bool:
+        from rs4m.stages.dedup import run_dedup
+
+        self.record_stage("dedup", run_dedup(self.out, self.plan.dedup).to_dict())
+        return True
+
+    def catalog(self) -> bool:
+        from rs4m.stages.catalog import run_catalog
+
+        self.restore_bytes()
+        counts = run_catalog(self.out)
+        kill_point("build:catalogued")
+        self.record_stage("catalog", counts)
+        return True
+
+    def restore_bytes(self) -> None:
+        """Tile again the units holding a tile that dedup keeps now but whose bytes a compaction dropped
+        (a later dedup with other settings, or a grown build), so that no manifest row lacks its bytes."""
+        from rs4m.stages.grow import units_missing_bytes
+        from rs4m.stages.tile import run_tile
+
+        units = units_missing_bytes(self.layout)
+        if not units:
+            return
+        for unit in units:  # the part first: the unit is undone
+            for path in (self.layout.tile_part(unit), self.layout.shard(unit), self.layout.unit_errors(unit)):
+                path.unlink(missing_ok=True)
+        tiling = {source: asdict(tile) for source, tile in self.plan.tile_configs().items()}
+        counts = run_tile(self.out, tiling, self.plan.filters, self.engine)
+        self.report.notes.append(f"{len(units)} units tiled again: dedup keeps tiles of theirs whose bytes "
+                                 "a compaction had dropped")
+        if counts["units_failed"]:
+            raise OutputError(f"tiling units {units} again failed: {counts['units_failed'][0]['error']}")
+
+    def compact(self) -> bool:
+        from rs4m.compact import run_compact
+
+        from rs4m.export.wids import write_wids_index
+
+        report = run_compact(self.out)
+        self.report.counts["compact"] = report.to_dict()
+        # the shards' sizes and sha256 may have changed (in this run or in a killed one it finished): the index
+        # the catalog wrote is rewritten from shards.parquet (cheap, no shard is read)
+        write_wids_index(self.out)
+        if report.shards_rewritten:
+            self.record.stage("compact", report.to_dict())
+        return True
+
+
+def _check_stages(stages: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    unknown = [s for s in stages if s not in ALL_STAGES]
+    if unknown or not stages:
+        raise ConfigError(f"unknown stage {unknown[0] if unknown else '(none)'!r}; valid: {', '.join(ALL_STAGES)}")
+    return tuple(sorted(set(stages), key=ALL_STAGES.index))
+
+
+def run_build(out: Path, plan: BuildPlan, stages: tuple[str, ...] | list[str] | None = None, *, force: bool = False,
+              retile: bool = False, engine: Engine | None = None, progress: Progress | None = None,
+              record: BuildRecord | None = None, command: str = "build") -> BuildReport:
+    """Run ``stages`` (in their order, :data:`ALL_STAGES`; default: :meth:`BuildPlan.stages`, the whole build
+    ending with final shards) of ``plan`` on the build in ``out``.
+
+    A run that includes ``scan`` begins or resumes the build (the plan must equal the one in OUT unless
+    ``force``, which first deletes the files the build wrote); other stages run on the build already in OUT
+    (``record``: its ``build.json``, if already read). ``retile`` redoes every unit of the tile stage.
+    ``engine`` is used as given (else made from ``plan.engine`` and closed at the end); ``progress`` gets a
+    :class:`Tick` per item done. Holds OUT's writer lock (named ``command``) throughout.
+    """
+    started = time.perf_counter()
+    stages = _check_stages(plan.stages() if stages is None else stages)
+    if "scan" in stages:  # before anything is written: never touch a folder that is not a build
+        check_out_folder(out, [inp.root for inp in plan.sources])
+        Path(out).mkdir(parents=True, exist_ok=True)
+    with writing(out, command, settle=not force and stages[0] != "compact"):
+        growth = None
+        if "scan" in stages:
+            record, growth = start_record(out, plan, force)
+        elif record is None:
+            record = BuildRecord.load(out, missing_ok=True)
+        run = _Run(Path(out), plan, record, engine, progress, retile, growth)
+        try:
+            for stage in stages:
+                if not getattr(run, stage)():
+                    break
+        finally:
+            run.close()
+        run.report.seconds = time.perf_counter() - started
+        if "scan" in stages and "catalog" in stages:
+            record.data.update(finished=now(), seconds=round(run.report.seconds, 3))
+            record.save()
+    return run.report
 
 
 def remove_leftovers(layout: OutputLayout) -> int:
@@ -173,108 +360,8 @@ def writing(out: Path, command: str, settle: bool = True) -> Iterator[OutputLayo
         yield layout
 
 
-def tile_configs(record: dict[str, Any]) -> dict[str, dict]:
-    """source → TileConfig fields, from ``build.json``."""
-    return {s["source"]: s["tile"] for s in record["sources"]}
-
-
-def filters_of(record: dict[str, Any]) -> FilterConfig:
-    return FilterConfig(**record.get("filters", {}))
-
-
-def finish_record(out: Path, started: float) -> dict[str, Any]:
-    return update_record(out, finished=_now(), seconds=round(time.perf_counter() - started, 3))
-
-
-def run_stages(out: Path, inputs: list[SourceInput], engine, force: bool = False, quiet: bool = False) -> dict:
-    """Scan (unless ``scenes.parquet`` is already there) then tile the pending units; return stage counts.
-
-    Later stages (dedup, catalog) run through :func:`run_post_tile`.
-    """
-    from tqdm import tqdm
-
-    from rs4m.stages.scan import run_scan
-    from rs4m.stages.tile import run_tile
-
-    layout = OutputLayout(Path(out))
-    counts: dict[str, Any] = {}
-    if not layout.scenes.exists():
-        with tqdm(desc="scan", unit="scene", disable=quiet, leave=False) as bar:
-            counts["scan"] = run_scan(out, inputs, engine, progress=bar.update)
-        kill_point("build:scanned")
-        update_record(out, stages={"scan": counts["scan"]})
-    else:
-        counts["unseen"] = unseen_files(layout, inputs)
-    record = read_record(out)
-    units = mf.read_table(layout.scenes, mf.SCENES_SCHEMA, columns=["unit"]).column("unit")
-    with tqdm(desc="tile", unit="unit", total=len(set(units.to_pylist())), disable=quiet, leave=False) as bar:
-        def tick(result: dict) -> None:
-            bar.update(1)
-            bar.set_postfix(tiles=result["kept"], refresh=False)
-
-        done_before = len(list(layout.tile_parts()))
-        bar.update(done_before)
-        counts["tile"] = run_tile(out, tile_configs(record), filters_of(record), engine, force=False,
-                                  progress=tick)
-    update_record(out, stages={"tile": counts["tile"]})
-    counts["errors"] = error_count(layout)
-    return counts
-
-
-def unseen_files(layout: OutputLayout, inputs: list[SourceInput]) -> dict[str, list[str]]:
-    """source → files a scan would pick now that the build's scan did not see (neither a scene nor a scan
-    error row): files added to a source after it was scanned. Lists the folders, opens no file."""
-    from rs4m.stages.scan import _enumerate
-
-    seen: dict[str, set[str]] = {}
-    scenes = mf.read_table(layout.scenes, mf.SCENES_SCHEMA, columns=["source", "scene_path"])
-    for source, path in zip(scenes["source"].to_pylist(), scenes["scene_path"].to_pylist()):
-        seen.setdefault(source, set()).add(path)
-    if layout.errors.exists():
-        errors = mf.read_table(layout.errors, mf.ERRORS_SCHEMA, columns=["source", "path", "stage"])
-        for row in errors.filter(pc.equal(errors["stage"], "scan")).to_pylist():
-            seen.setdefault(row["source"], set()).add(row["path"])
-    unseen = {}
-    for inp in inputs:
-        refs, problems = _enumerate(inp)
-        paths = sorted({r.scene_path for r in refs} | {p["path"] for p in problems})
-        new = [p for p in paths if p not in seen.get(inp.source, set())]
-        if new:
-            unseen[inp.source] = new
-    return unseen
-
-
-def unseen_lines(unseen: dict[str, list[str]], inputs: list[SourceInput], out: Path) -> list[str]:
-    """One line per source with files the build has not seen, saying what to do."""
-    roots = {inp.source: inp.root for inp in inputs}
-    return [f"{len(paths)} new files in {roots[source]} since this build (e.g. {paths[0]}); they are not in it: "
-            f"rebuild with `rs4m build {out} ... --force` or build into a new OUT folder to include them"
-            for source, paths in unseen.items()]
-
-
 def error_count(layout: OutputLayout) -> int:
     """Rows of ``errors.parquet`` (every stage), 0 when there is none."""
     return mf.read_table(layout.errors, mf.ERRORS_SCHEMA, columns=["stage"]).num_rows if layout.errors.exists() else 0
 
 
-def run_post_stages(out: Path, quiet: bool = False) -> dict:
-    """Dedup then catalog (each where its module exists), recording counts in ``build.json``."""
-    import importlib.util
-
-    counts: dict[str, Any] = {}
-    record = read_record(out)
-    if importlib.util.find_spec("rs4m.stages.dedup"):
-        from rs4m.config import from_mapping
-        from rs4m.stages.dedup import DedupConfig, run_dedup
-
-        config = from_mapping(DedupConfig, record.get("dedup", {}), "recipe [dedup]")
-        report = run_dedup(Path(out), config)
-        counts["dedup"] = report if isinstance(report, dict) else dataclasses.asdict(report)
-        update_record(out, stages={"dedup": counts["dedup"]})
-    if importlib.util.find_spec("rs4m.stages.catalog"):
-        from rs4m.stages.catalog import run_catalog
-
-        counts["catalog"] = run_catalog(Path(out))
-        kill_point("build:catalogued")
-        update_record(out, stages={"catalog": counts["catalog"]})
-    return counts
