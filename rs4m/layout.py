@@ -87,7 +87,7 @@ OWNED_NAMES: dict[str, re.Pattern[str]] = {
                     r"|manifest\.parquet|errors\.parquet|compact\.json)"),
     "tiles": re.compile(r"part-\d{5}\.parquet"),
     "tiles/errors": re.compile(r"part-\d{5}\.parquet"),
-    "shards": re.compile(r"rs4m-\d{5}\.tar"),
+    "shards": re.compile(r"rs4m-\d{5}\.tar|wids-index\.json"),
 }
 SHARD_NAME = re.compile(r"rs4m-\d{5}\.tar")
 #: what :func:`rs4m.manifest.atomic_path` and the shard writer name their temp files: ``.<final>.<8 chars>.tmp``
