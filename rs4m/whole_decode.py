@@ -15,6 +15,7 @@ between the check and the open cannot hang Python reads either.
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import io
 import os
@@ -197,7 +198,7 @@ def decode_whole(data: bytes, driver: str, want_pixels: bool) -> DecodedImage | 
     """Decode a whole-decode image with simplejpeg (JPEG) or Pillow, which report truncation.
 
     Returns the :class:`DecodedImage`; None when only verified (``want_pixels`` False: the pixels come from
-    GDAL, e.g. a 16-bit PNG) or when Pillow cannot take it (over its own size limit) and GDAL reads it.
+    GDAL, e.g. a 16-bit PNG).
     """
     if driver == "JPEG" and want_pixels:
         try:
@@ -206,16 +207,25 @@ def decode_whole(data: bytes, driver: str, want_pixels: bool) -> DecodedImage | 
         except ValueError as err:
             raise BadInput("truncated or corrupt image: decoding failed", str(err)) from None
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _pillow_size_unbounded():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
                 img.load()
                 pil = _pillow_rgb(img) if want_pixels else None
-    except Image.DecompressionBombError:
-        return None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise BadInput("truncated or corrupt image: decoding failed", str(err)) from None
     return None if pil is None else DecodedImage(pil=pil)
+
+
+@contextlib.contextmanager
+def _pillow_size_unbounded():
+    """Lift Pillow's own pixel limit (179 MP) for one decode: the caller has checked ``max_pixels`` already,
+    and above Pillow's limit the image would go to GDAL's whole read, which zero-fills a truncated PNG."""
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def _pillow_rgb(img: Image.Image) -> Image.Image:
