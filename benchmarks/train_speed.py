@@ -4,7 +4,7 @@ Each case runs ``python -m pretrain.bench`` in a fresh process (so peak memory i
 the two methods ``--repeats`` times and keeping each method's best run (the machine may be shared). Full
 training steps (forward, backward, AdamW), synthetic uint8 input, warm-up excluded, InfoBatch off for both.
 
-- CPU (always): vit_tiny and vit_small in fp32, small batches, a few steps.
+- CPU (always): vit_test and vit_small in fp32, small batches, a few steps.
 - CUDA (when available): vit_base and vit_large in bf16 autocast, batch 256.
 
     python benchmarks/train_speed.py [--repeats 2] [--threads 2] [--compile] [--no-write]
@@ -36,7 +36,7 @@ class Case:
 
 
 CPU_CASES = [
-    Case("vit_tiny", "cpu", "fp32", 16, 8, 2),
+    Case("vit_test", "cpu", "fp32", 16, 8, 2),  # the 4-block test size (192 wide)
     Case("vit_small", "cpu", "fp32", 16, 5, 1),
     Case("vit_small", "cpu", "fp32", 64, 3, 1),
 ]

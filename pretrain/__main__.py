@@ -1,6 +1,6 @@
 """``python -m pretrain``: the training entry point, also under ``torchrun ... -m pretrain``.
 
-Flags mirror :class:`pretrain.engine.TrainConfig` field for field (``--batch-size`` ↔ ``batch_size``);
+Flags are made from :class:`pretrain.config.TrainConfig` field for field (``--batch-size`` ↔ ``batch_size``);
 ``rs4m pretrain`` takes the same flags. Under ``torchrun`` spell ``--run`` as ``--run-dir``: torchrun's own
 parser takes ``--run`` for an abbreviation of its ``--run-path`` and stops.
 """
@@ -12,7 +12,7 @@ import json
 import sys
 from dataclasses import MISSING, fields
 
-from pretrain.engine import TrainConfig
+from pretrain.config import TrainConfig
 from rs4m.errors import Rs4mError
 
 
@@ -30,11 +30,11 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         if f.name == "run":  # under torchrun write --run-dir: torchrun reads "--run" as its own --run-path
             p.add_argument(flag, "--run-dir", dest="run", required=True)
         elif f.type == "bool":
-            p.add_argument(flag, action="store_true")
-        elif f.default is MISSING:
-            p.add_argument(flag, type=_flag_type(f.type), required=True)
+            p.add_argument(flag, action="store_true", help=f.metadata.get("help"))
         else:
-            p.add_argument(flag, type=_flag_type(f.type), default=f.default)
+            p.add_argument(flag, type=_flag_type(f.type), default=None if f.default is MISSING else f.default,
+                           required=f.default is MISSING, choices=f.metadata.get("choices"),
+                           help=f.metadata.get("help"))
     return TrainConfig(**vars(p.parse_args(argv)))
 
 

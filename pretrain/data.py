@@ -16,6 +16,7 @@ unreadable tiles that were skipped to produce this sample (0 almost always); the
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from rs4m import codec
-from rs4m.errors import ConfigError, OutputError
+from rs4m.errors import ConfigError, OutputError, Rs4mError
 from rs4m.filters import filter_frame, referenced_columns
 from rs4m.manifest import MANIFEST_SCHEMA, read_table
 from rs4m.shards import ShardReader
@@ -40,6 +41,18 @@ READ_COLUMNS = ["tile_id", "shard", "offset", "length", "format"]
 MAX_CORRUPT_RETRIES = 16
 
 
+
+
+class BrokenShards(OutputError):
+    """Too many unreadable tiles in a row: the shards, not a few tiles, are broken."""
+
+    @classmethod
+    def one_line(cls, err: Exception) -> "BrokenShards":
+        """The same error with one line: a DataLoader worker re-raises it with the worker's traceback added."""
+        last = [line for line in str(err).splitlines() if line.strip()][-1]
+        return cls(last.split(f"{cls.__name__}: ", 1)[-1])
+
+
 # ----------------------------------------------------------------------------------------------- manifest
 
 
@@ -48,7 +61,8 @@ def load_manifest(path: Path, where: str | None = None) -> pd.DataFrame:
 
     ``where`` is a filter in rs4m's filter language (:mod:`rs4m.filters`) over the manifest columns, e.g.
     ``"source == 'folder/images' and richness > 40"``. A bad expression, or one that keeps no tile, raises
-    :class:`ConfigError` naming the columns it may use. Only the columns the expression names are read.
+    :class:`ConfigError` naming the columns it may use; a manifest without tiles an ``OutputError`` (one line
+    each). Only the columns the expression names are read.
     """
     if not Path(path).is_file():
         raise OutputError(f"{path} does not exist; give the manifest.parquet of an rs4m build")
@@ -63,9 +77,17 @@ def load_manifest(path: Path, where: str | None = None) -> pd.DataFrame:
     except ConfigError as err:
         raise ConfigError(f"{err}. Columns: {usable}") from None
     if len(df) == 0:
-        what = f"--where {where!r} keeps" if where else f"{path} has"
-        raise ValueError(f"{what} no tiles. Columns: {usable}")
+        raise _no_tiles(Path(path), where, usable)
     return df[READ_COLUMNS].reset_index(drop=True)
+
+
+def _no_tiles(path: Path, where: str | None, usable: str) -> Rs4mError:
+    """The one-line error of a training set with no tile: an empty manifest, or a filter that keeps none."""
+    total = pq.read_metadata(path).num_rows
+    if total == 0:
+        return OutputError(f"{path} lists no kept tiles (every tile was filtered, a duplicate or leaked): see "
+                           "`rs4m stats` on the build")
+    return ConfigError(f"--where {where!r} selects none of the {total} tiles of {path}; columns: {usable}")
 
 
 # ----------------------------------------------------------------------------------------------- transform
@@ -112,7 +134,9 @@ def decode_tile(data: bytes, fmt: str) -> np.ndarray:
     """Stored tile bytes → RGB uint8 [H, W, 3] (jpg through simplejpeg, npy through numpy, the rest Pillow)."""
     if fmt == "npy":
         arr = np.load(io.BytesIO(data), allow_pickle=False)
-        return np.ascontiguousarray(arr[..., :3]).astype(np.uint8, copy=False)
+        if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] < 3:  # a cast would wrap uint16 silently
+            raise ValueError(f"npy tile is {arr.dtype} {arr.shape}, expected uint8 [H, W, >= 3]")
+        return np.ascontiguousarray(arr[..., :3])
     rgb = codec.decode(data, fmt)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"decoded to {rgb.dtype} {rgb.shape}, expected uint8 [H, W, 3]")
@@ -166,7 +190,7 @@ class TileDataset(Dataset):
             except (OSError, EOFError, ValueError, RuntimeError):  # simplejpeg / Pillow / numpy decode errors
                 corrupt += 1
                 if corrupt > MAX_CORRUPT_RETRIES:
-                    raise RuntimeError(f"{corrupt} unreadable tiles in a row from index {index}: the shards "
+                    raise BrokenShards(f"{corrupt} unreadable tiles in a row from index {index}: the shards "
                                        f"under {self.shards_dir} look broken; run `rs4m verify`") from None
                 current = int(rng.integers(len(self)))
         return torch.from_numpy(augment(rgb, rng, self.size, self.scale)), int(index), corrupt

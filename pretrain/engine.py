@@ -1,8 +1,9 @@
-"""The training loop's pieces: the run config, the learning-rate schedule, per-micro-batch seeding, the step
-loop and its metrics. ``pretrain.train`` builds the objects and calls :func:`run_steps`.
+"""The training loop's pieces: the resolved settings, the learning-rate schedule, per-micro-batch seeding, the
+step loop, its NaN guard and its metrics (the settings themselves are ``pretrain.config.TrainConfig``). ``pretrain.train`` builds the objects and calls :func:`run_steps`.
 
-Performance facts: a step does no host synchronisation; the loss is accumulated on the device and read
-(``.item()``, a host sync, plus one all-reduce under DDP) only on logging steps. The corrupt-tile counts come
+Performance facts: a step does no host synchronisation; the loss and the first non-finite step are accumulated
+on the device and read (``.item()``, a host sync, plus one all-reduce under DDP) only on logging and checkpoint
+steps. The corrupt-tile counts come
 from the DataLoader on the host and cost nothing.
 """
 
@@ -12,7 +13,7 @@ import json
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -21,70 +22,26 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from pretrain.model import METHODS, MODEL_CONFIGS
-from rs4m.errors import ConfigError
+from pretrain.config import (  # noqa: F401
+    DEFAULT_MASK_RATIO,
+    RESUME_MAY_CHANGE,
+    TrainConfig,
+    config_from_dict,
+)
+from pretrain.data import BrokenShards
+from rs4m.errors import ConfigError, Rs4mError
 
 PEAK_FLOPS_BF16 = 989e12  # H100 / H200 SXM dense bf16, for MFU
-SELECTIVEMAE_LR_SCALE = 0.25 / 0.85  # the authors' (recon ratio r) / (mask ratio m)
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """One pretraining run. Field names equal the CLI flags (``batch_size`` ↔ ``--batch-size``).
-
-    ``batch_size`` is the global batch of one optimiser step (all ranks, all accumulation micro-batches): the
-    batch of the lr scaling rule. Each rank runs micro-batches of ``batch_size / (world × accum_steps)``.
-    ``steps`` is the run's total; with ``epochs`` instead, steps = ceil(epochs · tiles / batch_size).
-    ``warmup_steps`` defaults to 5 % of the steps. ``stop_at`` ends this invocation after that step (with a
-    checkpoint) without changing the schedule: for time-limited jobs, resumed later with ``--resume``.
-    """
-
-    manifest: str
-    run: str
-    method: str = "selectivemae"
-    model: str = "vit_base"
-    steps: int | None = None
-    epochs: float | None = None
-    batch_size: int = 256
-    accum_steps: int = 1
-    workers: int = 4
-    where: str | None = None
-    resume: bool = False
-    log_every: int = 20
-    ckpt_every: int = 1000
-    seed: int = 0
-    device: str = "auto"
-    blr: float = 1.5e-4
-    warmup_steps: int | None = None
-    weight_decay: float = 0.05
-    min_scale: float = 0.2
-    compile: bool = False
-    stop_at: int | None = None
-
-    def check(self) -> None:
-        """Raise ``ConfigError`` on values no run can use."""
-        if (self.steps is None) == (self.epochs is None):
-            raise ConfigError("give exactly one of --steps and --epochs")
-        positive = {"batch_size": self.batch_size, "accum_steps": self.accum_steps, "log_every": self.log_every,
-                    "ckpt_every": self.ckpt_every, "steps": self.steps or 1, "epochs": self.epochs or 1}
-        for name, value in positive.items():
-            if value <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
-        if self.method not in METHODS:
-            raise ConfigError(f"unknown --method {self.method!r}; valid: {', '.join(METHODS)}")
-        if self.model not in MODEL_CONFIGS:
-            raise ConfigError(f"unknown --model {self.model!r}; valid: {', '.join(MODEL_CONFIGS)}")
-        if self.workers < 0:
-            raise ConfigError(f"--workers must be 0 or more, got {self.workers}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"--device must be auto, cpu or cuda, got {self.device!r}")
-        if not 0.0 < self.min_scale <= 1.0:
-            raise ConfigError(f"--min-scale must lie in (0, 1], got {self.min_scale}")
-
-
-#: resolved-config keys that must match when a run is resumed (the rest may change between invocations)
-RUN_IDENTITY = ("method", "model", "total_steps", "batch_size", "seed", "where", "blr", "lr", "warmup_steps",
-                "weight_decay", "min_scale", "num_samples")
+def peak_lr(cfg: TrainConfig) -> float:
+    """The run's peak lr: ``--lr`` if given, else the authors' rule (r/m)·blr·batch/256 for SelectiveMAE (r, m
+    the run's ratios) and blr·batch/256 for MAE."""
+    if cfg.lr is not None:
+        return cfg.lr
+    mask = cfg.mask_ratio or DEFAULT_MASK_RATIO[cfg.method]
+    scale = cfg.recon_ratio / mask if cfg.method == "selectivemae" else 1.0
+    return scale * cfg.blr * cfg.batch_size / 256
 
 
 def resolve(cfg: TrainConfig, num_samples: int, world_size: int, device: str) -> dict[str, Any]:
@@ -94,12 +51,17 @@ def resolve(cfg: TrainConfig, num_samples: int, world_size: int, device: str) ->
         raise ConfigError(f"--batch-size {cfg.batch_size} is not divisible by world size {world_size} × "
                           f"--accum-steps {cfg.accum_steps}")
     total = cfg.steps if cfg.steps is not None else math.ceil(cfg.epochs * num_samples / cfg.batch_size)
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(0.05 * total)
-    scale = SELECTIVEMAE_LR_SCALE if cfg.method == "selectivemae" else 1.0
-    return {**asdict(cfg), "total_steps": total, "warmup_steps": min(warmup, total),
-            "lr": scale * cfg.blr * cfg.batch_size / 256, "world_size": world_size,
-            "micro_batch": cfg.batch_size // (world_size * cfg.accum_steps), "device": device,
-            "num_samples": num_samples}
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(0.05 * total + 0.5)
+    return {**asdict(cfg), "total_steps": total, "warmup_steps": min(warmup, total), "lr": peak_lr(cfg),
+            "world_size": world_size, "micro_batch": cfg.batch_size // (world_size * cfg.accum_steps),
+            "device": device, "num_samples": num_samples, "model_options": cfg.model_options()}
+
+
+def resume_differences(saved: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    """Settings of ``settings`` that differ from the checkpoint's ``saved`` ones and may not (all but
+    ``RESUME_MAY_CHANGE``), as "key: saved X, now Y" lines."""
+    keys = sorted((set(saved) | set(settings)) - set(RESUME_MAY_CHANGE))
+    return [f"{k}: saved {saved.get(k)!r}, now {settings.get(k)!r}" for k in keys if saved.get(k) != settings.get(k)]
 
 
 def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int) -> float:
@@ -119,11 +81,21 @@ def micro_seed(seed: int, step: int, micro: int) -> int:
     return int(np.random.SeedSequence((seed, step, micro)).generate_state(1, np.uint64)[0] >> 1)
 
 
+#: "no non-finite step yet" in ``Meter.first_bad`` (larger than any step number)
+NO_BAD_STEP = 2**62
+
+
 @dataclass
 class Meter:
-    """What accumulates between two logging steps (the loss stays on the device)."""
+    """What accumulates between two logging steps (the loss stays on the device).
+
+    ``first_bad`` (int64, on the device) is the first step whose loss was not finite, or ``NO_BAD_STEP``; it
+    is updated every step without a host sync and read only before logging and checkpointing.
+    """
 
     loss_sum: torch.Tensor
+    first_bad: torch.Tensor
+    progress: torch.Tensor  # 0-d float32 on the device: the model's ``progress`` under --compile
     steps: int = 0
     data_wait_s: float = 0.0
     started: float = 0.0
@@ -152,12 +124,15 @@ def _forward_backward(loop: Loop, step: int, meter: Meter) -> None:
     s = loop.settings
     device = torch.device(s["device"])
     world, accum = s["world_size"], s["accum_steps"]
-    progress = step / s["total_steps"]
-    if s["compile"]:
-        progress = torch.tensor(progress, device=device)  # a Python float would recompile as it changes
+    progress: float | torch.Tensor = step / s["total_steps"]
+    if s["compile"]:  # a Python float would recompile as it changes; fill_ of a kept tensor copies nothing
+        progress = meter.progress.fill_(progress)
     for micro in range(accum):
         t0 = time.perf_counter()
-        imgs, _, corrupt = next(loop.batches)
+        try:
+            imgs, _, corrupt = next(loop.batches)
+        except BrokenShards as err:
+            raise BrokenShards.one_line(err) from None
         meter.data_wait_s += time.perf_counter() - t0
         meter.corrupt_tiles += int(corrupt.sum())
         imgs = imgs.to(device, non_blocking=True)
@@ -167,7 +142,34 @@ def _forward_backward(loop: Loop, step: int, meter: Meter) -> None:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 loss, _, _ = loop.model(imgs, progress=progress)
             (loss / accum).backward()
-        meter.loss_sum += loss.detach().float() / accum
+        loss = loss.detach().float()
+        meter.loss_sum += loss / accum
+        # masked_fill with a Python scalar launches a kernel; no host sync, no host-to-device copy
+        bad_here = meter.first_bad.new_full((), NO_BAD_STEP).masked_fill(~torch.isfinite(loss), step + 1)
+        torch.minimum(meter.first_bad, bad_here, out=meter.first_bad)
+
+
+def new_meter(device: torch.device) -> Meter:
+    """A ``Meter`` whose device tensors live on ``device``."""
+    meter = Meter(torch.zeros((), device=device), torch.full((), NO_BAD_STEP, dtype=torch.int64, device=device),
+                  torch.zeros((), device=device))
+    meter.reset()
+    return meter
+
+
+def train_step(loop: Loop, step: int, meter: Meter) -> None:
+    """One optimiser step ``step`` (0-based): lr, forward and backward of each micro-batch, update.
+
+    No host synchronisation on CUDA (tested under ``torch.cuda.set_sync_debug_mode("error")``).
+    """
+    s = loop.settings
+    lr = lr_at(step, s["lr"], s["warmup_steps"], s["total_steps"])
+    for group in loop.optimizer.param_groups:
+        group["lr"] = lr
+    _forward_backward(loop, step, meter)
+    loop.optimizer.step()
+    loop.optimizer.zero_grad(set_to_none=True)
+    meter.steps += 1
 
 
 def _log_record(loop: Loop, step: int, meter: Meter, corrupt_before: int) -> dict[str, Any]:
@@ -178,8 +180,6 @@ def _log_record(loop: Loop, step: int, meter: Meter, corrupt_before: int) -> dic
         dist.all_reduce(loss)
         dist.all_reduce(corrupt)
     loss_value = loss.item() / (meter.steps * s["world_size"])  # host sync: logging steps only
-    if not math.isfinite(loss_value):
-        raise FloatingPointError(f"loss is {loss_value} at step {step}; lower --blr or check the data")
     elapsed = time.perf_counter() - meter.started
     images_per_s = meter.steps * s["batch_size"] / elapsed
     on_gpu = torch.device(s["device"]).type == "cuda"
@@ -197,29 +197,51 @@ def run_steps(loop: Loop, start_step: int, corrupt_tiles: int = 0) -> int:
     """
     s = loop.settings
     end = min(s["total_steps"], s["stop_at"] or s["total_steps"])
-    meter = Meter(torch.zeros((), device=torch.device(s["device"])))
-    meter.reset()
+    meter = new_meter(torch.device(s["device"]))
+    began = time.perf_counter()
     for step in range(start_step, end):
-        lr = lr_at(step, s["lr"], s["warmup_steps"], s["total_steps"])
-        for group in loop.optimizer.param_groups:
-            group["lr"] = lr
-        _forward_backward(loop, step, meter)
-        loop.optimizer.step()
-        loop.optimizer.zero_grad(set_to_none=True)
-        meter.steps += 1
+        train_step(loop, step, meter)
         done = step + 1
-        if done % s["log_every"] == 0 or done == end:
+        if done % s["log_every"] == 0 or done == end or done == 1:  # step 1 at once: nothing silent for long
+            check_finite(loop, meter, done)
             record = _log_record(loop, done, meter, corrupt_tiles)
+            # to the end of the run (not of this invocation's --stop-at), at this invocation's pace so far
+            record["eta_s"] = (time.perf_counter() - began) / (done - start_step) * (s["total_steps"] - done)
             corrupt_tiles = record["corrupt_tiles"]
             meter.corrupt_tiles = 0
             if loop.rank == 0:
                 loop.on_log(record)
             meter.reset()
         if done % s["ckpt_every"] == 0 or done == end:
+            check_finite(loop, meter, done, parameters=True)  # never save a diverged model over a good checkpoint
             corrupt_tiles += _sum_over_ranks(meter.corrupt_tiles, s)  # so the saved count is exact
             meter.corrupt_tiles = 0
             loop.on_checkpoint(done, corrupt_tiles)
     return corrupt_tiles
+
+
+class NonFiniteLoss(Rs4mError, FloatingPointError):
+    """Training diverged at ``step`` (a non-finite loss, or non-finite weights at a checkpoint)."""
+
+    def __init__(self, step: int, saved: str = "") -> None:
+        super().__init__(f"training diverged at step {step} (loss or weights not finite), nothing after it was "
+                         f"saved{saved}: lower --lr, or check the data")
+        self.step = step
+
+
+def check_finite(loop: Loop, meter: Meter, step: int, parameters: bool = False) -> None:
+    """Raise ``NonFiniteLoss`` if a step so far had a non-finite loss or, with ``parameters``, if a weight is
+    not finite now (then ``step`` is named). A host sync and, under DDP, one all-reduce: logging and checkpoint
+    steps only."""
+    first_bad = meter.first_bad.clone()
+    if parameters:
+        finite = torch.stack([torch.isfinite(p).all() for p in loop.model.parameters()]).all()
+        first_bad = torch.where(finite, first_bad, torch.clamp(first_bad, max=step))
+    if loop.settings["world_size"] > 1:
+        dist.all_reduce(first_bad, op=dist.ReduceOp.MIN)
+    bad = int(first_bad.item())
+    if bad != NO_BAD_STEP:
+        raise NonFiniteLoss(bad)
 
 
 def _sum_over_ranks(count: int, settings: dict[str, Any]) -> int:
@@ -235,9 +257,18 @@ def format_record(record: dict[str, Any], total_steps: int) -> str:
     """One human line for a metrics record."""
     mfu = f" mfu {100 * record['mfu']:.1f}%" if record.get("mfu") is not None else ""
     bad = f" corrupt {record['corrupt_tiles']}" if record.get("corrupt_tiles") else ""
+    eta = f" eta {format_duration(record['eta_s'])}" if record.get("eta_s") is not None else ""
     return (f"step {record['step']}/{total_steps} epoch {record['epoch']:.2f} loss {record['loss']:.4f} "
             f"lr {record['lr']:.3e} {record['images_per_s']:.1f} img/s data {record['data_wait_pct']:.0f}%"
-            f"{mfu}{bad}")
+            f"{mfu}{bad}{eta}")
+
+
+def format_duration(seconds: float) -> str:
+    """``75`` → ``1m15s``; ``4000`` → ``1h06m``."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 class MetricsLog:
@@ -247,12 +278,22 @@ class MetricsLog:
         self.path = Path(path)
 
     def truncate_after(self, step: int) -> None:
-        """Drop records of steps after ``step`` (logged by an invocation killed before its next checkpoint)."""
+        """Drop records of steps after ``step`` (logged by an invocation killed before its next checkpoint).
+
+        Atomic (temp file + rename); call it from one process only. A line cut short by a kill is dropped.
+        """
         if not self.path.exists():
             return
-        keep = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= step]
-        self.path.write_text("".join(line + "\n" for line in keep))
+        keep = []
+        for line in self.path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    keep.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        tmp.replace(self.path)
 
     def append(self, record: dict[str, Any]) -> None:
         with open(self.path, "a") as fh:
@@ -262,9 +303,3 @@ class MetricsLog:
         if not self.path.exists():
             return []
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-
-
-def config_from_dict(values: dict[str, Any]) -> TrainConfig:
-    """A ``TrainConfig`` from a dict that may hold extra (resolved) keys."""
-    names = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in values.items() if k in names})

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from pretrain.checkpoint import load_checkpoint
 from pretrain.model import MODEL_CONFIGS, MaskedViT, create_model, normalize
 from rs4m.errors import ConfigError
 
@@ -175,9 +176,7 @@ def read_encoder_state(checkpoint: Path) -> tuple[dict[str, Tensor], str | None]
             meta = fh.metadata() or {}
             state = {k: fh.get_tensor(k) for k in fh.keys()}
         return state, meta.get("model") or None
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise ConfigError(f"{checkpoint} is not an rs4m training checkpoint (no 'model' entry)")
+    ckpt = load_checkpoint(checkpoint)  # one-line OutputError on anything that is not a checkpoint
     state = {k: v for k, v in ckpt["model"].items() if k.startswith(MaskedViT.ENCODER_PREFIXES)}
     return state, (ckpt.get("config") or {}).get("model") or None
 

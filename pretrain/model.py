@@ -15,7 +15,7 @@ The forward never enables autocast itself: wrap the call in ``torch.autocast`` f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -23,50 +23,28 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pretrain import selection
+from pretrain.config import MODEL_CONFIGS, ViTConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-@dataclass(frozen=True)
-class ViTConfig:
-    """Encoder and decoder shapes. ``decoder_depth`` is the authors' 8 unless overridden."""
+def normalize(imgs: Tensor, mean: Tensor | None = None, std: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """uint8 images [B, 3, H, W] → (ImageNet-normalised float32, float32 in [0, 1]), both [B, 3, H, W].
 
-    width: int
-    depth: int
-    heads: int
-    decoder_width: int
-    decoder_heads: int
-    decoder_depth: int = 8
-    img_size: int = 224
-    patch: int = 16
-    mlp_ratio: float = 4.0
-
-    @property
-    def num_patches(self) -> int:
-        return (self.img_size // self.patch) ** 2
-
-
-MODEL_CONFIGS: dict[str, ViTConfig] = {
-    "vit_tiny": ViTConfig(192, 4, 3, 128, 4, decoder_depth=2),  # for tests
-    "vit_small": ViTConfig(384, 12, 6, 256, 8),
-    "vit_base": ViTConfig(768, 12, 12, 512, 16),
-    "vit_large": ViTConfig(1024, 24, 16, 512, 16),
-}
-
-
-def normalize(imgs: Tensor) -> tuple[Tensor, Tensor]:
-    """uint8 images [B, 3, H, W] → (ImageNet-normalised float32, float32 in [0, 1]), both [B, 3, H, W]."""
+    ``mean`` / ``std`` [1, 3, 1, 1] on the images' device avoid building them from Python values, which on CUDA
+    is a host-to-device copy (a sync) per call: the models pass their buffers.
+    """
     x01 = imgs.float().div_(255.0)
-    mean = x01.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = x01.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean = x01.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1) if mean is None else mean
+    std = x01.new_tensor(IMAGENET_STD).view(1, 3, 1, 1) if std is None else std
     return (x01 - mean) / std, x01
 
 
-def unnormalize(x: Tensor) -> Tensor:
+def unnormalize(x: Tensor, mean: Tensor | None = None, std: Tensor | None = None) -> Tensor:
     """Inverse of ``normalize`` for float images [B, 3, H, W], clamped to [0, 1]."""
-    mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1) if mean is None else mean
+    std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1) if std is None else std
     return (x.float() * std + mean).clamp(0.0, 1.0)
 
 
@@ -207,6 +185,9 @@ class MaskedViT(nn.Module):
         self.pos_embed = nn.Parameter(sincos_pos_embed(cfg.width, grid, cls_token=True), requires_grad=False)
         self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.width, eps=1e-6)
+        # Not saved (persistent=False): the checkpoint and the exported encoder keep timm's keys exactly.
+        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def _init_encoder(self) -> None:
         self.apply(_init_weights)
@@ -284,13 +265,12 @@ class MaskedViT(nn.Module):
             loss = (per_sample * sample_weight.to(per_sample.dtype)).mean()
         return loss, per_sample.detach()
 
-    @staticmethod
-    def prepare(imgs: Tensor, x01: Tensor | None, need_x01: bool) -> tuple[Tensor, Tensor | None]:
+    def prepare(self, imgs: Tensor, x01: Tensor | None, need_x01: bool) -> tuple[Tensor, Tensor | None]:
         """uint8 or normalised float images [B, 3, H, W] → (normalised, [0, 1] image or None if not needed)."""
         if imgs.dtype == torch.uint8:
-            return normalize(imgs)
+            return normalize(imgs, self.pixel_mean, self.pixel_std)
         if x01 is None and need_x01:
-            x01 = unnormalize(imgs)
+            x01 = unnormalize(imgs, self.pixel_mean, self.pixel_std)
         return imgs, x01
 
 

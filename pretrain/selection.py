@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pretrain.config import SCORES, TARGET_CHOICES  # noqa: F401  (one list, read by the CLI too)
+
 HOG_BINS = 9
 HOG_CELL_PX = 8
 
@@ -44,8 +46,6 @@ FAR_END = 0.725
 RANDOM_START = 0.75
 
 MODE_NEAR, MODE_FAR, MODE_RANDOM = 0, 1, 2
-SCORES = ("hog", "uniform")
-TARGET_CHOICES = ("top", "sample")
 
 
 # ----------------------------------------------------------------------------------------------- budgets
@@ -165,20 +165,36 @@ def stage_mix(progress: float | Tensor) -> Tensor:
     0–35 %: near; 35–37.5 %: near → far; 37.5–72.5 %: far; 72.5–75 %: far → random; 75–100 %: random.
     In a blend the probability of the next mode rises linearly across the window; ``select_tokens`` draws one
     mode per image from these probabilities, so a batch in a blend mixes images of both modes.
-    Branch-free, so a compiled model does not recompile as ``progress`` (a float or 0-d tensor) advances.
+    Branch-free, so a compiled model does not recompile as ``progress`` (a float or 0-d tensor) advances; a
+    tensor ``progress`` gives a float64 result on its device, a Python number a float64 CPU tensor.
     """
-    p = torch.as_tensor(progress, dtype=torch.float64)
+    p = torch.as_tensor(progress, dtype=torch.float64)  # a tensor stays on its device
     to_far = ((p - NEAR_END) / (FAR_START - NEAR_END)).clamp(0.0, 1.0)
     to_random = ((p - FAR_END) / (RANDOM_START - FAR_END)).clamp(0.0, 1.0)
     return torch.stack([1.0 - to_far, to_far - to_random, to_random])
 
 
-def draw_modes(batch: int, mix: Tensor, device: torch.device | str = "cpu",
+def stage_thresholds(progress: float) -> tuple[float, float]:
+    """``stage_mix`` for a Python number as the two cumulative thresholds (near, near + far), Python floats."""
+    to_far = min(max((progress - NEAR_END) / (FAR_START - NEAR_END), 0.0), 1.0)
+    to_random = min(max((progress - FAR_END) / (RANDOM_START - FAR_END), 0.0), 1.0)
+    return 1.0 - to_far, 1.0 - to_random
+
+
+def draw_modes(batch: int, mix: Tensor | tuple[float, float], device: torch.device | str = "cpu",
                generator: torch.Generator | None = None) -> Tensor:
-    """One expansion mode per image (``MODE_NEAR``/``MODE_FAR``/``MODE_RANDOM``) drawn from ``mix`` [3]: [B]."""
+    """One expansion mode per image (``MODE_NEAR``/``MODE_FAR``/``MODE_RANDOM``): [B].
+
+    ``mix``: ``stage_mix``'s probabilities [3], or ``stage_thresholds``'s pair. Comparing with Python floats
+    copies nothing to the device: a CPU ``mix`` would be a host-to-device copy (a sync on CUDA) per step.
+    """
     u = torch.rand(batch, device=device, generator=generator)
-    mix = mix.to(device)
-    return (u >= mix[0]).long() + (u >= mix[0] + mix[1]).long()
+    if isinstance(mix, Tensor):
+        mix = mix.to(device)
+        near, near_far = mix[0], mix[0] + mix[1]
+    else:
+        near, near_far = mix
+    return (u >= near).long() + (u >= near_far).long()
 
 
 # ----------------------------------------------------------------------------------------------- selection
@@ -262,11 +278,14 @@ def select_tokens(scores: Tensor, embeddings: Tensor, num_encode: int, num_targe
     """
     b, n = scores.shape
     num_seed, sizes = expansion_sizes(num_encode, rounds)
-    seed = seed_patches(scores.float(), num_seed, generator)
-    selected = torch.zeros(b, n, dtype=torch.bool, device=scores.device).scatter(1, seed, True)
-    modes = draw_modes(b, stage_mix(progress), scores.device, generator)
-    selected = expand_selection(selected, embeddings, sizes, modes, generator)
-    ids_target = choose_targets(scores, selected, num_target, target, generator)
+    mix = stage_mix(progress) if isinstance(progress, Tensor) else stage_thresholds(float(progress))
+    # Similarities and scores in fp32 even inside a bf16 autocast region (bf16 ties many near/far ranks).
+    with torch.autocast(scores.device.type, enabled=False):
+        seed = seed_patches(scores.float(), num_seed, generator)
+        selected = torch.zeros(b, n, dtype=torch.bool, device=scores.device).scatter(1, seed, True)
+        modes = draw_modes(b, mix, scores.device, generator)
+        selected = expand_selection(selected, embeddings, sizes, modes, generator)
+        ids_target = choose_targets(scores, selected, num_target, target, generator)
     # Stable sort of the boolean mask lists the K selected indices in ascending order.
     ids_encode = (~selected).float().argsort(dim=1, stable=True)[:, :num_encode]
     return Selection(ids_encode, ids_target.sort(dim=1).values, modes)

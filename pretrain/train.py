@@ -10,10 +10,12 @@ Many processes (one per GPU; on CPU the gloo backend)::
 
 (``--run-dir`` is ``--run``'s other name; torchrun mistakes ``--run`` for its own ``--run-path``.)
 
-A run folder holds ``config.json`` (the resolved config), ``metrics.jsonl``, ``checkpoint.pt`` (the latest,
-replaced atomically every ``--ckpt-every`` steps and at the end) and ``encoder.safetensors`` (the final
-encoder, timm keys). ``--resume`` continues from ``checkpoint.pt``: with the same ``--steps`` it finishes the
-same run, and on CPU its per-step losses equal the uninterrupted run's bit for bit.
+A run folder holds ``config.json`` (every resolved setting), ``metrics.jsonl`` (written by rank 0, each step
+once), ``checkpoint.pt`` (the latest, replaced atomically every ``--ckpt-every`` steps and at the end, never by
+a diverged model), ``checkpoint.prev.pt`` (the one before) and ``encoder.safetensors`` + ``encoder.json``
+(the final encoder, timm keys, with what it expects as input). ``--resume`` continues from ``checkpoint.pt``:
+with the same settings it finishes the same run, and on CPU its per-step losses equal the uninterrupted run's
+bit for bit.
 """
 
 from __future__ import annotations
@@ -30,8 +32,18 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from pretrain import checkpoint as ckpt
+from pretrain.config import LOW_LR
 from pretrain.data import ResumableSampler, TileDataset
-from pretrain.engine import (RUN_IDENTITY, Loop, MetricsLog, TrainConfig, format_record, resolve, run_steps)
+from pretrain.engine import (
+    Loop,
+    MetricsLog,
+    NonFiniteLoss,
+    TrainConfig,
+    format_record,
+    resolve,
+    resume_differences,
+    run_steps,
+)
 from pretrain.flops import flops_per_image
 from pretrain.model import create_model
 from rs4m.errors import ConfigError
@@ -80,7 +92,7 @@ def build_loader(dataset: TileDataset, settings: dict[str, Any], dist_info: Dist
 def build_model_and_optimizer(settings: dict[str, Any]) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     """The model (same initial weights on every rank) and AdamW with the authors' betas and decay groups."""
     torch.manual_seed(settings["seed"])
-    model = create_model(settings["method"], settings["model"]).to(settings["device"])
+    model = create_model(settings["method"], settings["model"], **settings["model_options"]).to(settings["device"])
     groups = model.param_groups(settings["weight_decay"])
     fused = settings["device"].startswith("cuda")
     optimizer = torch.optim.AdamW(groups, lr=settings["lr"], betas=(0.9, 0.95), fused=fused)
@@ -88,40 +100,60 @@ def build_model_and_optimizer(settings: dict[str, Any]) -> tuple[torch.nn.Module
 
 
 def check_resumable(saved: dict[str, Any], settings: dict[str, Any]) -> None:
-    """A resumed run must be the same run: same identity keys (steps, batch, seed, filter, ...)."""
-    diff = [f"{k}: saved {saved.get(k)!r}, now {settings.get(k)!r}" for k in RUN_IDENTITY
-            if saved.get(k) != settings.get(k)]
+    """A resumed run must be the same run: every setting but how it runs (``RESUME_MAY_CHANGE``) equal."""
+    diff = resume_differences(saved, settings)
     if diff:
         raise ConfigError("--resume with different settings than the checkpoint's run (" + "; ".join(diff)
                           + "); use the same flags, or start a new --run")
 
 
-def restore(run: Path, settings: dict[str, Any], model, optimizer, metrics: MetricsLog) -> tuple[int, int]:
-    """Load ``run/checkpoint.pt`` into model and optimiser; return (finished steps, corrupt tiles so far)."""
-    state = ckpt.load_checkpoint(run / ckpt.CHECKPOINT_NAME, map_location="cpu")
-    check_resumable(state["config"], settings)
+def restore(path: Path, settings: dict[str, Any], model, optimizer) -> tuple[int, int]:
+    """Load checkpoint ``path`` into model and optimiser; return (finished steps, corrupt tiles so far)."""
+    state = ckpt.load_checkpoint(path, map_location="cpu")
+    check_resumable(state.get("config", {}), settings)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     ckpt.set_rng_state(state["rng"])
-    metrics.truncate_after(state["step"])
     return state["step"], state.get("corrupt_tiles", 0)
 
 
 def make_saver(run: Path, settings: dict[str, Any], model, optimizer):
-    """A callback writing ``run/checkpoint.pt`` after step ``step`` (rank 0 only)."""
+    """A callback writing ``run/checkpoint.pt`` after step ``step`` (rank 0 only); the one it replaces becomes
+    ``run/checkpoint.prev.pt``."""
     def save(step: int, corrupt_tiles: int) -> None:
         samples = step * settings["batch_size"]
         ckpt.save_checkpoint(run / ckpt.CHECKPOINT_NAME, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
             "samples": samples, "epoch": samples // settings["num_samples"], "rng": ckpt.rng_state(),
             "config": settings, "num_samples": settings["num_samples"], "corrupt_tiles": corrupt_tiles,
-        })
+        }, previous=run / ckpt.PREVIOUS_NAME)
     return save
+
+
+def _flop_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The model options that change the FLOP count (``pretrain.flops`` takes shapes and ratios)."""
+    return {k: v for k, v in options.items() if k not in ("score", "target")}
+
+
+def start_line(settings: dict[str, Any], model: torch.nn.Module, start: int) -> str:
+    """The one line printed before the first step (the ETA follows in each log line once steps are timed)."""
+    params = sum(p.numel() for p in model.parameters())
+    encoder = sum(v.numel() for k, v in model.encoder_state_dict().items() if k != "pos_embed")
+    where = f" (--where {settings['where']!r})" if settings["where"] else ""
+    line = (f"pretrain: {settings['method']} {settings['model']} ({params / 1e6:.1f} M parameters, encoder "
+            f"{encoder / 1e6:.1f} M) on {settings['device']} × {settings['world_size']}; "
+            f"{settings['num_samples']} tiles{where}; steps {start + 1}–{settings['total_steps']}, batch "
+            f"{settings['batch_size']} (micro-batch {settings['micro_batch']}), peak lr {settings['lr']:.3g}, "
+            f"warm-up {settings['warmup_steps']}; ETA after the first logged steps")
+    if settings["lr"] < LOW_LR:
+        line += (f"\nwarning: peak lr {settings['lr']:.2g} is below {LOW_LR:g}: a short run will barely move; "
+                 "give --lr (e.g. 1e-3 for a small batch)")
+    return line
 
 
 def prepare_run(cfg: TrainConfig, run: Path, rank: int) -> None:
     """Refuse to overwrite a run by accident: a run folder with a checkpoint needs ``--resume``."""
-    if (run / ckpt.CHECKPOINT_NAME).exists() and not cfg.resume:
+    if ckpt.latest_checkpoint(run) is not None and not cfg.resume:
         raise ConfigError(f"{run} already holds a checkpoint: pass --resume to continue it, or choose another --run")
     if rank == 0:
         run.mkdir(parents=True, exist_ok=True)
@@ -141,15 +173,19 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 def _train(cfg: TrainConfig, run: Path, dist_info: Dist) -> dict[str, Any]:
     prepare_run(cfg, run, dist_info.rank)
-    dataset = TileDataset(Path(cfg.manifest), cfg.where, seed=cfg.seed, scale=(cfg.min_scale, 1.0))
+    dataset = TileDataset(Path(cfg.manifest), cfg.where, seed=cfg.seed, size=cfg.img_size, scale=(cfg.min_scale, 1.0))
     settings = resolve(cfg, len(dataset), dist_info.world_size, pick_device(cfg.device, dist_info.local_rank))
     model, optimizer = build_model_and_optimizer(settings)
     metrics = MetricsLog(run / "metrics.jsonl")
     start, corrupt = 0, 0
-    if cfg.resume and (run / ckpt.CHECKPOINT_NAME).exists():
-        start, corrupt = restore(run, settings, model, optimizer, metrics)
+    saved = ckpt.latest_checkpoint(run) if cfg.resume else None
+    if saved is not None:
+        start, corrupt = restore(saved, settings, model, optimizer)
     if dist_info.rank == 0:
+        metrics.truncate_after(start)  # rows an earlier invocation logged after its last checkpoint
         atomic_write_json(run / "config.json", settings)
+    if dist_info.world_size > 1:
+        dist.barrier()
     wrapped = model
     if dist_info.world_size > 1:
         ids = [dist_info.local_rank] if settings["device"].startswith("cuda") else None
@@ -159,13 +195,21 @@ def _train(cfg: TrainConfig, run: Path, dist_info: Dist) -> dict[str, Any]:
 
     def on_log(record: dict[str, Any]) -> None:
         metrics.append(record)
-        print(format_record(record, settings["total_steps"]), flush=True)
+        print(format_record(record, settings["total_steps"]), file=sys.stderr, flush=True)
 
+    if dist_info.rank == 0:
+        print(start_line(settings, model, start), file=sys.stderr, flush=True)
+    flops = flops_per_image(cfg.method, cfg.model, **_flop_options(settings["model_options"])).train
     saver = make_saver(run, settings, model, optimizer)
     loop = Loop(wrapped, optimizer, iter(build_loader(dataset, settings, dist_info, start * cfg.batch_size)),
-                settings, dist_info.rank, flops_per_image(cfg.method, cfg.model).train, on_log,
+                settings, dist_info.rank, flops, on_log,
                 lambda step, bad: saver(step, bad) if dist_info.rank == 0 else None)
-    corrupt = run_steps(loop, start, corrupt)
+    try:
+        corrupt = run_steps(loop, start, corrupt)
+    except NonFiniteLoss as err:
+        last = ckpt.latest_checkpoint(run)
+        kept = f"; {last} holds step {ckpt.load_checkpoint(last)['step']}" if last and dist_info.rank == 0 else ""
+        raise NonFiniteLoss(err.step, kept) from None
     finished = settings["total_steps"] <= max(start, settings["stop_at"] or settings["total_steps"])
     if finished and dist_info.rank == 0:
         ckpt.export_encoder(run / ckpt.CHECKPOINT_NAME, run / "encoder.safetensors")

@@ -88,6 +88,7 @@ class TileConfig:
     quality: int = 95
     out_size: int = 0  # 0: keep the tile's size
     scenes_per_unit: int = 64
+    shard_bytes: int = 0  # > 0: units close at this many estimated stored bytes instead (rs4m.units)
     max_pixels: int = DEFAULT_MAX_PIXELS
     seed: int = 0
     max_scene_pixels: int = DEFAULT_MAX_SCENE_PIXELS
@@ -107,6 +108,7 @@ class TileConfig:
         _in_range(self, "max_pixels", 1, None)
         _in_range(self, "max_scene_pixels", 1, None)
         _in_range(self, "seed", 0, None)
+        _in_range(self, "shard_bytes", 0, None, "0: units by scenes_per_unit")
         if self.crop_min > self.crop_max:
             raise ConfigError(f"crop_min ({self.crop_min}) is larger than crop_max ({self.crop_max})")
         if not 1 <= self.quality <= 100:
@@ -140,11 +142,13 @@ class DedupConfig:
     Radii come from ``benchmarks/dedup_quality.py``: 5 bits on both hashes keeps precision at 1.0 there while
     finding all recompressed, resized and brightness-shifted copies, and keeps 4 M tiles within a minute.
     ``geo_iou`` is the overlap threshold, measured as ``geo_measure`` says (see :mod:`rs4m.dedup`).
+    ``dihedral`` is on: overhead imagery has no "up", so a flipped or rotated copy is a copy; the canonical
+    hashes it searches are stored for every tile anyway, and precision stays 1.0 at 5 bits in that benchmark.
     """
 
     radius_bits: int = 5
     dhash_radius_bits: int = 5
-    dihedral: bool = False
+    dihedral: bool = True
     geo: bool = True
     geo_iou: float = 0.5
     geo_measure: str = "containment"

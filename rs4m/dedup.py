@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from rs4m.hamming import hamming_pairs, hamming_pairs_between
+from rs4m.hamming import hamming_pairs, hamming_pairs_between, hamming_pairs_on
 from rs4m.hashing import dhash_dihedral, phash_dihedral
 
 #: edge reasons, strongest first: a tile joined by several kinds of edge reports the strongest
@@ -68,15 +68,18 @@ def _searchable_rows(n: int, searchable: np.ndarray | None) -> np.ndarray:
 
 
 def near_edges(phash: np.ndarray, dhash: np.ndarray, radius_bits: int, dhash_radius_bits: int,
-               searchable: np.ndarray | None = None) -> Edges:
+               searchable: np.ndarray | None = None, engine: Any = None) -> Edges:
     """Pairs within ``radius_bits`` on pHash and ``dhash_radius_bits`` on dHash (multi-index hashing).
 
     Args:
-        phash, dhash: ``uint64 [N]``; searchable: ``bool [N]`` rows taking part (None: all).
+        phash, dhash: ``uint64 [N]``; searchable: ``bool [N]`` rows taking part (None: all);
+        engine: run the candidate search as units of this engine (:func:`rs4m.hamming.hamming_pairs_on`;
+            same result), None: in this process.
     """
     rows = _searchable_rows(len(phash), searchable)
     hashes = np.stack([np.asarray(phash, np.uint64)[rows], np.asarray(dhash, np.uint64)[rows]], axis=1)
-    a, b, dist = hamming_pairs(hashes, [radius_bits, dhash_radius_bits])
+    radii = [radius_bits, dhash_radius_bits]
+    a, b, dist = hamming_pairs(hashes, radii) if engine is None else hamming_pairs_on(engine, hashes, radii)
     return Edges(rows[a], rows[b], dist[:, 0].astype(np.float64), "near")
 
 
@@ -175,11 +178,18 @@ def keep_rank(sources: Sequence[str], source_priority: Sequence[str], gsd_m: np.
     listed ones, alike), then the smaller ``gsd_m`` (higher resolution; unknown last), then the larger
     ``area_px`` (width × height), then the smaller ``tile_id``.
     """
-    order_of = {name: k for k, name in enumerate(source_priority)}
     src_codes, src_names = pd.factorize(pd.Series(sources, dtype=object))
+    id_order = pd.factorize(pd.Series(tile_ids, dtype=object), sort=True)[0]  # string order as integers
+    return keep_rank_codes(src_codes, list(src_names), source_priority, gsd_m, area_px, id_order)
+
+
+def keep_rank_codes(src_codes: np.ndarray, src_names: Sequence[str], source_priority: Sequence[str],
+                    gsd_m: np.ndarray, area_px: np.ndarray, id_order: np.ndarray) -> np.ndarray:
+    """:func:`keep_rank` from integer columns: ``src_codes [N]`` index ``src_names``; ``id_order [N]`` is each
+    tile id's position in sorted order (tile ids are unique)."""
+    order_of = {name: k for k, name in enumerate(source_priority)}
     src_rank = np.array([order_of.get(s, len(order_of)) for s in src_names], np.int64)[src_codes]
     gsd = np.nan_to_num(np.asarray(gsd_m, np.float64), nan=np.inf)
-    id_order = pd.factorize(pd.Series(tile_ids, dtype=object), sort=True)[0]  # string order as integers
     order = np.lexsort((id_order, -np.asarray(area_px, np.float64), gsd, src_rank))
     rank = np.empty(len(order), np.int64)
     rank[order] = np.arange(len(order))
@@ -216,12 +226,17 @@ def _best_incident(n: int, edges: list[Edges]) -> tuple[np.ndarray, np.ndarray]:
     return best_reason, best_dist
 
 
+def _strings(values: np.ndarray) -> list[str]:
+    return [v.decode("ascii") if isinstance(v, bytes) else v for v in values.tolist()]
+
+
 def resolve(tile_ids: Sequence[str], edges: list[Edges], rank: np.ndarray,
             leak_distance: np.ndarray | None = None, leak_edges: Edges | None = None) -> Groups:
     """Union-find over all edges → groups; keep the best-ranked tile of each, describe the others.
 
     Args:
-        tile_ids: ``N`` ids; edges: detector outputs (reasons from :data:`REASONS`);
+        tile_ids: ``N`` ids (strings, or a numpy ``S`` array of ASCII ids, which costs no Python object per
+            tile); edges: detector outputs (reasons from :data:`REASONS`);
         rank: ``int64 [N]``, a permutation of ``0..N-1`` (:func:`keep_rank`);
         leak_distance: ``float [N]``, not NaN for tiles that leak a benchmark image;
         leak_edges: joins tiles that leak the same benchmark image.
@@ -232,7 +247,8 @@ def resolve(tile_ids: Sequence[str], edges: list[Edges], rank: np.ndarray,
     distance of that reason.
     """
     n = len(tile_ids)
-    ids = np.asarray(tile_ids, dtype=object)
+    ids = tile_ids if isinstance(tile_ids, np.ndarray) and tile_ids.dtype.kind == "S" else \
+        np.asarray(tile_ids, dtype=object)
     leaked = np.zeros(n, bool) if leak_distance is None else ~np.isnan(leak_distance)
     every = [e for e in edges if len(e)] + ([leak_edges] if leak_edges is not None and len(leak_edges) else [])
     labels = connected_components(n, *(np.concatenate([getattr(e, a) for e in every] + [np.zeros(0, np.int64)])
@@ -247,9 +263,11 @@ def resolve(tile_ids: Sequence[str], edges: list[Edges], rank: np.ndarray,
     reason, dist = _best_incident(n, [e for e in edges if len(e)])
     dup_group = np.full(n, -1, np.int64)
     heads, where = np.unique(kept[in_group], return_inverse=True)
-    dup_group[in_group] = np.array([group_id(t) for t in ids[heads]], np.int64)[where] if len(heads) else []
+    dup_group[in_group] = np.array([group_id(t) for t in _strings(ids[heads])], np.int64)[where] if len(heads) \
+        else []
     is_dup = in_group & (kept != np.arange(n)) & ~group_leaks[labels]
-    dup_of = np.where(is_dup, ids[kept], None)
+    dup_of = np.full(n, None, dtype=object)
+    dup_of[is_dup] = np.array(_strings(ids[kept[is_dup]]), dtype=object)
     names = np.array(list(REASONS) + [None], dtype=object)
     dup_reason = np.where(is_dup, names[reason], None)
     distance = np.where(is_dup, dist, np.nan)

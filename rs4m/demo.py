@@ -121,6 +121,6 @@ def next_steps(out: Path) -> str:
         f"  rs4m inspect {out} -n 24 --grid sheet.png  a contact sheet of the tiles",
         f"  rs4m inspect {out} --dups --grid dups.png  duplicate groups side by side",
         f"  rs4m verify {out}                         re-hash shards, check every row",
-        f"  rs4m pretrain --manifest {out}/manifest.parquet --run runs/demo --model vit_tiny --steps 200"
-        "   (needs: pip install torch==2.13.0 -e '.[train]')",
+        f"  rs4m pretrain --manifest {out}/manifest.parquet --run runs/demo --model vit_test --img-size 128 "
+        "--steps 300 --batch-size 32 --lr 1e-3 --warmup-steps 20   (needs: pip install torch==2.13.0 -e '.[train]')",
     ])

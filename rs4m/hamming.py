@@ -16,7 +16,8 @@ is ``N² / 2 / 2**key_bits`` for uniformly spread hashes, which is what makes la
 from __future__ import annotations
 
 import itertools
-from typing import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -71,7 +72,8 @@ def _sorted_runs(key: np.ndarray, tag_bits: int, tags: np.ndarray) -> tuple[np.n
     return packed & _U64((1 << tag_bits) - 1), starts
 
 
-def _expand(first: np.ndarray, count: np.ndarray, step_from: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def expand_pairs(first: np.ndarray, count: np.ndarray,
+                 step_from: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """For each element ``e`` pair position ``first[e]`` with ``step_from[e] + t`` for ``t < count[e]``; chunked."""
     keep = count > 0
     first, count, step_from = first[keep], count[keep], step_from[keep]
@@ -102,7 +104,7 @@ def _self_search(cols: list[np.ndarray], key: np.ndarray, idx_bits: int, radii: 
     # hashes in key order: a candidate's partners sit next to it, so the popcount reads stay in cache
     hs = [c[rows] for c in cols]
     pos = np.arange(len(rows))
-    for a, b in _expand(pos, np.repeat(np.cumsum(lens), lens) - pos - 1, pos + 1):
+    for a, b in expand_pairs(pos, np.repeat(np.cumsum(lens), lens) - pos - 1, pos + 1):
         a, b, d = _verify(hs, hs, a, b, radii)
         yield rows[a], rows[b], d
 
@@ -128,7 +130,7 @@ def _cross_search(qcols: list[np.ndarray], icols: list[np.ndarray], qkey: np.nda
     # index rows of a run are contiguous in i_pos: the k-th index row of run r is i_pos[index_start[r] + k]
     index_start = np.repeat(np.cumsum(n_index) - n_index, lens)[q_pos]
     ids = [c[rows[i_pos]] for c in icols]
-    for a, b in _expand(np.arange(len(q_pos)), np.repeat(n_index, lens)[q_pos], index_start):
+    for a, b in expand_pairs(np.arange(len(q_pos)), np.repeat(n_index, lens)[q_pos], index_start):
         a, b, d = _verify(qs, ids, a, b, radii)
         yield rows[q_pos[a]], rows[i_pos[b]], d
 
@@ -176,6 +178,62 @@ def hamming_pairs(hashes: np.ndarray, radii: Sequence[int]) -> tuple[np.ndarray,
     for combo in itertools.product(*(blocks(x) for x in r)):
         parts.extend(_self_search(cols, _combo_key(h, combo, 64 - idx_bits), idx_bits, r))
     return _finish(parts, h.shape[1], len(h), unordered=True)
+
+
+@dataclass(frozen=True)
+class BlockPartition:
+    """The rows of one block combination whose key falls in one partition: a unit of work (picklable).
+
+    Pairs within the radii share a key in some combination, and equal keys fall in one partition, so the
+    partitions of all combinations together find every pair.
+    """
+
+    rows: np.ndarray  # int64 [m], row ids in the whole search
+    hashes: np.ndarray  # uint64 [m, K]
+    key: np.ndarray  # uint64 [m]
+    key_bits: int
+    radii: np.ndarray
+
+
+def search_partition(task: BlockPartition) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Verified pairs ``(i, j, dist)`` among one partition's rows, as row ids of the whole search."""
+    idx_bits = 64 - task.key_bits  # the whole search's index width: the key leaves that much room
+    cols = [np.ascontiguousarray(task.hashes[:, k]) for k in range(task.hashes.shape[1])]
+    found = list(_self_search(cols, task.key, idx_bits, task.radii))
+    if not found:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, len(task.radii)), np.uint8)
+    a, b, d = (np.concatenate(x) for x in zip(*found))
+    return task.rows[a], task.rows[b], d
+
+
+def block_partitions(hashes: np.ndarray, radii: Sequence[int], combo: Sequence[tuple[int, int]],
+                     partitions: int) -> list[BlockPartition]:
+    """The work units of one block combination: its rows split into ``partitions`` by key value."""
+    h, r = _as_columns(hashes, radii)
+    key_bits = 64 - _index_bits(len(h))
+    key = _combo_key(h, combo, key_bits)
+    part = (key * _U64(_MIX[0])) >> _U64(32)  # spread the key's value over the partitions
+    part = (part % _U64(partitions)).astype(np.int64)
+    order = np.argsort(part, kind="stable")
+    bounds = np.searchsorted(part[order], np.arange(partitions + 1))
+    return [BlockPartition(order[lo:hi], h[order[lo:hi]], key[order[lo:hi]], key_bits, r)
+            for lo, hi in zip(bounds[:-1], bounds[1:]) if hi - lo >= 2]
+
+
+def hamming_pairs_on(engine: Any, hashes: np.ndarray, radii: Sequence[int], partitions: int = 8):
+    """:func:`hamming_pairs` with the candidate search of every (block combination, key partition) run as a
+    unit of ``engine`` (e.g. Ray tasks); the output is the same, byte for byte.
+
+    Combinations go one after another, so the driver holds one combination's partitions at a time.
+    """
+    h, r = _as_columns(hashes, radii)
+    found = []
+    for combo in itertools.product(*(blocks(x) for x in r)):
+        for task, result in engine.map_units(search_partition, block_partitions(h, r, combo, partitions)):
+            if not isinstance(result, tuple):
+                raise RuntimeError(f"a Hamming search partition failed: {getattr(result, 'error', result)}")
+            found.append(result)
+    return _finish(found, h.shape[1], len(h), unordered=True)
 
 
 def hamming_pairs_between(queries: np.ndarray, index: np.ndarray, radii: Sequence[int]):

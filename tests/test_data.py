@@ -6,32 +6,38 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
 from pretrain import data
-from pretrain.data import ResumableSampler, TileDataset, load_manifest, random_resized_crop_box
-from rs4m.errors import ConfigError
+from pretrain.data import (
+    ResumableSampler,
+    TileDataset,
+    load_manifest,
+    random_resized_crop_box,
+)
+from rs4m.errors import ConfigError, OutputError, Rs4mError
 from rs4m.shards import ShardReader
-from tests.pretrain_corpus import build_real_corpus
+from tests.pretrain_corpus import build_corpus
 
 
 @pytest.fixture(scope="module")
-def real_manifest(shared_data, tmp_path_factory) -> Path:
-    return build_real_corpus(shared_data, tmp_path_factory.mktemp("corpus") / "out")
+def corpus_manifest(tmp_path_factory) -> Path:
+    return build_corpus(tmp_path_factory.mktemp("corpus") / "out")
 
 
-def test_manifest_has_real_jpeg_tiles(real_manifest):
-    df = pd.read_parquet(real_manifest)
-    assert len(df) >= 20 and set(df["format"]) == {"jpg"}
-    assert set(df["scene_path"]) == {"P0706.png", "P1888.png"}
+def test_manifest_has_jpeg_tiles(corpus_manifest):
+    df = pd.read_parquet(corpus_manifest)
+    assert len(df) >= 15 and set(df["format"]) == {"jpg"}
+    assert set(df["scene_path"]) == {"scene0.png", "scene1.png", "scene2.png"}
 
 
-def test_where_filters_what_is_read(real_manifest, monkeypatch):
-    full = pd.read_parquet(real_manifest)
-    wanted = full[full["scene_path"] == "P1888.png"]
-    ds = TileDataset(real_manifest, where="scene_path == 'P1888.png'")
+def test_where_filters_what_is_read(corpus_manifest, monkeypatch):
+    full = pd.read_parquet(corpus_manifest)
+    wanted = full[full["scene_path"] == "scene1.png"]
+    ds = TileDataset(corpus_manifest, where="scene_path == 'scene1.png'")
     assert 0 < len(ds) == len(wanted) < len(full)
     reads: list[tuple[str, int]] = []
     original = ShardReader.read
@@ -47,22 +53,37 @@ def test_where_filters_what_is_read(real_manifest, monkeypatch):
     assert sorted(reads) == sorted(zip(wanted["shard"], wanted["offset"].astype(int)))
 
 
-def test_where_on_numeric_column(real_manifest):
-    full = pd.read_parquet(real_manifest)
+def test_where_on_numeric_column(corpus_manifest):
+    full = pd.read_parquet(corpus_manifest)
     threshold = float(full["richness"].median())
-    df = load_manifest(real_manifest, where=f"richness > {threshold}")
+    df = load_manifest(corpus_manifest, where=f"richness > {threshold}")
     assert set(df["tile_id"]) == set(full.loc[full["richness"] > threshold, "tile_id"])
 
 
 @pytest.mark.parametrize("expr", ["no_such_column > 3", "richness >", "source == 'nowhere'"])
-def test_bad_where_names_the_columns(real_manifest, expr):
-    with pytest.raises((ConfigError, ValueError)) as err:
-        load_manifest(real_manifest, where=expr)
+def test_bad_where_names_the_columns(corpus_manifest, expr):
+    with pytest.raises((ValueError, Rs4mError)) as err:
+        load_manifest(corpus_manifest, where=expr)
     assert "richness" in str(err.value) and "licence" in str(err.value)
 
 
-def test_sample_is_a_pure_function_of_seed_epoch_index(real_manifest):
-    ds, other_seed = TileDataset(real_manifest, seed=1), TileDataset(real_manifest, seed=2)
+def test_where_selecting_nothing_is_one_line(corpus_manifest):
+    n = len(pd.read_parquet(corpus_manifest))
+    with pytest.raises(ConfigError, match=f"selects none of the {n} tiles") as err:
+        load_manifest(corpus_manifest, where="richness > 1e9")
+    assert "\n" not in str(err.value) and "richness" in str(err.value)
+
+
+def test_manifest_without_tiles_is_one_line(corpus_manifest, tmp_path):
+    empty = tmp_path / "manifest.parquet"
+    pq.write_table(pq.read_table(corpus_manifest).slice(0, 0), empty)
+    with pytest.raises(OutputError, match="lists no kept tiles") as err:
+        load_manifest(empty)
+    assert "\n" not in str(err.value)
+
+
+def test_sample_is_a_pure_function_of_seed_epoch_index(corpus_manifest):
+    ds, other_seed = TileDataset(corpus_manifest, seed=1), TileDataset(corpus_manifest, seed=2)
     a, b = ds[(3, 5)][0], ds[(3, 5)][0]
     assert torch.equal(a, b)
     assert not torch.equal(a, ds[(4, 5)][0])
@@ -70,8 +91,8 @@ def test_sample_is_a_pure_function_of_seed_epoch_index(real_manifest):
     assert torch.equal(ds[5][0], ds[(0, 5)][0])
 
 
-def test_loader_output_does_not_depend_on_worker_count(real_manifest):
-    ds = TileDataset(real_manifest, seed=7)
+def test_loader_output_does_not_depend_on_worker_count(corpus_manifest):
+    ds = TileDataset(corpus_manifest, seed=7)
 
     def batches(workers: int) -> list[torch.Tensor]:
         sampler = ResumableSampler(len(ds), chunk=4, seed=7)
@@ -108,10 +129,10 @@ def test_augment_crops_resizes_and_flips_half_the_time():
     assert 0.4 < flips / n < 0.6
 
 
-def test_corrupt_tile_is_skipped_and_counted(real_manifest, tmp_path):
+def test_corrupt_tile_is_skipped_and_counted(corpus_manifest, tmp_path):
     import shutil
     out = tmp_path / "out"
-    shutil.copytree(real_manifest.parent, out)
+    shutil.copytree(corpus_manifest.parent, out)
     ds = TileDataset(out / "manifest.parquet", seed=3)
     bad = 4
     shard = out / "shards" / ds.shard_names[ds.shard_codes[bad]]
@@ -131,7 +152,7 @@ def test_too_many_corrupt_tiles_stop_with_a_clear_error(mini_build, monkeypatch)
     out, _ = mini_build
     ds = TileDataset(out / "manifest.parquet")
     monkeypatch.setattr(data, "decode_tile", lambda raw, fmt: (_ for _ in ()).throw(ValueError("bad")))
-    with pytest.raises(RuntimeError, match="rs4m verify"):
+    with pytest.raises(data.BrokenShards, match="rs4m verify"):
         ds[(0, 0)]
 
 
@@ -175,3 +196,16 @@ def test_ranks_equal_the_single_process_micro_batches():
         for r in range(world):
             k = step * world + r  # micro-batch k of the single process is rank r's micro-batch `step`
             assert ranks[r][step * chunk:(step + 1) * chunk] == single[k * chunk:(k + 1) * chunk]
+
+
+def test_npy_tiles_must_be_uint8():
+    import io
+
+    for arr, ok in ((np.zeros((4, 4, 3), np.uint8), True), (np.full((4, 4, 3), 300, np.uint16), False)):
+        buf = io.BytesIO()
+        np.save(buf, arr)
+        if ok:
+            assert data.decode_tile(buf.getvalue(), "npy").shape == (4, 4, 3)
+        else:
+            with pytest.raises(ValueError, match="uint16"):
+                data.decode_tile(buf.getvalue(), "npy")

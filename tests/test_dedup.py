@@ -356,7 +356,10 @@ def test_cli_dedup_and_leakage(hand_build, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     # default min_richness 0: the two flat tiles now pair as near duplicates
-    assert report["tiles_by_reason"] == {"exact": 1, "near": 2} and report["dihedral"] == "off"
+    assert report["tiles_by_reason"] == {"exact": 1, "near": 2} and report["dihedral"] == "canonical"  # default on
+    off = json.loads(runner.invoke(get_cli(), ["dedup", str(out), "--no-geo", "--radius", "4", "--no-dihedral",
+                                               "--json"]).stdout)
+    assert off["dihedral"] == "off" and off["tiles_by_reason"] == {"exact": 1, "near": 2}
     assert json.loads((out / "dedup.json").read_text())["config"]["radius_bits"] == 4
     result = runner.invoke(get_cli(), ["leakage", str(out), "--against", "nonsense"])
     assert result.exit_code == 2 and "NAME=DIR" in result.stderr

@@ -90,7 +90,7 @@ def test_torchgeo_resisc45_layout_and_split_files(shared_data):
     train = ev.read_split(images, root / "resisc45-train.txt")
     assert sorted(images.paths[i] for i in train) == sorted(images.paths)  # file names found in class folders
     # The fake layout's train and test files list the same images: a leak the evaluation refuses.
-    cfg = ev.EvalConfig(task="knn", data=root, random_init="vit_tiny", train_split=root / "resisc45-train.txt",
+    cfg = ev.EvalConfig(task="knn", data=root, random_init="vit_test", train_split=root / "resisc45-train.txt",
                         test_split=root / "resisc45-test.txt")
     with pytest.raises(ConfigError, match="share images"):
         ev.split_images(cfg)
@@ -137,17 +137,17 @@ def test_linear_probe_chooses_decay_on_validation(separable):
 
 def test_checkpoint_and_safetensors_load_the_same_encoder(tmp_path):
     torch.manual_seed(3)
-    model = create_model("selectivemae", "vit_tiny")
-    torch.save({"model": model.state_dict(), "config": {"model": "vit_tiny"}, "step": 5}, tmp_path / "c.pt")
+    model = create_model("selectivemae", "vit_test")
+    torch.save({"model": model.state_dict(), "config": {"model": "vit_test"}, "step": 5}, tmp_path / "c.pt")
     save_file({k: v.contiguous() for k, v in model.encoder_state_dict().items()}, tmp_path / "e.safetensors")
     from_ckpt, name = ev.load_encoder(tmp_path / "c.pt")
     from_st, name_st = ev.load_encoder(tmp_path / "e.safetensors")  # no metadata: size from the shapes
-    assert name == name_st == "vit_tiny"
+    assert name == name_st == "vit_test"
     imgs = torch.randint(0, 256, (2, 3, 224, 224), dtype=torch.uint8)
     ref = ev.encode(model.eval(), imgs)
     assert ref.shape == (2, 192)
     assert torch.equal(ev.encode(from_ckpt, imgs), ref) and torch.equal(ev.encode(from_st, imgs), ref)
-    assert not torch.equal(ev.encode(ev.random_encoder("vit_tiny"), imgs), ref)
+    assert not torch.equal(ev.encode(ev.random_encoder("vit_test"), imgs), ref)
 
 
 def test_wrong_keys_are_a_clear_error(tmp_path):
@@ -158,10 +158,19 @@ def test_wrong_keys_are_a_clear_error(tmp_path):
         ev.load_encoder(tmp_path / "bad.safetensors")
 
 
+def test_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path):
+    from rs4m.errors import OutputError
+
+    (tmp_path / "junk.pt").write_bytes(b"these bytes are not a checkpoint")
+    with pytest.raises(OutputError, match="cannot be read .* not a checkpoint of rs4m pretrain") as err:
+        ev.load_encoder(tmp_path / "junk.pt")
+    assert "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("shuffle_labels", [False, True])
 def test_end_to_end_knn_on_images(tmp_path, shuffle_labels):
     root = write_image_folder(tmp_path / "ds", per_class=16, shuffle_labels=shuffle_labels)
-    cfg = ev.EvalConfig(task="knn", data=root, random_init="vit_tiny", batch_size=32)
+    cfg = ev.EvalConfig(task="knn", data=root, random_init="vit_test", batch_size=32)
     result = ev.run_eval(cfg)
     assert (result["train_images"], result["test_images"], result["classes"]) == (32, 32, 4)
     if shuffle_labels:
@@ -176,15 +185,15 @@ def test_end_to_end_knn_on_images(tmp_path, shuffle_labels):
 def test_cli_linear_json(tmp_path):
     root = write_image_folder(tmp_path / "ds", per_class=10)
     torch.manual_seed(0)
-    model = create_model("mae", "vit_tiny")
+    model = create_model("mae", "vit_test")
     save_file({k: v.contiguous() for k, v in model.encoder_state_dict().items()}, tmp_path / "e.safetensors",
-              metadata={"model": "vit_tiny"})
+              metadata={"model": "vit_test"})
     args = ["eval", "linear", "--checkpoint", str(tmp_path / "e.safetensors"), "--data", str(root),
             "--device", "cpu", "--json"]
     result = CliRunner().invoke(get_cli(), args)
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    assert out["task"] == "linear" and out["model"] == "vit_tiny" and out["top1"] > 0.9
+    assert out["task"] == "linear" and out["model"] == "vit_test" and out["top1"] > 0.9
     assert out["weight_decay"] in ev.PROBE_WEIGHT_DECAYS
 
 
@@ -196,6 +205,6 @@ def test_cli_needs_a_checkpoint(tmp_path):
 
 def test_cli_without_torch_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
-    result = CliRunner().invoke(get_cli(), ["eval", "knn", "--data", str(tmp_path), "--random-init", "vit_tiny"])
+    result = CliRunner().invoke(get_cli(), ["eval", "knn", "--data", str(tmp_path), "--random-init", "vit_test"])
     assert result.exit_code != 0
     assert "pip install 'rs4m[train]'" in result.output

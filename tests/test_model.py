@@ -5,29 +5,32 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from pretrain.config import TIMM_NAMES
 from pretrain.flops import flops_per_image
-from pretrain.model import (MODEL_CONFIGS, create_model, normalize, sincos_pos_embed, unnormalize)
+from pretrain.model import (
+    MODEL_CONFIGS,
+    create_model,
+    normalize,
+    sincos_pos_embed,
+    unnormalize,
+)
+from rs4m.demo import synthetic_scene
 
-REAL_IMAGE = "real/dota-devkit/images/P0706.png"
 METHODS = ["selectivemae", "mae"]
 
 
 @pytest.fixture(scope="module")
-def real_tiles(shared_data) -> torch.Tensor:
-    """Eight 224² crops of a real DOTA image, uint8 [8, 3, 224, 224]."""
-    path = shared_data / REAL_IMAGE
-    if not path.is_file():
-        pytest.skip(f"{path} is not present (the project's shared test imagery)")
-    img = np.asarray(Image.open(path).convert("RGB"))
+def scene_tiles() -> torch.Tensor:
+    """Eight 224² crops of a generated aerial-like scene (``rs4m.demo``), uint8 [8, 3, 224, 224]."""
+    img = np.asarray(synthetic_scene(np.random.default_rng(0), 1024, 768))
     crops = [img[r:r + 224, c:c + 224] for r in (100, 500) for c in (0, 250, 500, 750)]
     return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()
 
 
 def tiny(method: str, **kw):
     torch.manual_seed(0)
-    return create_model(method, "vit_tiny", **kw)
+    return create_model(method, "vit_test", **kw)
 
 
 # ----------------------------------------------------------------------------------------------- factory
@@ -35,13 +38,13 @@ def tiny(method: str, **kw):
 
 def test_create_model_lists_valid_names():
     with pytest.raises(ValueError, match="selectivemae, mae"):
-        create_model("simmim", "vit_tiny")
+        create_model("simmim", "vit_test")
     with pytest.raises(ValueError, match="vit_tiny, vit_small, vit_base, vit_large"):
         create_model("mae", "vit_huge")
 
 
 def test_create_model_overrides_shape_and_method_options():
-    model = create_model("selectivemae", "vit_tiny", img_size=96, decoder_depth=3, mask_ratio=0.75,
+    model = create_model("selectivemae", "vit_test", img_size=96, decoder_depth=3, mask_ratio=0.75,
                          recon_ratio=0.5)
     assert model.cfg.img_size == 96 and len(model.decoder_blocks) == 3
     assert (model.num_encode, model.num_target) == (9, 18)
@@ -181,19 +184,19 @@ def eval_loss(model, imgs: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_loss_decreases_on_real_tiles(method, real_tiles):
+def test_loss_decreases_on_scene_tiles(method, scene_tiles):
     model = tiny(method)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95))
-    before = eval_loss(model, real_tiles)
+    before = eval_loss(model, scene_tiles)
     for step in range(30):
-        loss, _, _ = model(real_tiles, progress=step / 30)
+        loss, _, _ = model(scene_tiles, progress=step / 30)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    after = eval_loss(model, real_tiles)
+    after = eval_loss(model, scene_tiles)
     # Predicting zeros (each target patch's mean) scores the mean square of the standardised targets, ≈ 0.999:
     # beating it means the model predicts something of the patches' content.
-    zero_prediction = model.target_patches(normalize(real_tiles)[0], True).pow(2).mean().item()
+    zero_prediction = model.target_patches(normalize(scene_tiles)[0], True).pow(2).mean().item()
     assert after < 0.8 * before
     assert after < zero_prediction - 0.01
 
@@ -228,20 +231,38 @@ def expected_timm_encoder(width: int, depth: int) -> dict[str, tuple[int, ...]]:
     return keys
 
 
+#: timm's encoder shapes (width, depth, heads) of vit_{tiny,small,base,large}_patch16_224, written out here
+TIMM_VIT = {"vit_tiny_patch16_224": (192, 12, 3), "vit_small_patch16_224": (384, 12, 6),
+            "vit_base_patch16_224": (768, 12, 12), "vit_large_patch16_224": (1024, 24, 16)}
+
+
 @pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize(("name", "width"), [("vit_small", 384), ("vit_base", 768)])
-def test_encoder_has_timm_keys(method, name, width):
+@pytest.mark.parametrize("name", ["vit_tiny", "vit_small", "vit_base", "vit_large"])
+def test_encoder_keys_and_shapes_equal_timms(method, name):
+    width, depth, heads = TIMM_VIT[TIMM_NAMES[name]]
     with torch.device("meta"):
         model = create_model(method, name)
     got = {k: tuple(v.shape) for k, v in model.encoder_state_dict().items()}
-    assert got == expected_timm_encoder(width, 12)
+    assert got == expected_timm_encoder(width, depth)  # strict: no key missing, none extra, every shape
+    assert model.blocks[0].attn.heads == heads
+
+
+def test_every_timm_named_size_is_timms_and_the_test_size_has_its_own_name():
+    assert set(TIMM_NAMES) == set(MODEL_CONFIGS) - {"vit_test"}
+    for name, timm_name in TIMM_NAMES.items():
+        assert name + "_patch16_224" == timm_name
+        cfg = MODEL_CONFIGS[name]
+        assert (cfg.width, cfg.depth, cfg.heads) == TIMM_VIT[timm_name]
+    assert all(MODEL_CONFIGS[n].decoder_depth == 8 for n in TIMM_NAMES)
+    assert MODEL_CONFIGS["vit_test"].depth < 12
 
 
 def test_model_table():
     shapes = {k: (c.width, c.depth, c.heads, c.decoder_width, c.decoder_heads) for k, c in MODEL_CONFIGS.items()}
-    assert shapes == {"vit_tiny": (192, 4, 3, 128, 4), "vit_small": (384, 12, 6, 256, 8),
-                      "vit_base": (768, 12, 12, 512, 16), "vit_large": (1024, 24, 16, 512, 16)}
-    assert MODEL_CONFIGS["vit_base"].decoder_depth == 8 and MODEL_CONFIGS["vit_tiny"].decoder_depth == 2
+    assert shapes == {"vit_test": (192, 4, 3, 128, 4), "vit_tiny": (192, 12, 3, 128, 4),
+                      "vit_small": (384, 12, 6, 256, 8), "vit_base": (768, 12, 12, 512, 16),
+                      "vit_large": (1024, 24, 16, 512, 16)}
+    assert MODEL_CONFIGS["vit_base"].decoder_depth == 8 and MODEL_CONFIGS["vit_test"].decoder_depth == 2
 
 
 # ----------------------------------------------------------------------------------------------- FLOPs
@@ -258,7 +279,7 @@ def test_analytic_flops_match_counted(method):
     with FlopCounterMode(display=False) as counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
         model(imgs, progress=0.5)
     counted = counter.get_total_flops() / 2
-    analytic = flops_per_image(method, "vit_tiny")
+    analytic = flops_per_image(method, "vit_test")
     assert counted == pytest.approx(analytic.forward + analytic.no_grad, rel=0.01)
 
 

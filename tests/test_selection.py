@@ -265,3 +265,24 @@ def test_standardize_scores():
 def test_hog_rejects_bad_sizes():
     with pytest.raises(ValueError, match="multiples"):
         sel.hog_patch_scores(torch.zeros(1, 3, 40, 48))
+
+
+@pytest.mark.parametrize("progress", [0.0, 0.3625, 0.5, 0.7375, 0.9])
+def test_stage_thresholds_equal_the_mix(progress):
+    near, near_far = sel.stage_thresholds(progress)
+    mix = sel.stage_mix(progress)
+    assert (near, near_far) == pytest.approx((mix[0].item(), (mix[0] + mix[1]).item()), abs=1e-12)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(sel.draw_modes(5000, mix, generator=g1), sel.draw_modes(5000, (near, near_far), generator=g2))
+
+
+def test_selection_is_fp32_inside_a_bf16_autocast_region():
+    torch.manual_seed(0)
+    scores = sel.standardize_scores(torch.randn(4, 196))
+    emb = torch.randn(4, 196, 64)
+    plain = sel.select_tokens(scores, emb, 29, 49, 0.2, generator=torch.Generator().manual_seed(5))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = sel.select_tokens(scores, emb, 29, 49, 0.2, generator=torch.Generator().manual_seed(5))
+        unit = torch.nn.functional.normalize(emb, dim=-1)
+        assert (unit @ unit.transpose(1, 2)).dtype == torch.bfloat16  # what autocast would do to the Gram matrix
+    assert torch.equal(plain.ids_encode, auto.ids_encode) and torch.equal(plain.ids_target, auto.ids_target)

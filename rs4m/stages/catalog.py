@@ -65,18 +65,32 @@ def catalog_counts(table: pa.Table, keep: pa.ChunkedArray) -> dict:
             "sources": {s: {k: c[k] for k in keys} for s, c in sorted(per_source.items())}}
 
 
-def run_catalog(out: Path) -> dict:
-    """Write ``manifest.parquet`` and ``shards.parquet``; return the counts."""
+def run_catalog(out: Path, bounded: bool = True) -> dict:
+    """Write ``manifest.parquet`` and ``shards.parquet``; return the counts.
+
+    ``bounded`` (the default) streams the tiles parts (:func:`rs4m.stages.bounded.run_catalog_bounded`);
+    ``bounded=False`` joins them in memory. Both write the same bytes.
+    """
     layout = OutputLayout(Path(out))
     if not layout.tile_parts():
         raise OutputError(f"{out} has no tiles parts to catalog; run `rs4m build {out} --source ...` "
                           f"(or `rs4m scan` and `rs4m tile {out}`) first")
+    if bounded:
+        from rs4m.stages.bounded import run_catalog_bounded
+
+        counts = run_catalog_bounded(layout, kept_mask)
+    else:
+        counts = _catalog_in_memory(layout)
+    kill_point("catalog:manifest")
+    write_shards_table(layout)
+    write_wids_index(layout.root)  # the random-access index beside the shards
+    return counts
+
+
+def _catalog_in_memory(layout: OutputLayout) -> dict:
     table = joined_tiles(layout)
     keep = kept_mask(table)
     manifest = table.filter(keep)
     manifest = manifest.take(pc.sort_indices(manifest, [("tile_id", "ascending")]))
     mf.write_table(manifest, layout.manifest, mf.MANIFEST_SCHEMA)
-    kill_point("catalog:manifest")
-    write_shards_table(layout)
-    write_wids_index(layout.root)  # the random-access index beside the shards
     return catalog_counts(table, keep)

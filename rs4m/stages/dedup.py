@@ -165,10 +165,38 @@ def dedup_table(table: pa.Table, groups: dd.Groups) -> pa.Table:
     }, schema=mf.DEDUP_SCHEMA)
 
 
-def run_dedup(out: Path, config: DedupConfig = DedupConfig()) -> DedupReport:
-    """Find duplicate groups among the tiles of build ``out``; write ``dedup.parquet`` and ``dedup.json``."""
+def run_dedup(out: Path, config: DedupConfig = DedupConfig(), bounded: bool = True, engine=None) -> DedupReport:
+    """Find duplicate groups among the tiles of build ``out``; write ``dedup.parquet`` and ``dedup.json``.
+
+    ``bounded`` (the default) reads the tiles parts a few columns at a time (:mod:`rs4m.stages.bounded`);
+    ``bounded=False`` holds them all in memory. Both write the same bytes. With an ``engine`` (e.g. Ray)
+    the bounded path runs the Hamming searches' candidate generation as its units, with the same result.
+    """
     started = time.perf_counter()
     layout = OutputLayout(Path(out))
+    if bounded:
+        report = _dedup_bounded(layout, config, engine)
+    else:
+        report = _dedup_in_memory(layout, config)
+    kill_point("dedup:written")  # a kill here leaves dedup.json of the previous run: the rerun redoes both
+    report.seconds = round(time.perf_counter() - started, 3)
+    mf.atomic_write_json(layout.dedup_report, {"config": asdict(config), **report.to_dict()})
+    return report
+
+
+def _dedup_bounded(layout: OutputLayout, config: DedupConfig, engine) -> DedupReport:
+    from rs4m.stages import bounded as bd
+
+    tiles, edges, method, searchable, groups = bd.dedup_groups(layout, config, engine)
+    bd.write_dedup_bounded(layout, tiles, groups, dedup_table)
+    sources = np.array(tiles.source_names, dtype=object)[tiles.source_codes]
+    report = DedupReport(tiles=len(tiles), searched=int(searchable.sum()), dihedral=method,
+                         pairs_by_source=_pairs_by_source(sources, [e for e in edges if len(e)]))
+    _summarise(report, groups)
+    return report
+
+
+def _dedup_in_memory(layout: OutputLayout, config: DedupConfig) -> DedupReport:
     table = read_tiles(layout)
     searchable = _searchable(table, config.min_richness)
     edges, method = find_edges(table, config, searchable)
@@ -179,12 +207,9 @@ def run_dedup(out: Path, config: DedupConfig = DedupConfig()) -> DedupReport:
     rank = dd.keep_rank(sources, config.source_priority, _floats(table, "gsd_m"), area, tile_ids)
     groups = dd.resolve(tile_ids, edges, rank, leak_distance, leak_edges)
     mf.write_table(dedup_table(table, groups), layout.dedup, mf.DEDUP_SCHEMA)
-    kill_point("dedup:written")  # a kill here leaves dedup.json of the previous run: the rerun redoes both
     report = DedupReport(tiles=len(tile_ids), searched=int(searchable.sum()), dihedral=method,
                          pairs_by_source=_pairs_by_source(sources, [e for e in edges if len(e)]))
     _summarise(report, groups)
-    report.seconds = round(time.perf_counter() - started, 3)
-    mf.atomic_write_json(layout.dedup_report, {"config": asdict(config), **report.to_dict()})
     return report
 
 

@@ -33,6 +33,7 @@ from rs4m.stages.sources import SourceInput
 from rs4m.layout import OutputLayout
 from rs4m.whole_decode import open_regular
 from rs4m.sources import SceneRef, ScanProblem
+from rs4m.units import assign_units as assign_scene_units
 
 PROBE_BATCH = 32
 log = logging.getLogger("rs4m")
@@ -145,16 +146,9 @@ def _tasks(inputs: list[SourceInput], refs_by_source: dict[str, list[SceneRef]])
 
 
 def assign_units(rows: list[dict], inputs: list[SourceInput]) -> list[dict]:
-    """Sort rows by (source, scene_path) and number work units per source in that order."""
-    per_unit = {inp.source: inp.spec.tile.scenes_per_unit for inp in inputs}
-    rows.sort(key=lambda r: (r["source"], r["scene_path"]))
-    unit, count, current = -1, 0, None
-    for row in rows:
-        if row["source"] != current or count == per_unit[row["source"]]:
-            unit, count, current = unit + 1, 0, row["source"]
-        row["unit"] = unit
-        count += 1
-    return rows
+    """Sort rows by (source, scene_path) and number work units per source in that order, by scene count
+    or, with ``shard_bytes``, by estimated shard size (:mod:`rs4m.units`)."""
+    return assign_scene_units(rows, {inp.source: inp.spec.tile for inp in inputs})
 
 
 def probe_all(engine: Engine, tasks: list[ProbeTask], progress=None) -> tuple[list[dict], list[dict]]:

@@ -1,0 +1,90 @@
+"""Candidate pairs of overlapping tiles without comparing all pairs: locality-sensitive hashing of the
+binary descriptors with per-tile-pair vote counting.
+
+Each table takes ``bits // 8`` fixed bytes of the 128-bit descriptor; two descriptors within ``d`` bits
+share a table's key with probability ``(1 - d / 128) ** bits``. Every key is packed with its tile's row into
+one ``uint64``, the table is sorted once, and each run of equal keys votes once for every pair of distinct
+tiles in it. Runs longer than ``max_bucket`` (textures everyone has: sea, uniform fields) are dropped, which
+bounds the work per run. Pairs with at least ``min_votes`` votes over all tables are the candidates, for
+geometric verification.
+
+Cost: ``tables`` sorts of ``M`` keys (``M`` = indexed keypoints of all tiles) plus the votes; the expected
+number of votes between two unrelated tiles is ``tables * T_a * T_b * 2 ** -bits`` for uniformly spread
+descriptor bits, which is what ``bits`` trades against recall.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: keypoints of each tile that enter the index (strongest first within the spread order of extraction)
+INDEX_KEYPOINTS = 224
+#: chosen on benchmarks/overlap_quality.py: ORB descriptors of unrelated images are far from uniform, so
+#: shorter keys (20–28 bits) collide between most unrelated tiles of even a thousand-image pool
+TABLES = 16
+BITS = 32
+MIN_VOTES = 4
+MAX_BUCKET = 32
+#: fixed seed of the sampled bit positions, so that keys of every build are comparable
+_SEED = 0x5EED
+
+
+def byte_columns(tables: int = TABLES, bits: int = BITS, desc_bytes: int = 16) -> np.ndarray:
+    """The descriptor bytes each table's key is made of, ``int64 [tables, bits // 8]`` (fixed: a function of
+    its arguments). Sampling whole bytes samples bits as well as single bits do (each bit is its own
+    intensity test) and makes a key one gather."""
+    rng = np.random.default_rng(_SEED)
+    return np.stack([np.sort(rng.choice(desc_bytes, bits // 8, replace=False)) for _ in range(tables)])
+
+
+def lsh_keys(desc: np.ndarray, tables: int = TABLES, bits: int = BITS) -> np.ndarray:
+    """Keys of binary descriptors ``uint8 [M, B]`` → ``uint32 [M, tables]`` (``bits`` of 8, 16, 24 or 32)."""
+    if bits not in (8, 16, 24, 32):
+        raise ValueError(f"bits must be 8, 16, 24 or 32, got {bits}")
+    desc = np.asarray(desc, np.uint8)
+    out = np.zeros((len(desc), tables), np.uint32)
+    for t, cols in enumerate(byte_columns(tables, bits, desc.shape[1])):
+        for c in cols:
+            out[:, t] = (out[:, t] << np.uint32(8)) | desc[:, c]
+    return out
+
+
+def _runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values of a sorted array and how often each occurs (``np.unique`` of numpy ≥ 2.3 hashes
+    first, ~20× slower than one sort on these arrays)."""
+    starts = np.flatnonzero(np.concatenate([[True], values[1:] != values[:-1]])) if len(values) else np.zeros(0, np.int64)
+    return values[starts], np.diff(np.append(starts, len(values)))
+
+
+def _table_votes(key: np.ndarray, owner: np.ndarray, n_tiles: int, max_bucket: int) -> np.ndarray:
+    """Pair codes ``i * n_tiles + j`` (``i < j``) of distinct tiles sharing a key of one table, one per run."""
+    id_bits = max(1, int(n_tiles - 1).bit_length())
+    packed, _ = _runs(np.sort((key.astype(np.uint64) << np.uint64(id_bits)) | owner.astype(np.uint64)))
+    keys, rows = packed >> np.uint64(id_bits), (packed & np.uint64((1 << id_bits) - 1)).astype(np.int64)
+    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1], [True]]))
+    size = np.diff(starts)
+    shared = (size >= 2) & (size <= max_bucket)  # most keys belong to one tile: drop them once, up front
+    first, size = starts[:-1][shared], size[shared]
+    codes = []
+    for offset in range(1, int(size.max(initial=1))):  # each member with the one ``offset`` places later
+        more = size > offset
+        first, size = first[more], size[more]
+        span = size - offset
+        idx = np.repeat(first, span) + (np.arange(span.sum()) - np.repeat(np.cumsum(span) - span, span))
+        codes.append(rows[idx].astype(np.uint64) * np.uint64(n_tiles) + rows[idx + offset].astype(np.uint64))
+    return np.concatenate(codes) if codes else np.zeros(0, np.uint64)
+
+
+def candidate_pairs(keys: np.ndarray, owner: np.ndarray, n_tiles: int, min_votes: int = MIN_VOTES,
+                    max_bucket: int = MAX_BUCKET) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tile pairs sharing keys in at least ``min_votes`` (table, key) runs.
+
+    ``keys uint [M, L]`` from :func:`lsh_keys` (key bits + ``log2(n_tiles)`` ≤ 64), ``owner int [M]`` the tile row of each keypoint (``< n_tiles``).
+    Returns ``i int64 [P]``, ``j int64 [P]`` (``i < j``) and ``votes int64 [P]``, sorted by ``(i, j)``.
+    """
+    owner = np.asarray(owner, np.int64)
+    votes = [_table_votes(keys[:, t], owner, n_tiles, max_bucket) for t in range(keys.shape[1])]
+    counted, counts = _runs(np.sort(np.concatenate(votes)))
+    keep = counts >= min_votes
+    code = counted[keep]
+    return (code // np.uint64(n_tiles)).astype(np.int64), (code % np.uint64(n_tiles)).astype(np.int64), counts[keep]
