@@ -25,6 +25,9 @@ GREY_POLICIES = ("refuse", "replicate")
 DEFAULT_MAX_PIXELS = 400_000_000
 #: any raster (windowed formats too) is refused above this many pixels: 4e9 is a 63000 x 63000 scene
 DEFAULT_MAX_SCENE_PIXELS = 4_000_000_000
+#: peak bytes decoding one whole-decode scene may take: its file's bytes + the decoded pixels (3 bytes a pixel
+#: for JPEG, 4-5 for PNG, GIF, BMP, WebP; :data:`rs4m.whole_decode.DECODED_BYTES_PER_PIXEL`)
+DEFAULT_MAX_SCENE_BYTES = 4 << 30
 #: largest tile, crop or output edge a recipe may ask for (a 16384² RGB tile is 805 MB in memory)
 MAX_EDGE_PX = 16384
 #: most scenes in one work unit (one shard and one tiles part)

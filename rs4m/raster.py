@@ -22,7 +22,9 @@
   BMP, WebP), and rasters whose single compressed block is that large, are refused above ``max_pixels`` with a
   :class:`BadInput` before any pixel is allocated (the decompression-bomb guard); below it they are decoded once
   (JPEG with simplejpeg, the others with Pillow, which report truncation that GDAL's PNG driver zero-fills
-  silently) and windows are slices of that. The default, ``DEFAULT_MAX_PIXELS`` = 400 MP (1.2 GB as RGB), is
+  silently) and windows are read from the decoded image as the decoder left it, with no full-size copy
+  (JPEG: 3 bytes a pixel; Pillow's formats: 4, 5 for a palette PNG; no mask is kept when every pixel is valid).
+  That peak, plus the file's bytes, is checked against ``max_scene_bytes`` (default 4 GiB) before decoding. The default, ``DEFAULT_MAX_PIXELS`` = 400 MP (1.2 GB as RGB), is
   above any single optical RS image we know of (a 20000² scene) and small enough for a worker's memory.
 * Archive members whose name the archive holds twice are refused (GDAL and Python may read different ones),
   every window read is checked against the size it must have, and whole-decoded bytes are bounded by what an
@@ -54,11 +56,13 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from rs4m.archive import gdal_member_path
-from rs4m.config import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SCENE_PIXELS
+from rs4m.config import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SCENE_BYTES, DEFAULT_MAX_SCENE_PIXELS
 from rs4m.errors import BadInput
 from rs4m.georef import crs_string, footprint, gsd_m, is_georeferenced
 from rs4m.whole_decode import (
     check_member,
+    DECODED_BYTES_PER_PIXEL,
+    DecodedImage,
     check_regular,
     decode_whole,
     frame_count,
@@ -307,17 +311,20 @@ class SceneReader:
     whole_decode: bool
 
     def __init__(self, root: Path, ref: SceneRef, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 grey: str = "refuse", max_scene_pixels: int = DEFAULT_MAX_SCENE_PIXELS) -> None:
+                 grey: str = "refuse", max_scene_pixels: int = DEFAULT_MAX_SCENE_PIXELS,
+                 max_scene_bytes: int = DEFAULT_MAX_SCENE_BYTES) -> None:
         self._root, self._ref, self._grey = Path(root), ref, grey
         #: True when a single grey band is read as R = G = B (``grey="replicate"``)
         self.grey_replicated = False
         self._datasets: list = []
-        self._whole: tuple[np.ndarray, np.ndarray] | None = None
+        self._whole: DecodedImage | None = None
         self._stretch: np.ndarray | None = None
         self._luts: np.ndarray | None = None
         try:
             with rasterio.Env(**GDAL_ENV):
                 self._open(max_pixels, max_scene_pixels)
+                if self.whole_decode:
+                    self._check_budget(max_scene_bytes)
         except BaseException:
             self.close()
             raise
@@ -453,13 +460,32 @@ class SceneReader:
             self._luts = np.floor(np.clip((values[None] - lo[:, None]) * scale[:, None], 0, 255)).astype(np.uint8)
         return self._luts
 
-    def _decode_all(self) -> tuple[np.ndarray, np.ndarray]:
-        """The whole image of a whole-decode format, decoded once (simplejpeg / Pillow; GDAL otherwise)."""
+    def _wants_pixels(self) -> bool:
+        """Whether simplejpeg / Pillow give the pixels (uint8 RGB), else they only verify and GDAL reads them."""
         ref = self._ref
-        want = self.info.dtype == "uint8" and not ref.rgb_bands and not ref.band_paths and not self.grey_replicated
+        return self.info.dtype == "uint8" and not ref.rgb_bands and not ref.band_paths and not self.grey_replicated
+
+    def _decode_all(self) -> DecodedImage:
+        """The whole image of a whole-decode format, decoded once (simplejpeg / Pillow; GDAL otherwise)."""
         limit = _byte_limit(self._datasets[0])
-        decoded = decode_whole(read_bytes(self._root, ref.scene_path, limit), self.info.driver, want)
-        return decoded if decoded is not None else self._read_raw(None, None)
+        decoded = decode_whole(read_bytes(self._root, self._ref.scene_path, limit), self.info.driver,
+                               self._wants_pixels())
+        return decoded if decoded is not None else DecodedImage(bands=self._read_raw(None, None))
+
+    def _check_budget(self, max_scene_bytes: int) -> None:
+        """Refuse, before decoding, a whole-decode scene whose decode would need more than ``max_scene_bytes``."""
+        ds = self._datasets[0]
+        if self._wants_pixels():
+            per_px = DECODED_BYTES_PER_PIXEL.get(ds.driver, 5)
+        else:  # GDAL's bands in their dtype, the valid mask and Pillow's verification decode before them
+            per_px = 3 * np.dtype(ds.dtypes[0]).itemsize + 1 + 4
+        file_bytes = min(os.stat(scene_file(self._root, self._ref.scene_path)).st_size, _byte_limit(ds))
+        need = file_bytes + per_px * ds.width * ds.height
+        if need > max_scene_bytes:
+            raise BadInput(f"decoding this {ds.width}x{ds.height} {ds.driver} image whole needs about "
+                           f"{need / 2**20:.0f} MiB, over the per-scene memory budget max_scene_bytes "
+                           f"({max_scene_bytes / 2**20:.0f} MiB)",
+                           f"{file_bytes} file bytes + {per_px} bytes/pixel x {ds.width * ds.height} pixels")
 
     def _check_window(self, x: int, y: int, w: int, h: int) -> None:
         if w < 1 or h < 1 or x < 0 or y < 0 or x + w > self.info.width or y + h > self.info.height:
@@ -480,7 +506,9 @@ class SceneReader:
                 if self.whole_decode:
                     if self._whole is None:
                         self._whole = self._decode_all()
-                    bands, valid = self._whole[0][:, y:y + h, x:x + w], self._whole[1][y:y + h, x:x + w]
+                    bands, valid = self._whole.window(x, y, w, h)
+                    if valid is None:  # every pixel valid: no full-size mask is kept
+                        valid = np.ones(bands.shape[1:], bool)
                 else:
                     bands, valid = self._read_raw(Window(x, y, w, h), None)
                 rgb = self._to_rgb8(bands)
@@ -560,12 +588,15 @@ def _blocks_absent(ds, x: int, y: int, w: int, h: int) -> bool:
 
 
 def open_scene(root: Path, ref: SceneRef, max_pixels: int = DEFAULT_MAX_PIXELS, grey: str = "refuse",
-               max_scene_pixels: int = DEFAULT_MAX_SCENE_PIXELS) -> SceneReader:
+               max_scene_pixels: int = DEFAULT_MAX_SCENE_PIXELS,
+               max_scene_bytes: int = DEFAULT_MAX_SCENE_BYTES) -> SceneReader:
     """Open scene ``ref`` under source root ``root`` for windowed RGB reads (a context manager).
 
     ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`, 400 MP) bounds what may be decoded whole; ``grey``
     ("refuse" | "replicate") says whether a single grey band is an error or read as R = G = B;
-    ``max_scene_pixels`` (default :data:`DEFAULT_MAX_SCENE_PIXELS`, 4·10⁹) bounds any raster. Raises
+    ``max_scene_pixels`` (default :data:`DEFAULT_MAX_SCENE_PIXELS`, 4·10⁹) bounds any raster;
+    ``max_scene_bytes`` (default :data:`DEFAULT_MAX_SCENE_BYTES`, 4 GiB) bounds the memory of decoding a
+    whole-decode scene (file bytes + 3 bytes a pixel for JPEG, 4-5 for Pillow's formats), checked before. Raises
     :class:`BadInput` for a file that cannot be used, with the reason in words and GDAL's message as detail.
     """
-    return SceneReader(root, ref, max_pixels, grey, max_scene_pixels)
+    return SceneReader(root, ref, max_pixels, grey, max_scene_pixels, max_scene_bytes)

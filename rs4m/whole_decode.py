@@ -15,6 +15,7 @@ between the check and the open cannot hang Python reads either.
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import io
 import os
@@ -167,39 +168,76 @@ def frame_count(data: bytes) -> int:
         return 1
 
 
-def decode_whole(data: bytes, driver: str, want_pixels: bool) -> tuple[np.ndarray, np.ndarray] | None:
+class DecodedImage:
+    """A whole-decoded image kept as its decoder left it, so that no full-size copy is ever made.
+
+    JPEG: simplejpeg's RGB array (3 bytes a pixel); the other formats: the Pillow image (4 bytes a pixel for
+    RGB and RGBA), each window converted on its own; the GDAL fallback: its bands ``[3, h, w]`` and valid mask.
+    """
+
+    def __init__(self, rgb: np.ndarray | None = None, pil: Image.Image | None = None,
+                 bands: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        self._rgb, self._pil, self._bands = rgb, pil, bands
+
+    def window(self, x: int, y: int, w: int, h: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Bands ``[3, h', w']`` (a view where it can be) and the valid mask, None when every pixel is valid.
+
+        A decoded image smaller than the window gives a smaller part (the caller checks the shape).
+        """
+        if self._rgb is not None:
+            return self._rgb[y:y + h, x:x + w].transpose(2, 0, 1), None
+        if self._bands is not None:
+            return self._bands[0][:, y:y + h, x:x + w], self._bands[1][y:y + h, x:x + w]
+        width, height = self._pil.size
+        arr = np.asarray(self._pil.crop((x, y, min(x + w, width), min(y + h, height))))
+        valid = arr[..., 3] > 0 if arr.shape[-1] == 4 else None
+        return arr[..., :3].transpose(2, 0, 1), valid
+
+
+def decode_whole(data: bytes, driver: str, want_pixels: bool) -> DecodedImage | None:
     """Decode a whole-decode image with simplejpeg (JPEG) or Pillow, which report truncation.
 
-    Returns (bands uint8 [3, h, w], valid [h, w]); None when only verified (``want_pixels`` False: the pixels
-    come from GDAL, e.g. a 16-bit PNG) or when Pillow cannot take it (over its own size limit) and GDAL reads it.
+    Returns the :class:`DecodedImage`; None when only verified (``want_pixels`` False: the pixels come from
+    GDAL, e.g. a 16-bit PNG).
     """
     if driver == "JPEG" and want_pixels:
         try:
             if simplejpeg.decode_jpeg_header(data)[2] in ("YCbCr", "RGB"):
-                rgb = simplejpeg.decode_jpeg(data, colorspace="RGB")
-                return rgb.transpose(2, 0, 1), np.ones(rgb.shape[:2], bool)
+                return DecodedImage(rgb=simplejpeg.decode_jpeg(data, colorspace="RGB"))
         except ValueError as err:
             raise BadInput("truncated or corrupt image: decoding failed", str(err)) from None
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _pillow_size_unbounded():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
                 img.load()
-                return _pillow_rgb(img) if want_pixels else None
-    except Image.DecompressionBombError:
-        return None
+                pil = _pillow_rgb(img) if want_pixels else None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise BadInput("truncated or corrupt image: decoding failed", str(err)) from None
+    return None if pil is None else DecodedImage(pil=pil)
 
 
-def _pillow_rgb(img: Image.Image) -> tuple[np.ndarray, np.ndarray]:
-    """A decoded Pillow image → (RGB uint8 [3, h, w], valid [h, w] from alpha / palette transparency)."""
+@contextlib.contextmanager
+def _pillow_size_unbounded():
+    """Lift Pillow's own pixel limit (179 MP) for one decode: the caller has checked ``max_pixels`` already,
+    and above Pillow's limit the image would go to GDAL's whole read, which zero-fills a truncated PNG."""
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _pillow_rgb(img: Image.Image) -> Image.Image:
+    """A decoded Pillow image as RGB or RGBA (alpha / palette transparency is the valid mask)."""
     if img.mode in ("L", "LA", "1", "I", "F") or img.mode.startswith("I;16"):
         raise BadInput("a single grey band is not an RGB image", f"image mode {img.mode}")
     if img.mode in ("P", "PA"):
-        img = img.convert("RGBA" if "transparency" in img.info or img.mode == "PA" else "RGB")
-    elif img.mode not in ("RGB", "RGBA"):
-        img = img.convert("RGB")
-    arr = np.asarray(img)
-    valid = arr[..., 3] > 0 if arr.shape[-1] == 4 else np.ones(arr.shape[:2], bool)
-    return np.ascontiguousarray(arr[..., :3].transpose(2, 0, 1)), valid
+        return img.convert("RGBA" if "transparency" in img.info or img.mode == "PA" else "RGB")
+    return img if img.mode in ("RGB", "RGBA") else img.convert("RGB")
+
+
+#: bytes a pixel of the decoded image costs: simplejpeg's RGB; Pillow's RGB / RGBA (4 either way), plus the
+#: palette image a ``P`` PNG is converted from
+DECODED_BYTES_PER_PIXEL = {"JPEG": 3, "PNG": 5, "GIF": 5, "BMP": 5, "WEBP": 4}
+
