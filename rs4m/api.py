@@ -89,15 +89,14 @@ class Build:
     def tiles(self, where: str | None = None, columns: Sequence[str] | None = None, decode: bool = False,
               batch_rows: int = 4096) -> Iterator[Tile]:
         """Every kept tile matching ``where``, in manifest order, with its bytes (and pixels if ``decode``)."""
-        if where:
-            parse_where(where, self.columns)
+        compiled = parse_where(where, self.columns) if where else None
         wanted = self._columns(columns, where, extra=LOCATION)
         source = pq.ParquetFile(self.layout.manifest)
         with ShardReader(self.layout.shards_dir) as reader:
             for batch in source.iter_batches(batch_size=batch_rows, columns=wanted):
                 table = pa.Table.from_batches([batch])
-                if where:
-                    table = filter_table(table, where)
+                if compiled is not None:
+                    table = compiled.filter(table)
                 for row in table.to_pylist():
                     yield self._tile(reader, row, columns, decode)
 

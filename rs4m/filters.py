@@ -76,6 +76,14 @@ class Where:
     expression: pc.Expression
     columns: tuple[str, ...]
 
+    def filter(self, table: pa.Table) -> pa.Table:
+        """The rows of ``table`` for which this filter is true, in their order (parse once, apply per batch)."""
+        try:
+            return table.filter(self.expression)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as err:
+            detail = " ".join(str(err).split()).split(". ")[0]
+            raise ConfigError(f"--where {self.text!r} cannot be evaluated on these columns: {detail}") from None
+
 
 class _Compiler:
     """Turns an accepted :mod:`ast` tree into a pyarrow expression; anything else is a ConfigError."""
@@ -242,17 +250,9 @@ def referenced_columns(text: str, columns: Collection[str]) -> list[str]:
     return [c for c in columns if c in used]
 
 
-def _evaluate(where: Where, table: pa.Table) -> pa.Table:
-    try:
-        return table.filter(where.expression)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as err:
-        detail = " ".join(str(err).split()).split(". ")[0]
-        raise ConfigError(f"--where {where.text!r} cannot be evaluated on these columns: {detail}") from None
-
-
 def filter_table(table: pa.Table, text: str) -> pa.Table:
     """The rows of ``table`` for which the filter ``text`` is true, in their order."""
-    return _evaluate(parse_where(text, table.column_names), table)
+    return parse_where(text, table.column_names).filter(table)
 
 
 def filter_frame(frame: pd.DataFrame, text: str) -> pd.DataFrame:
@@ -260,5 +260,5 @@ def filter_frame(frame: pd.DataFrame, text: str) -> pd.DataFrame:
     where = parse_where(text, [str(c) for c in frame.columns])
     table = pa.Table.from_pandas(frame[list(where.columns)], preserve_index=False)
     table = table.append_column("__row__", pa.array(np.arange(len(frame), dtype=np.int64)))
-    rows = _evaluate(where, table).column("__row__").to_numpy()
+    rows = where.filter(table).column("__row__").to_numpy()
     return frame.iloc[rows]

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from rs4m import manifest as mf
 from rs4m.errors import ConfigError, OutputError
-from rs4m.filters import filter_table, referenced_columns
+from rs4m.filters import parse_where
 from rs4m.layout import OutputLayout
 from rs4m.shards import ShardReader, file_sha256
 
@@ -123,7 +123,8 @@ class Selection:
         self.where = where or None
         self.batch_rows = batch_rows
         self.columns = pq.read_schema(self.layout.manifest).names
-        self._where_columns = referenced_columns(self.where, self.columns) if self.where else []
+        self._where = parse_where(self.where, self.columns) if self.where else None
+        self._where_columns = [c for c in self.columns if self._where and c in self._where.columns]
 
     def batches(self, columns: list[str] | None = None) -> Iterator[pa.Table]:
         """Selected rows as tables of at most ``batch_rows`` rows with ``columns`` (default: all)."""
@@ -132,8 +133,8 @@ class Selection:
         with pq.ParquetFile(self.layout.manifest) as pf:
             for batch in pf.iter_batches(batch_size=self.batch_rows, columns=read):
                 table = pa.Table.from_batches([batch])
-                if self.where:
-                    table = filter_table(table, self.where)
+                if self._where is not None:
+                    table = self._where.filter(table)
                 if table.num_rows:
                     yield table.select(wanted)
 
