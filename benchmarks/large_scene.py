@@ -68,7 +68,8 @@ def build(src: Path, out: Path, code: Path) -> dict:
     """Build ``src`` into ``out`` in a child running the ``rs4m`` package under ``code``; its peak RSS (MiB),
     wall time (s) and manifest rows."""
     env = {**os.environ, "PYTHONPATH": str(code)}
-    cmd = [sys.executable, "-c", "from rs4m.cli import main; main()", "build", str(out), "--source", f"folder={src}", "--workers", "1", "-q"]
+    cmd = [sys.executable, "-c", "from rs4m.cli import main; main()", "build", str(out), "--source", f"folder={src}",
+           "--workers", "1", "-q"]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env)
     _, status, usage = os.wait4(proc.pid, 0)

@@ -169,6 +169,7 @@ def copy_kept(src: Path, dst: Path, kept: dict[str, dict]) -> tuple[dict, dict[s
     if missing:
         raise OutputError(f"{src.name} lacks tile {missing[0]} of the manifest; run `rs4m verify`")
     info = writer.info
+    assert info is not None  # set when the writer closed
     return {"shard": info.shard.removesuffix(STAGED), "samples": info.samples, "bytes": info.bytes,
             "sha256": info.sha256}, offsets
 
@@ -198,7 +199,7 @@ def _stage_unit(layout: OutputLayout, part: Path, kept: dict[str, dict[str, dict
     info = mf.read_metadata(part, "shard")
     table = pq.read_table(part)
     shard = check_shard_name(info["shard"])
-    stored = {t for t, s in zip(table["tile_id"].to_pylist(), table["shard"].to_pylist()) if s == shard}
+    stored = {t for t, s in zip(table["tile_id"].to_pylist(), table["shard"].to_pylist(), strict=True) if s == shard}
     mine = kept.get(shard, {})
     report.shards += 1
     report.bytes_before += info["bytes"]

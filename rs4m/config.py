@@ -1,8 +1,8 @@
 """Configuration: frozen dataclasses and the recipe TOML that maps onto them.
 
 A recipe (``manifests/rs4m.toml``) has the tables ``[build]`` (tiling defaults), ``[filters]``, ``[dedup]``,
-``[output]`` and an array ``[[sources]]``; any ``[build]`` key may be overridden per source. Unknown keys are an error that names
-the key and the valid ones. Field names equal CLI flag names (``tile_size`` ↔ ``--tile-size``).
+``[output]`` and an array ``[[sources]]``; any ``[build]`` key may be overridden per source. Unknown keys are
+an error that names the key and the valid ones. Field names equal CLI flag names (``tile_size`` ↔ ``--tile-size``).
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from rs4m.errors import ConfigError
 
@@ -55,7 +56,7 @@ def type_problem(kind: str, value: Any) -> str | None:
         return None
     if not isinstance(value, want):
         return f"must be {kind}, not {value!r}"
-    if want is float and not math.isfinite(float(value)):
+    if isinstance(value, float) and not math.isfinite(value):
         return f"must be a finite number, not {value!r}"
     return None
 

@@ -19,8 +19,9 @@ Definitions:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,7 +48,7 @@ class Edges:
         return len(self.i)
 
     @classmethod
-    def empty(cls, reason: str) -> "Edges":
+    def empty(cls, reason: str) -> Edges:
         return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), reason)
 
 
@@ -146,7 +147,7 @@ def geo_edges(footprints: Sequence[bytes | None], scene_ids: Sequence[str], gsd_
             overlap = np.where(denom > 0, inter / denom, 0.0)
         ok = overlap >= min_overlap
         parts.append((q[ok], t[ok], overlap[ok]))
-    q, t, overlap = (np.concatenate(x) for x in zip(*parts))
+    q, t, overlap = (np.concatenate(x) for x in zip(*parts, strict=True))
     return Edges(rows[q], rows[t], 1.0 - overlap, "geo")
 
 
@@ -170,7 +171,7 @@ def connected_components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
             parent = grand
 
 
-def keep_rank(sources: Sequence[str], source_priority: Sequence[str], gsd_m: np.ndarray,
+def keep_rank(sources: Sequence[str] | np.ndarray, source_priority: Sequence[str], gsd_m: np.ndarray,
               area_px: np.ndarray, tile_ids: Sequence[str]) -> np.ndarray:
     """Preference rank of every tile, 0 = most preferred: ``int64 [N]``.
 
@@ -269,7 +270,7 @@ def resolve(tile_ids: Sequence[str], edges: list[Edges], rank: np.ndarray,
     dup_of = np.full(n, None, dtype=object)
     dup_of[is_dup] = np.array(_strings(ids[kept[is_dup]]), dtype=object)
     names = np.array(list(REASONS) + [None], dtype=object)
-    dup_reason = np.where(is_dup, names[reason], None)
+    dup_reason = names[np.where(is_dup, reason, len(names) - 1)]  # the last name is None
     distance = np.where(is_dup, dist, np.nan)
     leak_group = in_group & group_leaks[labels]
     dup_reason[leak_group] = LEAK

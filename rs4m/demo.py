@@ -36,17 +36,19 @@ def synthetic_scene(rng: np.random.Generator, width: int, height: int, kind: str
     draw = ImageDraw.Draw(img)
     n_fields = {"agricultural": 40, "forest": 4}.get(kind, 14)
     for _ in range(n_fields):
-        x, y = rng.integers(0, width), rng.integers(0, height)
-        w, h = rng.integers(width // 12, width // 3), rng.integers(height // 12, height // 3)
+        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
+        w, h = int(rng.integers(width // 12, width // 3)), int(rng.integers(height // 12, height // 3))
         colour = tuple(int(c) for c in rng.integers([60, 80, 30], [190, 170, 110]))
         draw.rectangle([x, y, x + w, y + h], fill=colour)
     if kind in ("mixed", "river"):
-        pts = [(0, rng.integers(0, height))] + [(int(width * t), int(rng.integers(0, height))) for t in (0.3, 0.6, 1.0)]
+        pts = [(0, int(rng.integers(0, height)))]
+        pts += [(int(width * t), int(rng.integers(0, height))) for t in (0.3, 0.6, 1.0)]
         draw.line(pts, fill=(40, 70, 110), width=int(max(4, width // 25)))
     for _ in range(rng.integers(2, 6)):  # roads
         if rng.random() < 0.5:
             y = int(rng.integers(0, height))
-            draw.line([(0, y), (width, y + int(rng.integers(-height // 4, height // 4)))], fill=(150, 150, 145), width=5)
+            bend = int(rng.integers(-height // 4, height // 4))
+            draw.line([(0, y), (width, y + bend)], fill=(150, 150, 145), width=5)
         else:
             x = int(rng.integers(0, width))
             draw.line([(x, 0), (x + int(rng.integers(-width // 4, width // 4)), height)], fill=(150, 150, 145), width=5)
@@ -105,7 +107,8 @@ def demo_recipe(sources_dir: Path, synthetic: dict[str, Path], real: Path | None
         lines += ["[[sources]]", 'name = "bandstack"', f'path = "{real / "landsat8"}"',
                   'options = { licence = "public-domain (USGS Landsat 8)" }', "",
                   "[[sources]]", 'name = "bandstack"', f'path = "{real / "sentinel2"}"',
-                  'options = { licence = "Copernicus Sentinel data terms (contains modified Copernicus Sentinel data)" }',
+                  'options = { licence = "Copernicus Sentinel data terms '
+                  '(contains modified Copernicus Sentinel data)" }',
                   ""]
     lines += ["[[sources]]", 'name = "dota_v1"', f'path = "{synthetic["dota"]}"', 'splits = ["train"]',
               "tile_size = 512", "",

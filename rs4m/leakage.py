@@ -19,8 +19,8 @@ found if the rest of the tile barely changes the hash.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -46,7 +46,7 @@ class BenchmarkEntries:
         return len(self.image)
 
     @classmethod
-    def concat(cls, parts: Iterable["BenchmarkEntries"]) -> "BenchmarkEntries":
+    def concat(cls, parts: Iterable[BenchmarkEntries]) -> BenchmarkEntries:
         parts = list(parts)
         if not parts:
             obj = np.zeros(0, object)

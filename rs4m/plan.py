@@ -8,9 +8,10 @@ runs the stages of a plan; the click commands only parse, plan, run and print.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from rs4m.config import (
     DedupConfig,

@@ -24,8 +24,9 @@
   (JPEG with simplejpeg, the others with Pillow, which report truncation that GDAL's PNG driver zero-fills
   silently) and windows are read from the decoded image as the decoder left it, with no full-size copy
   (JPEG: 3 bytes a pixel; Pillow's formats: 4, 5 for a palette PNG; no mask is kept when every pixel is valid).
-  That peak, plus the file's bytes, is checked against ``max_scene_bytes`` (default 4 GiB) before decoding. The default, ``DEFAULT_MAX_PIXELS`` = 400 MP (1.2 GB as RGB), is
-  above any single optical RS image we know of (a 20000² scene) and small enough for a worker's memory.
+  That peak, plus the file's bytes, is checked against ``max_scene_bytes`` (default 4 GiB) before decoding. The default,
+  ``DEFAULT_MAX_PIXELS`` = 400 MP (1.2 GB as RGB), is above any single optical RS image we know of (a 20000² scene) and
+  small enough for a worker's memory.
 * Archive members whose name the archive holds twice are refused (GDAL and Python may read different ones),
   every window read is checked against the size it must have, and whole-decoded bytes are bounded by what an
   image of the declared size can need (:func:`rs4m.whole_decode.read_bytes`).
@@ -46,6 +47,7 @@ import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -59,10 +61,11 @@ from rs4m.archive import gdal_member_path
 from rs4m.config import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SCENE_BYTES, DEFAULT_MAX_SCENE_PIXELS
 from rs4m.errors import BadInput
 from rs4m.georef import crs_string, footprint, gsd_m, is_georeferenced
+from rs4m.sources.base import SceneRef
 from rs4m.whole_decode import (
-    check_member,
     DECODED_BYTES_PER_PIXEL,
     DecodedImage,
+    check_member,
     check_regular,
     decode_whole,
     frame_count,
@@ -70,7 +73,6 @@ from rs4m.whole_decode import (
     scene_file,
     split_archive,
 )
-from rs4m.sources.base import SceneRef
 
 __all__ = ["DEFAULT_MAX_PIXELS", "SceneInfo", "SceneReader", "footprint", "gdal_path", "open_scene"]
 
@@ -125,7 +127,7 @@ class SceneInfo:
     dtype: str
     driver: str
     crs: str | None
-    transform: tuple[float, float, float, float, float, float] | None
+    transform: tuple[float, ...] | None
     gsd_m: float | None
     footprint: shapely.Polygon | None
     nodata: float | None
@@ -341,7 +343,7 @@ class SceneReader:
         self._alpha, self._lut = None, None
         if ref.band_paths:
             self._check_stackable(rels)
-            self._plan = [(ds, (1,)) for ds in self._datasets]
+            self._plan: list[tuple[Any, tuple[int, ...]]] = [(ds, (1,)) for ds in self._datasets]
         else:
             indexes, self._alpha, palette = _rgb_indexes(first, ref, self._grey)
             self.grey_replicated = not ref.rgb_bands and indexes == (1, 1, 1)
@@ -357,7 +359,7 @@ class SceneReader:
 
     def _check_stackable(self, rels: list[str]) -> None:
         first = self._datasets[0]
-        for rel, ds in zip(rels[1:], self._datasets[1:]):
+        for rel, ds in zip(rels[1:], self._datasets[1:], strict=True):
             if (ds.width, ds.height) != (first.width, first.height) or ds.transform != first.transform \
                     or ds.crs != first.crs:
                 raise BadInput("band files differ in size or georeference and cannot be stacked",
@@ -378,7 +380,8 @@ class SceneReader:
             if MaskFlags.all_valid in flags or (MaskFlags.alpha in flags and self._alpha):
                 continue
             if MaskFlags.nodata in flags:
-                has_data += [~_nodata_invalid(band, ds.nodatavals[i - 1]) for band, i in zip(data, indexes)]
+                has_data += [~_nodata_invalid(band, ds.nodatavals[i - 1])
+                             for band, i in zip(data, indexes, strict=True)]
             else:  # internal mask or .msk file
                 explicit.append(ds.read_masks(indexes[0], **kw) > 0)
         bands = np.concatenate(arrays, axis=0)
@@ -424,7 +427,8 @@ class SceneReader:
         """``[3, h, w]`` → RGB uint8 ``[h, w, 3]``, stretched between the scene's percentiles unless uint8.
 
         Integers of up to 16 bits go through a per-band lookup table (one gather per value); other types are
-        scaled in float32 (float64 when the statistics are beyond the float32 range). Both compute floor(clip((v − p2) · 255 / (p98 − p2), 0, 255)); NaN → 0.
+        scaled in float32 (float64 when the statistics are beyond the float32 range). Both compute
+        floor(clip((v − p2) · 255 / (p98 − p2), 0, 255)); NaN → 0.
         """
         out = np.empty((*bands.shape[1:], 3), np.uint8)  # per-channel assignment: ~6x faster than a transpose
         if bands.dtype == np.uint8:
@@ -518,9 +522,10 @@ class SceneReader:
         if rgb.shape != (h, w, 3) or valid.shape != (h, w):
             raise BadInput(f"the decoded image is smaller than the {self.info.width}x{self.info.height} pixels its "
                            f"header declares", f"window ({x}, {y}, {w}, {h}) gave pixels of shape {rgb.shape}")
-        if out_size and (rgb.shape[1], rgb.shape[0]) != tuple(out_size):
-            rgb = np.asarray(Image.fromarray(rgb).resize(tuple(out_size), Image.Resampling.BILINEAR))
-            valid = np.asarray(Image.fromarray(valid).resize(tuple(out_size), Image.Resampling.NEAREST))
+        size = (int(out_size[0]), int(out_size[1])) if out_size else None
+        if size and (rgb.shape[1], rgb.shape[0]) != size:
+            rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+            valid = np.asarray(Image.fromarray(valid).resize(size, Image.Resampling.NEAREST))
         return rgb, np.ascontiguousarray(valid)
 
     def page_count(self) -> int:
@@ -555,7 +560,7 @@ class SceneReader:
             ds.close()
         self._datasets, self._whole = [], None
 
-    def __enter__(self) -> "SceneReader":
+    def __enter__(self) -> SceneReader:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import platform
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from rs4m.manifest import atomic_write_json
 
 def now() -> str:
     """The time of day in UTC, to the second (``started`` / ``finished``)."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def tool_versions() -> dict[str, str]:

@@ -144,10 +144,10 @@ def _read_member(path: Path, member: str, limit: int | None, cap: int, rel: str)
             return _bounded_read(fh, zf.getinfo(member).file_size, limit, cap, rel)
     with open_regular(path) as raw, tarfile.open(fileobj=raw, mode="r:*") as tf:
         info = tf.getmember(member)
-        fh = tf.extractfile(info)
-        if fh is None:
+        stream = tf.extractfile(info)
+        if stream is None:
             raise KeyError(member)
-        return _bounded_read(fh, info.size, limit, cap, rel)
+        return _bounded_read(stream, info.size, limit, cap, rel)
 
 
 def _bounded_read(fh, declared: int, limit: int | None, cap: int, rel: str) -> bytes:
@@ -188,8 +188,10 @@ class DecodedImage:
             return self._rgb[y:y + h, x:x + w].transpose(2, 0, 1), None
         if self._bands is not None:
             return self._bands[0][:, y:y + h, x:x + w], self._bands[1][y:y + h, x:x + w]
-        width, height = self._pil.size
-        arr = np.asarray(self._pil.crop((x, y, min(x + w, width), min(y + h, height))))
+        pil = self._pil
+        assert pil is not None  # one of the three decoded forms is always set
+        width, height = pil.size
+        arr = np.asarray(pil.crop((x, y, min(x + w, width), min(y + h, height))))
         valid = arr[..., 3] > 0 if arr.shape[-1] == 4 else None
         return arr[..., :3].transpose(2, 0, 1), valid
 

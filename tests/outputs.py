@@ -18,8 +18,8 @@ import numpy as np
 from rs4m import manifest as mf
 from rs4m.codec import encode
 from rs4m.layout import OutputLayout
-from rs4m.shards import ShardWriter
 from rs4m.record import update_record
+from rs4m.shards import ShardWriter
 from rs4m.stages.catalog import run_catalog
 
 

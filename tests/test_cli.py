@@ -87,7 +87,7 @@ def test_tile_id_takes_any_unique_prefix(tiny):
     prefix = next(target[:n] for n in range(1, 33) if sum(i.startswith(target[:n]) for i in ids) == 1)
     row = json.loads(run("inspect", tiny, "--tile-id", prefix, "--json").stdout)["rows"]
     assert [r["tile_id"] for r in row] == [target]
-    shared = next((a[:1] for a, b in zip(ids, ids[1:]) if a[:1] == b[:1]), None)
+    shared = next((a[:1] for a, b in zip(ids, ids[1:], strict=False) if a[:1] == b[:1]), None)
     if shared is not None:
         result = run("inspect", tiny, "--tile-id", shared)
         assert result.exit_code == 2 and "matches" in result.stderr and "give more characters" in result.stderr

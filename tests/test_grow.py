@@ -146,7 +146,8 @@ def test_changed_filters_refilter_from_stored_facts(tmp_path, two_sources):
     build(scratch, strict)
     assert manifest_rows(out) == manifest_rows(scratch) and len(manifest_rows(out)) < len(original)
     assert run("verify", out).exit_code == 0
-    result = build(out, base, "--keep-dropped")  # loosened again: the tiles dropped before had no stored pixels, so re-tiled
+    # loosened again: the tiles dropped before had no stored pixels, so they are tiled again
+    result = build(out, base, "--keep-dropped")
     assert any("units tiled again" in line and " 0 units" not in line for line in stderr_lines(result))
     assert manifest_rows(out) == original
     assert run("verify", out).exit_code == 0

@@ -41,7 +41,7 @@ def test_png_windows_equal_slices_of_a_whole_pillow_decode(tmp_path, mode):
         arr[..., 3] = np.where(arr[..., 3] < 60, 0, arr[..., 3])  # about a quarter transparent
     Image.fromarray(arr, mode).save(tmp_path / "s.png")
     whole = np.asarray(Image.open(tmp_path / "s.png").convert(mode))  # independently: one whole decode
-    for (x, y, w, h), (rgb, valid) in zip(WINDOWS, windows_of(tmp_path, "s.png")):
+    for (x, y, w, h), (rgb, valid) in zip(WINDOWS, windows_of(tmp_path, "s.png"), strict=True):
         part = whole[y:y + h, x:x + w]
         assert np.array_equal(rgb, part[..., :3])
         expected = part[..., 3] > 0 if mode == "RGBA" else np.ones((h, w), bool)
@@ -53,7 +53,7 @@ def test_palette_png_with_transparency_keeps_its_mask(tmp_path):
     img = Image.fromarray(idx, "P")
     img.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255, 9, 9, 9] + [0] * 756)
     img.save(tmp_path / "p.png", transparency=3)
-    for (x, y, w, h), (rgb, valid) in zip(WINDOWS, windows_of(tmp_path, "p.png")):
+    for (x, y, w, h), (rgb, valid) in zip(WINDOWS, windows_of(tmp_path, "p.png"), strict=True):
         part = idx[y:y + h, x:x + w]
         assert np.array_equal(valid, part != 3)
         assert np.array_equal(rgb[part == 0], np.tile([255, 0, 0], ((part == 0).sum(), 1)))
@@ -63,7 +63,7 @@ def test_jpeg_windows_equal_slices_of_a_whole_simplejpeg_decode(tmp_path):
     data = simplejpeg.encode_jpeg(noise(120, 200), quality=85)
     (tmp_path / "s.jpg").write_bytes(data)
     whole = simplejpeg.decode_jpeg(data, colorspace="RGB")
-    for (x, y, w, h), (rgb, valid) in zip(WINDOWS, windows_of(tmp_path, "s.jpg")):
+    for (x, y, w, h), (rgb, valid) in zip(WINDOWS, windows_of(tmp_path, "s.jpg"), strict=True):
         assert np.array_equal(rgb, whole[y:y + h, x:x + w]) and valid.all() and valid.shape == (h, w)
 
 

@@ -108,7 +108,7 @@ def _naive_votes(keys: np.ndarray, owner: np.ndarray) -> dict[tuple[int, int], i
     votes: dict[tuple[int, int], int] = {}
     for t in range(keys.shape[1]):
         runs: dict[int, set[int]] = {}
-        for k, o in zip(keys[:, t].tolist(), owner.tolist()):
+        for k, o in zip(keys[:, t].tolist(), owner.tolist(), strict=True):
             runs.setdefault(k, set()).add(o)
         for members in runs.values():
             ms = sorted(members)
@@ -123,7 +123,7 @@ def test_candidate_votes_equal_a_naive_count():
     keys = rng.integers(0, 12, (300, 3)).astype(np.uint64)  # few keys: many collisions, runs of many tiles
     owner = rng.integers(0, 40, 300)
     i, j, v = candidate_pairs(keys, owner, 40, min_votes=1, max_bucket=10**6)
-    assert dict(zip(zip(i.tolist(), j.tolist()), v.tolist())) == _naive_votes(keys, owner)
+    assert dict(zip(zip(i.tolist(), j.tolist(), strict=True), v.tolist(), strict=True)) == _naive_votes(keys, owner)
     i2, _, v2 = candidate_pairs(keys, owner, 40, min_votes=3, max_bucket=10**6)
     assert len(i2) == (v >= 3).sum() and (v2 >= 3).all()
 
@@ -135,5 +135,5 @@ def test_candidates_find_a_planted_noisy_copy_among_random_tiles():
     desc[7, :60] = desc[3, 40:] ^ noise  # tile 7 shares 60 keypoints with tile 3
     owner = np.repeat(np.arange(500), 100)
     i, j, _ = candidate_pairs(lsh_keys(desc.reshape(-1, 16)), owner, 500)
-    assert (3, 7) in set(zip(i.tolist(), j.tolist()))
+    assert (3, 7) in set(zip(i.tolist(), j.tolist(), strict=True))
     assert len(i) <= 5  # random 128-bit descriptors almost never share a 20-bit key twice

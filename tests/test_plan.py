@@ -49,7 +49,8 @@ def test_library_build_equals_cli_build_with_progress_and_few_record_writes(tmp_
     ticks: list[Tick] = []
     loads, saves = [], []
     real_load, real_save = BuildRecord.load.__func__, BuildRecord.save
-    monkeypatch.setattr(BuildRecord, "load", classmethod(lambda cls, *a, **k: loads.append(1) or real_load(cls, *a, **k)))
+    counting = classmethod(lambda cls, *a, **k: loads.append(1) or real_load(cls, *a, **k))
+    monkeypatch.setattr(BuildRecord, "load", counting)
     monkeypatch.setattr(BuildRecord, "save", lambda self: saves.append(1) or real_save(self))
     report = run_build(tmp_path / "lib", plan, progress=ticks.append)
     assert report.ok and report.counts["catalog"]["tiles_kept"] > 0

@@ -29,8 +29,8 @@ from rasterio.windows import Window as RioWindow
 import rs4m.raster
 from rs4m.errors import BadInput
 from rs4m.raster import gdal_path, open_scene
-from rs4m.tiling import grid_windows
 from rs4m.sources import SceneRef
+from rs4m.tiling import grid_windows
 
 
 def read_all(root: Path, rel: str, **ref):
@@ -61,7 +61,7 @@ def scene_outline(path: Path) -> tuple[tuple[float, ...], list[tuple[float, floa
         rows = [0, 0, ds.height, ds.height, ds.height / 2]
         xs, ys = ds.transform @ (np.array(cols, float), np.array(rows, float))
         lon, lat = rasterio.warp.transform(ds.crs, "EPSG:4326", list(xs), list(ys))
-    return bounds, list(zip(lon, lat))
+    return bounds, list(zip(lon, lat, strict=True))
 
 
 # ---- real imagery -------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from rs4m import manifest as mf
 from rs4m.layout import OutputLayout
 
@@ -65,7 +64,7 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, shared_data):
     parts = lambda: len(layout.tile_parts())  # noqa: E731
     kill_when(build_cmd(out, rec), lambda: (out / "build.json").exists())        # during scan
     kill_when(build_cmd(out, rec), lambda: parts() >= 1)                          # after the first unit
-    kill_when(build_cmd(out, rec), lambda: any(layout.shards_dir.glob(".*.tmp")) if layout.shards_dir.exists() else False)
+    kill_when(build_cmd(out, rec), lambda: layout.shards_dir.exists() and any(layout.shards_dir.glob(".*.tmp")))
     kill_when(build_cmd(out, rec), lambda: parts() >= 4)
     subprocess.run(build_cmd(out, rec), check=True, timeout=300)
 

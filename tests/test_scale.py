@@ -13,8 +13,8 @@ from PIL import Image
 from rs4m import manifest as mf
 from rs4m.config import DedupConfig, FilterConfig, TileConfig
 from rs4m.layout import OutputLayout
-from rs4m.shards import ShardReader
 from rs4m.plan import EngineSettings, plan_from_flags
+from rs4m.shards import ShardReader
 from rs4m.stages.build import run_build
 from rs4m.units import assign_units, estimated_bytes
 

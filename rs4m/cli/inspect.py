@@ -78,7 +78,8 @@ def _inspect_dups(out: Path, source: str | None, n: int, grid: Path | None, thum
               help="One tile, by its id or any unique prefix of it (also one that left the manifest: its status "
                    "says why).")
 @click.option("--source", default=None, help="Only tiles of this source.")
-@click.option("--where", default=None, help="A filter on the manifest columns in rs4m's filter language, e.g. \"richness > 30 and source == 'dota'\".")
+@click.option("--where", default=None, help="A filter on the manifest columns in rs4m's filter language, "
+              "e.g. \"richness > 30 and source == 'dota'\".")
 @click.option("-n", "n", type=click.IntRange(min=1), default=10, show_default=True,
               help="Show (and draw) at most N tiles, or N duplicate groups with --dups.")
 @click.option("--grid", type=click.Path(path_type=Path, dir_okay=False), default=None,

@@ -73,7 +73,7 @@ def pretrain(ctx: click.Context, **flags: Any) -> None:
     from pretrain.config import TrainConfig
     from pretrain.train import train
 
-    values = {k: str(v) if isinstance(v, Path) else v for k, v in flags.items()}
+    values: dict[str, Any] = {k: str(v) if isinstance(v, Path) else v for k, v in flags.items()}
     resumed = Path(flags["run"]) / "checkpoint.pt" if flags["resume"] else None
     try:
         with checkpoint_errors(resumed):

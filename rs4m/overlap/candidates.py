@@ -52,7 +52,10 @@ def lsh_keys(desc: np.ndarray, tables: int = TABLES, bits: int = BITS) -> np.nda
 def _runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distinct values of a sorted array and how often each occurs (``np.unique`` of numpy ≥ 2.3 hashes
     first, ~20× slower than one sort on these arrays)."""
-    starts = np.flatnonzero(np.concatenate([[True], values[1:] != values[:-1]])) if len(values) else np.zeros(0, np.int64)
+    if not len(values):
+        starts = np.zeros(0, np.int64)
+    else:
+        starts = np.flatnonzero(np.concatenate([[True], values[1:] != values[:-1]]))
     return values[starts], np.diff(np.append(starts, len(values)))
 
 
@@ -79,7 +82,8 @@ def candidate_pairs(keys: np.ndarray, owner: np.ndarray, n_tiles: int, min_votes
                     max_bucket: int = MAX_BUCKET) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tile pairs sharing keys in at least ``min_votes`` (table, key) runs.
 
-    ``keys uint [M, L]`` from :func:`lsh_keys` (key bits + ``log2(n_tiles)`` ≤ 64), ``owner int [M]`` the tile row of each keypoint (``< n_tiles``).
+    ``keys uint [M, L]`` from :func:`lsh_keys` (key bits + ``log2(n_tiles)`` ≤ 64), ``owner int [M]`` the tile
+    row of each keypoint (``< n_tiles``).
     Returns ``i int64 [P]``, ``j int64 [P]`` (``i < j``) and ``votes int64 [P]``, sorted by ``(i, j)``.
     """
     owner = np.asarray(owner, np.int64)

@@ -86,7 +86,7 @@ def extract(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS, work_px: int = 
     factor = min(1.0, work_px / max(h, w, 1))
     if factor < 1.0:
         grey = cv2.resize(grey, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
-    orb = cv2.ORB_create(nfeatures=4 * max_keypoints, scaleFactor=1.2, nlevels=8, edgeThreshold=31, patchSize=31,
+    orb = cv2.ORB.create(nfeatures=4 * max_keypoints, scaleFactor=1.2, nlevels=8, edgeThreshold=31, patchSize=31,
                          fastThreshold=10)
     keypoints, desc = orb.detectAndCompute(grey, None)
     if desc is None or not keypoints:
@@ -99,7 +99,8 @@ def extract(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS, work_px: int = 
     return Features(np.ascontiguousarray(desc[keep, :DESC_BYTES]), xy_q, int(w), int(h))
 
 
-def extract_both(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS, work_px: int = WORK_PX) -> tuple[Features, Features]:
+def extract_both(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS,
+                 work_px: int = WORK_PX) -> tuple[Features, Features]:
     """Features of the image and of its left-right mirror: with both on one side of a comparison, ORB's
     rotation invariance covers all 8 flips and rotations."""
     img = np.asarray(rgb)

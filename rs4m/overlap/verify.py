@@ -27,10 +27,10 @@ RANSAC_FRAC = 0.012
 
 @dataclass(frozen=True)
 class Match:
-    """A verified overlap: ``inliers`` consistent correspondences, the transform ``b → a``, the overlap polygon
-    in ``a``'s pixels, its area as a fraction of the smaller image (and of ``a``'s, of ``b``'s), the scale of ``b`` relative to ``a``
-    (``b`` pixel = ``scale`` ``a`` pixels), the rotation in degrees (counter-clockwise in image axes) and
-    whether ``b`` is mirrored."""
+    """A verified overlap: ``inliers`` consistent correspondences, the transform ``b → a``, the overlap polygon in
+    ``a``'s pixels, its area as a fraction of the smaller image (and of ``a``'s, of ``b``'s), the scale of ``b``
+    relative to ``a`` (``b`` pixel = ``scale`` ``a`` pixels), the rotation in degrees (counter-clockwise in image
+    axes) and whether ``b`` is mirrored."""
 
     inliers: int
     transform: np.ndarray

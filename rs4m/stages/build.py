@@ -13,10 +13,11 @@ already in OUT (a removed or changed source needs ``--force``) and records each 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pyarrow.compute as pc
 
@@ -271,7 +272,6 @@ class _Run:
 
     def compact(self) -> bool:
         from rs4m.compact import run_compact
-
         from rs4m.export.wids import write_wids_index
 
         report = run_compact(self.out)

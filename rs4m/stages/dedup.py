@@ -132,7 +132,7 @@ def _pairs_by_source(sources: np.ndarray, edges: list[dd.Edges]) -> dict[str, di
     counts: dict[str, Counter] = {}
     for e in edges:
         a, b = sources[e.i], sources[e.j]
-        keys = [" | ".join(sorted(p)) for p in zip(a, b)]
+        keys = [" | ".join(sorted(p)) for p in zip(a, b, strict=True)]
         for key, n in Counter(keys).items():
             counts.setdefault(key, Counter())[e.reason] += n
     return {k: dict(v) for k, v in sorted(counts.items())}
@@ -147,7 +147,7 @@ def _summarise(report: DedupReport, groups: dd.Groups) -> None:
     report.duplicates = int(sum(v for k, v in report.tiles_by_reason.items() if k != dd.LEAK))
     strongest: dict[int, int] = {}
     order = {r: k for k, r in enumerate((dd.LEAK, *dd.REASONS))}
-    for g, r in zip(groups.dup_group[in_group], groups.dup_reason[in_group]):
+    for g, r in zip(groups.dup_group[in_group], groups.dup_reason[in_group], strict=True):
         if r is not None:
             strongest[g] = min(strongest.get(g, 99), order[r])
     names = (dd.LEAK, *dd.REASONS)
@@ -247,7 +247,7 @@ def read_benchmark_image(path: Path) -> np.ndarray:
 
 
 def _crop_sizes(table: pa.Table) -> list[tuple[int, int]]:
-    sizes = Counter(zip(table["width"].to_pylist(), table["height"].to_pylist()))
+    sizes = Counter(zip(table["width"].to_pylist(), table["height"].to_pylist(), strict=True))
     return [s for s, _ in sizes.most_common(MAX_CROP_SIZES) if None not in s]
 
 

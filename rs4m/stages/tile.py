@@ -5,10 +5,10 @@ computes the richness score, encodes it, hashes the stored bytes and the pixels 
 appends it to the unit's shard. Filtered tiles are rows with a ``filter_reason`` and no bytes.
 
 A scene is all or nothing: its members are appended to the shard as it is tiled, and when any step of the
-scene fails (whatever the exception) the shard is rolled back to where the scene began, its rows are dropped
-and it becomes one error row; the unit's other scenes go on. A scene whose file changed since the scan (size,
-type or pixel size) is such an error. A unit that fails all the same (its worker died: a reader that crashes) has each scene tiled alone in a
-throwaway shard, and runs again with the scenes that crash alone as error rows; a unit that still fails (a
+scene fails (whatever the exception) the shard is rolled back to where the scene began, its rows are dropped and it
+becomes one error row; the unit's other scenes go on. A scene whose file changed since the scan (size, type or pixel
+size) is such an error. A unit that fails all the same (its worker died: a reader that crashes) has each scene tiled
+alone in a throwaway shard, and runs again with the scenes that crash alone as error rows; a unit that still fails (a
 bug) is an error row of stage ``unit``.
 
 A unit is done when its tiles part (written last, after its shard and its errors part) is readable and its
@@ -25,9 +25,9 @@ import hashlib
 import tempfile
 import time
 import traceback
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pyarrow.compute as pc
@@ -44,10 +44,10 @@ from rs4m.layout import OutputLayout, leftover_files
 from rs4m.raster import SceneReader, open_scene
 from rs4m.richness import tile_richness
 from rs4m.shards import ShardReader, ShardWriter
+from rs4m.sources import SceneRef
 from rs4m.stages.errors_table import replace_errors
 from rs4m.tiling import Window, grid_windows, random_windows
 from rs4m.whole_decode import check_regular, scene_file
-from rs4m.sources import SceneRef
 
 HASH_BATCH = 64
 SCENE_COLUMNS = ["scene_id", "source", "source_root", "scene_path", "band_paths", "rgb_bands", "split",
@@ -111,7 +111,7 @@ def _base_row(scene: dict, win: Window) -> dict:
 def _store_batch(batch: list[tuple[dict, np.ndarray]], writer: ShardWriter, cfg: TileConfig, shard: str) -> None:
     """Encode, hash and append a batch of kept tiles (rows are completed in place)."""
     phashes, dhashes, pcanon, dcanon = hashes_with_canonical([rgb for _, rgb in batch])
-    for (row, rgb), ph, dh, pc, dc in zip(batch, phashes, dhashes, pcanon, dcanon):
+    for (row, rgb), ph, dh, p_canon, d_canon in zip(batch, phashes, dhashes, pcanon, dcanon, strict=True):
         want = (row.get("out_height") or row["height"], row.get("out_width") or row["width"], 3)
         if rgb.shape != want:  # never store pixels that disagree with their row
             raise BadInput("the decoded tile does not have the size of its window",
@@ -123,7 +123,8 @@ def _store_batch(batch: list[tuple[dict, np.ndarray]], writer: ShardWriter, cfg:
         except OSError as err:
             raise OutputWriteError(err) from err
         row.update(sha256=hashlib.sha256(data).hexdigest(), pixel_sha256=pixel_hash(rgb), phash=int(ph),
-                   dhash=int(dh), phash_canonical=int(pc), dhash_canonical=int(dc), shard=shard, offset=loc.offset, length=loc.length, format=cfg.format)
+                   dhash=int(dh), phash_canonical=int(p_canon), dhash_canonical=int(d_canon), shard=shard,
+                   offset=loc.offset, length=loc.length, format=cfg.format)
 
 
 def check_unchanged(scene: dict) -> None:
@@ -132,7 +133,8 @@ def check_unchanged(scene: dict) -> None:
     rels = scene["band_paths"] or [scene["scene_path"]]
     files = [scene_file(root, rel) for rel in rels]
     sizes = [check_regular(path) for path in files]
-    if scene["bytes"] is not None and all(f == root / r for f, r in zip(files, rels)) and sum(sizes) != scene["bytes"]:
+    same_files = all(f == root / r for f, r in zip(files, rels, strict=True))
+    if scene["bytes"] is not None and same_files and sum(sizes) != scene["bytes"]:
         raise BadInput(f"the file changed since the scan ({scene['bytes']} bytes then, {sum(sizes)} now); "
                        "scan again to include it", scene["scene_path"])
 
