@@ -11,7 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rs4m.tiling import Window, axis_starts, crop_seed, grid_windows, output_size, random_windows
+from rs4m.config import TileConfig
+from rs4m.stages.tile import scene_windows
+from rs4m.tiling import Window, axis_starts, crop_seed, grid_windows, random_windows
 
 
 def coverage(wins: list[Window], width: int, height: int) -> np.ndarray:
@@ -105,8 +107,8 @@ def test_random_windows_with_count():
     assert 1 <= len(few) <= 5 and len(set(few)) == len(few)
 
 
-def test_crop_seed_is_stable_across_processes():
-    ids = ["dota/P0001.png", "fmow/a b/ü.tif"]
+def test_crop_seed_is_stable_across_processes_and_differs_between_scenes():
+    ids = ["0f3a9c2e71b4d5e6a7b8", "c0ffee0012345678abcd"]
     here = [crop_seed(s, 3) for s in ids]
     code = f"from rs4m.tiling import crop_seed; print([crop_seed(s, 3) for s in {ids!r}])"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
@@ -115,6 +117,9 @@ def test_crop_seed_is_stable_across_processes():
     assert len(set(here)) == 2 and crop_seed(ids[0], 4) != here[0] and all(0 <= s < 2**63 for s in here)
 
 
-def test_output_size():
-    assert output_size(Window(3, 4, 300, 200), None) == (300, 200)
-    assert output_size(Window(3, 4, 300, 200), 224) == (224, 224)
+def test_the_tile_stage_draws_random_crops_from_crop_seed():
+    scene = {"scene_id": "0f3a9c2e71b4d5e6a7b8", "width": 900, "height": 700}
+    cfg = TileConfig(mode="random", crop_min=64, crop_max=256, seed=7)
+    drawn = scene_windows(scene, cfg)
+    assert drawn == random_windows(900, 700, 64, 256, crop_seed(scene["scene_id"], 7))
+    assert drawn != random_windows(900, 700, 64, 256, crop_seed(scene["scene_id"], 8))

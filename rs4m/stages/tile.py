@@ -46,7 +46,7 @@ from rs4m.richness import tile_richness
 from rs4m.shards import ShardReader, ShardWriter
 from rs4m.sources import SceneRef
 from rs4m.stages.errors_table import replace_errors
-from rs4m.tiling import Window, grid_windows, random_windows
+from rs4m.tiling import Window, crop_seed, grid_windows, random_windows
 from rs4m.whole_decode import check_regular, scene_file
 
 HASH_BATCH = 64
@@ -71,8 +71,7 @@ def scene_windows(scene: dict, cfg: TileConfig) -> list[Window]:
     """The windows of a scene under ``cfg`` (grid or seeded random crops)."""
     width, height = scene["width"], scene["height"]
     if cfg.mode == "random":
-        seed = int(scene["scene_id"][:12], 16) ^ cfg.seed
-        return random_windows(width, height, cfg.crop_min, cfg.crop_max, seed)
+        return random_windows(width, height, cfg.crop_min, cfg.crop_max, crop_seed(scene["scene_id"], cfg.seed))
     return grid_windows(width, height, cfg.tile_size, cfg.stride_px)
 
 
