@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 
 from rs4m import manifest as mf
 from rs4m.errors import OutputError
+from rs4m.keep import left_by_dedup
 from rs4m.layout import SHARD_NAME, OutputLayout
 from rs4m.shards import ShardReader, file_sha256, list_members
 
@@ -275,8 +276,7 @@ def check_none_missing(layout: OutputLayout, tiles: pa.Table | None, dedup: pa.T
         return
     dropped: set[str] = set()
     if dedup is not None:
-        gone = pc.or_(pc.is_valid(dedup["dup_of"]), pc.fill_null(pc.equal(dedup["dup_reason"], "leak"), False))
-        dropped = set(dedup.filter(gone)["tile_id"].to_pylist())
+        dropped = set(dedup.filter(left_by_dedup(dedup))["tile_id"].to_pylist())
     listed = set(manifest["tile_id"].to_pylist())
     # rows without stored bytes (filtered, or dropped by `rs4m compact`) cannot be in the manifest
     stored = pc.and_(pc.is_null(tiles["filter_reason"]), pc.is_valid(tiles["shard"]))

@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 
 import duckdb
+import numpy as np
+import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -146,8 +148,6 @@ def test_plot_grows_with_sources(build, tmp_path):
 import hashlib  # noqa: E402
 import tarfile  # noqa: E402
 
-import numpy as np  # noqa: E402
-
 from rs4m import manifest as mf  # noqa: E402
 from rs4m.codec import decode  # noqa: E402
 from rs4m.report import PAD_PX, contact_sheet, duplicate_groups, records, select_tiles  # noqa: E402
@@ -259,3 +259,22 @@ def test_contact_sheet_dups_one_group_per_line(build, tmp_path):
     data = json.loads(result.stdout)
     assert [g["tiles"][0]["tile_id"] for g in data["groups"]] == [g[0]["tile_id"] for g in groups[:2]]
     assert Image.open(tmp_path / "cli.png").size[1] < sheet.shape[0]
+
+
+def test_the_keep_rule_agrees_between_catalog_reports_and_verify():
+    from itertools import product
+
+    from rs4m.keep import kept_mask, left_by_dedup, statuses
+
+    combos = list(product([None, "blank"], [None, "t0"], [None, "phash", "leak"]))
+    table = pa.table({"filter_reason": [c[0] for c in combos], "dup_of": [c[1] for c in combos],
+                      "dup_reason": [c[2] for c in combos]})
+    status = statuses(np.array([c[0] is not None for c in combos]), np.array([c[2] == "leak" for c in combos]),
+                      np.array([c[1] is not None for c in combos]))
+    kept = np.asarray(kept_mask(table), bool)
+    assert (kept == (status == "kept")).all() and kept.sum() == 2  # unfiltered, no dup_of, not leaked
+    assert status[combos.index(("blank", "t0", "leak"))] == "filtered"
+    assert status[combos.index((None, "t0", "leak"))] == "leaked"
+    assert status[combos.index((None, "t0", "phash"))] == "duplicate"
+    left = np.asarray(left_by_dedup(table), bool)
+    assert (left == np.array([c[1] is not None or c[2] == "leak" for c in combos])).all()

@@ -1,8 +1,7 @@
 """The tables of a build folder as pandas frames, with the counting rules of the catalog.
 
-Every row of the tiles parts is one tile. A tile with a ``filter_reason`` is *filtered*; else one whose
-``dup_reason`` is ``leak`` is *leaked*; else one with a ``dup_of`` is a *duplicate*. The *kept* tiles are the
-rows of ``manifest.parquet``.
+Every row of the tiles parts is one tile, with a status from the keep rule (:mod:`rs4m.keep`): filtered,
+leaked, duplicate or kept; the kept tiles are the rows of ``manifest.parquet``.
 """
 
 from __future__ import annotations
@@ -10,11 +9,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from rs4m import manifest as mf
+from rs4m.dedup import LEAK
+from rs4m.keep import statuses
 from rs4m.layout import OutputLayout
 
 #: ``--by`` value → name of the per-key object in the stats
@@ -23,7 +23,6 @@ BY_KEYS = {"source": "sources", "licence": "licences", "format": "formats"}
 NULL_KEY = "(none)"
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 DISTRIBUTIONS = ("width", "height", "gsd_m", "richness")
-STATUSES = ("kept", "filtered", "duplicate", "leaked")
 
 TILE_COLUMNS = ["tile_id", "scene_id", "source", "licence", "format", "filter_reason", "length"]
 DEDUP_COLUMNS = ["tile_id", "dup_of", "dup_reason"]
@@ -53,9 +52,8 @@ def read_tiles_with_status(layout: OutputLayout) -> pd.DataFrame:
     tiles = mf.read_parts(layout.tile_parts(), mf.TILES_SCHEMA, TILE_COLUMNS).to_pandas(types_mapper=NULLABLE.get)
     dedup = read_optional(layout.dedup, mf.DEDUP_SCHEMA, DEDUP_COLUMNS)
     tiles = tiles.merge(dedup, on="tile_id", how="left")
-    status = np.where(tiles["filter_reason"].notna(), "filtered",
-                      np.where(tiles["dup_reason"] == "leak", "leaked",
-                               np.where(tiles["dup_of"].notna(), "duplicate", "kept")))
+    status = statuses(tiles["filter_reason"].notna().to_numpy(), (tiles["dup_reason"] == LEAK).fillna(False).to_numpy(),
+                      tiles["dup_of"].notna().to_numpy())
     return tiles.assign(status=status)
 
 

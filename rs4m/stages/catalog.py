@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 from rs4m import manifest as mf
 from rs4m.errors import OutputError
 from rs4m.export.wids import write_wids_index
+from rs4m.keep import kept_mask
 from rs4m.killpoints import kill_point
 from rs4m.layout import OutputLayout
 from rs4m.stages.tile import write_shards_table
@@ -33,14 +34,6 @@ def joined_tiles(layout: OutputLayout) -> pa.Table:
         for name, col in nulls.items():
             joined = joined.append_column(name, col)
     return mf.conform(joined, mf.MANIFEST_SCHEMA)
-
-
-def kept_mask(table: pa.Table) -> pa.ChunkedArray:
-    """True for rows that stay: not filtered, not a duplicate of another tile, not leaked."""
-    not_filtered = pc.is_null(table["filter_reason"])
-    not_dup = pc.is_null(table["dup_of"])
-    not_leak = pc.fill_null(pc.not_equal(table["dup_reason"], "leak"), True)
-    return pc.and_(pc.and_(not_filtered, not_dup), not_leak)
 
 
 def catalog_counts(table: pa.Table, keep: pa.ChunkedArray) -> dict:
