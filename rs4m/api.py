@@ -141,7 +141,7 @@ class Build:
 
     @staticmethod
     def _tile(reader: ShardReader, row: dict[str, Any], columns: Sequence[str] | None, decode: bool) -> Tile:
-        data = reader.read(row["shard"], row["offset"], row["length"])
+        data = reader.read_row(row)
         rgb = codec.decode(data, row["format"]) if decode else None
         if columns is not None:
             row = {c: row[c] for c in columns}

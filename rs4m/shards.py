@@ -16,9 +16,14 @@ import os
 import re
 import tarfile
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
+
+import numpy as np
+
+from rs4m import codec
 
 BLOCK = 512
 RECORD = 20 * BLOCK  # tar's default record size; the archive is padded to a multiple of it, as tar does
@@ -177,6 +182,14 @@ class ShardReader:
         if len(data) != length:
             raise EOFError(f"{shard}: wanted {length} bytes at offset {offset}, got {len(data)}")
         return data
+
+    def read_row(self, row: Mapping[str, Any]) -> bytes:
+        """The stored bytes of a manifest or tiles-part row: its ``length`` bytes at ``offset`` of ``shard``."""
+        return self.read(row["shard"], int(row["offset"]), int(row["length"]))
+
+    def decode_row(self, row: Mapping[str, Any]) -> np.ndarray:
+        """RGB uint8 ``[h, w, 3]`` of a row: :meth:`read_row`, decoded as its ``format`` says."""
+        return codec.decode(self.read_row(row), row.get("format"))
 
     def member_name(self, shard: str, offset: int) -> tuple[str, int] | None:
         """The (name, size) of the tar member whose data starts at ``offset``, or None if no header is there."""

@@ -178,7 +178,7 @@ def _bytes_problem(reader: ShardReader, row: dict, decode: Callable[[bytes, dict
     """A problem line if the row's stored bytes are short, differ from its sha256 or (with ``decode``) do not
     decode as recorded."""
     try:
-        data = reader.read(row["shard"], row["offset"], row["length"])
+        data = reader.read_row(row)
     except (OSError, EOFError) as err:
         return f"stored bytes cannot be read: {err}"
     return sha256_problem(data, row) or (decode(data, row) if decode is not None else None)

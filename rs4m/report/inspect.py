@@ -100,7 +100,7 @@ def tile_bytes(out: Path, row: Mapping[str, Any]) -> bytes:
     if row.get("shard") is None or row.get("offset") is None:
         raise OutputError(f"tile {row['tile_id']} has no stored bytes ({row.get('status') or 'not stored'})")
     with ShardReader(OutputLayout(Path(out)).shards_dir) as reader:
-        return reader.read(row["shard"], int(row["offset"]), int(row["length"]))
+        return reader.read_row(row)
 
 
 # ---------------------------------------------------------------------------------------------- contact sheets
@@ -122,12 +122,9 @@ def _thumbnail(reader, row: Mapping[str, Any], thumb: int):
     """An RGB PIL image of at most ``thumb`` × ``thumb`` px, or None where the tile has no stored bytes."""
     from PIL import Image
 
-    from rs4m.codec import decode
-
     if row.get("shard") is None or row.get("offset") is None:
         return None
-    data = reader.read(row["shard"], int(row["offset"]), int(row["length"]))
-    img = Image.fromarray(decode(data, row.get("format")))
+    img = Image.fromarray(reader.decode_row(row))
     img.thumbnail((thumb, thumb))
     return img
 
