@@ -34,9 +34,9 @@ from torch import Tensor
 
 from pretrain.checkpoint import load_checkpoint
 from pretrain.model import MODEL_CONFIGS, MaskedViT, create_model, normalize
+from rs4m.codec import IMAGE_SUFFIXES
 from rs4m.errors import ConfigError
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"})
 KNN_K = 20
 KNN_TEMPERATURE = 0.07
 PROBE_WEIGHT_DECAYS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)

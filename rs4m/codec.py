@@ -8,6 +8,9 @@ import numpy as np
 import simplejpeg
 from PIL import Image
 
+#: file suffixes taken as images where a folder of images is listed by name (benchmark and evaluation folders,
+#: whose labels and metadata sit beside them); the scan never goes by name: its readers sniff the bytes
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".jp2", ".gif"})
 #: PNG zlib level: 1 is ~4x faster than the default 6 for ~10 % more bytes on aerial imagery
 PNG_COMPRESS_LEVEL = 1
 

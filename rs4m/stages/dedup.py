@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from rs4m import dedup as dd
 from rs4m import manifest as mf
+from rs4m.codec import IMAGE_SUFFIXES
 from rs4m.config import DedupConfig  # noqa: F401 - the [dedup] settings; re-exported here
 from rs4m.errors import ConfigError, OutputError
 from rs4m.killpoints import kill_point
@@ -213,7 +214,6 @@ def _dedup_in_memory(layout: OutputLayout, config: DedupConfig) -> DedupReport:
     return report
 
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".jp2", ".gif"})
 #: benchmark images are also hashed at the sub-windows of this many of the most common tile sizes
 MAX_CROP_SIZES = 4
 
