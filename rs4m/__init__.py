@@ -1,6 +1,7 @@
 """rs4m: build RS-4M style remote-sensing pretraining corpora.
 
-``import rs4m`` is light: the Python API (:func:`rs4m.open`, :class:`rs4m.Build`) loads on first use.
+``import rs4m`` is light: the Python API (:func:`rs4m.make_plan`, :func:`rs4m.build`, :func:`rs4m.open`,
+:class:`rs4m.Build`) loads on first use.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Build", "Tile", "open"]
+__all__ = ["Build", "Tile", "build", "make_plan", "open"]
 
 
 def __getattr__(name: str) -> Any:

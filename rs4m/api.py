@@ -1,6 +1,10 @@
-"""The Python API: open a finished build and read its manifest and tiles.
+"""The Python API: make a build from the same plan as ``rs4m build``, open a finished build and read its
+manifest and tiles.
 
     import rs4m
+
+    plan = rs4m.make_plan(sources=["folder=/data/scenes"], tile_size=512)   # or make_plan("recipe.toml")
+    report = rs4m.build("demo-out", plan)            # report.ok, report.counts (as build.json records them)
 
     build = rs4m.open("demo-out")
     table = build.manifest()                         # pyarrow.Table of the kept tiles
@@ -20,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +36,10 @@ from rs4m.errors import ConfigError, OutputError
 from rs4m.filters import filter_table, parse_where
 from rs4m.layout import OutputLayout
 from rs4m.shards import ShardReader
+
+if TYPE_CHECKING:
+    from rs4m.plan import BuildPlan
+    from rs4m.stages.build import BuildReport
 
 #: the columns a tile's bytes are found by
 LOCATION = ("shard", "offset", "length", "format")
@@ -151,3 +159,28 @@ class Build:
 def open(out: str | Path) -> Build:  # noqa: A001 - rs4m.open reads like the builtin, on a build folder
     """Open the finished build in ``out`` for reading."""
     return Build(Path(out))
+
+
+def make_plan(recipe: str | Path | None = None, *, sources: Sequence[str] = (), root: str | Path | None = None,
+              strict: bool = False, engine: str = "local", workers: int | None = None, address: str | None = None,
+              keep_dropped: bool = False, **tiling: Any) -> BuildPlan:
+    """The validated plan of a build, made as ``rs4m build`` makes it from its flags: a ``recipe`` TOML (its
+    sources under ``root``) or ``sources`` as ``ADAPTER=PATH[,grey=...]`` strings, never both; ``tiling`` keys
+    (``tile_size=512``, ``mode="random"``, ...: the recipe's ``[build]`` keys) override every source's tiling.
+    Every key is checked here, before any work: a bad one is a :class:`~rs4m.errors.ConfigError`."""
+    from rs4m.config import TileConfig, from_mapping
+    from rs4m.plan import EngineSettings, plan_from_cli
+
+    from_mapping(TileConfig, tiling, "tiling")
+    return plan_from_cli(Path(recipe) if recipe else None, Path(root) if root else None, tuple(sources), strict,
+                         tiling, EngineSettings(engine, workers, address), keep_dropped)
+
+
+def build(out: str | Path, plan: BuildPlan, *, force: bool = False,
+          stages: Sequence[str] | None = None) -> BuildReport:
+    """Run ``plan`` (:func:`make_plan`) into the folder ``out``, as ``rs4m build`` does: a killed build resumes,
+    a plan that adds sources grows the build, ``force`` first deletes the files the build wrote; ``stages``
+    runs only those (``scan``, ``tile``, ``dedup``, ``catalog``, ``compact``). Read the result with :func:`open`."""
+    from rs4m.stages.build import run_build
+
+    return run_build(Path(out), plan, tuple(stages) if stages is not None else None, force=force)

@@ -107,3 +107,25 @@ def test_import_rs4m_is_light():
 def test_python_dash_m_rs4m():
     result = subprocess.run([sys.executable, "-m", "rs4m", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and "0.1.0" in result.stdout
+
+
+def test_build_from_python_equals_the_cli_build(built, tmp_path):
+    plan = rs4m.make_plan(sources=[f"folder={built.parent / 'images'}"], tile_size=128, workers=1)
+    report = rs4m.build(tmp_path / "py", plan)
+    assert report.ok and report.counts["catalog"]["tiles_kept"] == 16
+    for name in ("manifest.parquet", "dedup.parquet"):
+        assert (tmp_path / "py" / name).read_bytes() == (built / name).read_bytes()
+    assert rs4m.open(tmp_path / "py").manifest().equals(rs4m.open(built).manifest())
+
+
+def test_make_plan_checks_every_key_before_any_work(built, tmp_path):
+    images = f"folder={built.parent / 'images'}"
+    with pytest.raises(ConfigError, match="unknown key 'tile_sise'.*tile_size"):
+        rs4m.make_plan(sources=[images], tile_sise=128)
+    with pytest.raises(ConfigError, match="tile_size"):
+        rs4m.make_plan(sources=[images], tile_size="big")
+    with pytest.raises(ConfigError, match="not both"):
+        rs4m.make_plan(tmp_path / "r.toml", sources=[images])
+    with pytest.raises(ConfigError, match="unknown engine"):
+        rs4m.make_plan(sources=[images], engine="spark")
+    assert not (tmp_path / "out").exists()
