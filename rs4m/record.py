@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rs4m import __version__
 from rs4m.errors import OutputError
 from rs4m.layout import OutputLayout
 from rs4m.manifest import atomic_write_json
+from rs4m.version import __version__
 
 
 def now() -> str:

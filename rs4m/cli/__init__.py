@@ -10,8 +10,8 @@ import importlib
 
 import click
 
-from rs4m import __version__
 from rs4m.cli.common import Rs4mGroup, add_verbosity
+from rs4m.version import __version__
 
 #: (module, attribute) of every command; a module is imported when the CLI starts, not at package import.
 COMMAND_MODULES: list[tuple[str, str]] = [

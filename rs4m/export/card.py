@@ -15,10 +15,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from rs4m import __version__
 from rs4m import manifest as mf
 from rs4m.errors import Rs4mError
 from rs4m.export.runner import ExportJob, Plan
+from rs4m.version import __version__
 
 NON_COMMERCIAL = re.compile(r"(\bNC\b|non-?commercial|academic|research)", re.IGNORECASE)
 NO_REDISTRIBUTION = re.compile(r"no redistribution|not (be )?redistribut", re.IGNORECASE)
