@@ -132,3 +132,44 @@ def test_estimated_dihedral_variants(real_tiles):
     assert est_d[2] == exact_d[2]  # up-down flip reverses the rows of dHash exactly
     assert int(popcount(est_p[1] ^ exact_p[1])) <= 12  # flips: the median moves, a few bits off
     assert int(popcount(est_p[1] ^ ph[0])) > 16  # ... but much closer than the unflipped hash
+
+
+def test_matrix_resize_equals_pillow_on_random_shapes():
+    # the thumbnails' fast path: Pillow's fixed-point LANCZOS as products, pass order probed per shape
+    from rs4m import resample
+
+    rng = np.random.default_rng(7)
+    img = read_real("dota-devkit/images/P0706.png")
+    grey = np.asarray(Image.fromarray(img).convert("L"))
+    sizes = ((32, 32), (9, 8), (8, 9))
+    shapes = [(512, 512), (256, 256), (1, 1), (3, 700), (700, 5)] + [tuple(rng.integers(1, 600, 2)) for _ in range(40)]
+    vertical_first = 0
+    for h, w in shapes:
+        y, x = rng.integers(0, grey.shape[0] - h + 1), rng.integers(0, grey.shape[1] - w + 1)
+        tile = np.ascontiguousarray(grey[y : y + h, x : x + w])
+        orders = resample.pass_orders((int(h), int(w)), sizes)
+        assert orders is not None, (h, w)
+        vertical_first += sum(orders)
+        for size, got in zip(sizes, resample.resize_all(tile, sizes, orders), strict=True):
+            want = np.asarray(Image.fromarray(tile).resize(size, Image.Resampling.LANCZOS))
+            assert got.dtype == np.uint8 and np.array_equal(got, want), (h, w, size)
+    assert 0 < vertical_first  # both pass orders were exercised
+
+
+def test_batches_of_one_shape_take_the_fast_path_and_equal_imagehash():
+    from rs4m import resample
+
+    img = read_real("aerial-cog/cogeo.tif")
+    tiles = [np.ascontiguousarray(img[y : y + 300, x : x + 260]) for y in (0, 100, 200) for x in (0, 150)]
+    ph, dh, cp, cd = hs.hashes_with_canonical(tiles)
+    assert resample.is_probed((300, 260), ((32, 32), (9, 8), (8, 9)))
+    assert ph.tolist() == [_ref(imagehash.phash, t) for t in tiles]
+    assert dh.tolist() == [_ref(imagehash.dhash, t) for t in tiles]
+    lone = np.ascontiguousarray(tiles[0][:299, :257])  # a shape seen once goes through Pillow itself
+    p1, d1, cp1, cd1 = hs.hashes_with_canonical([lone])
+    assert not resample.is_probed((299, 257), ((32, 32), (9, 8), (8, 9)))
+    assert (int(p1[0]), int(d1[0])) == (_ref(imagehash.phash, lone), _ref(imagehash.dhash, lone))
+    fast = hs.hashes_with_canonical([lone, lone])  # two of a shape: the matrix path, the same four hashes
+    assert resample.is_probed((299, 257), ((32, 32), (9, 8), (8, 9)))
+    for slow, quick in zip((p1, d1, cp1, cd1), fast, strict=True):
+        assert quick.tolist() == [int(slow[0])] * 2

@@ -123,3 +123,17 @@ def test_the_tile_stage_draws_random_crops_from_crop_seed():
     drawn = scene_windows(scene, cfg)
     assert drawn == random_windows(900, 700, 64, 256, crop_seed(scene["scene_id"], 7))
     assert drawn != random_windows(900, 700, 64, 256, crop_seed(scene["scene_id"], 8))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(0, 2**32 - 1), st.booleans(), st.booleans())
+def test_one_colour_is_the_per_channel_min_max_definition(h, w, seed, change, masked):
+    from rs4m.stages.tile import one_colour
+
+    rng = np.random.default_rng(seed)
+    rgb = np.full((h, w, 3), rng.integers(0, 256, 3), np.uint8)
+    if change:
+        rgb[rng.integers(0, h), rng.integers(0, w), rng.integers(0, 3)] ^= np.uint8(rng.integers(1, 256))
+    pix = rgb[rng.random((h, w)) < 0.5] if masked else rgb.reshape(-1, 3)
+    want = pix.size == 0 or bool((pix.min(axis=0) == pix.max(axis=0)).all())
+    assert one_colour(pix) is want

@@ -76,17 +76,35 @@ def scene_windows(scene: dict, cfg: TileConfig) -> list[Window]:
 
 
 def filter_reason(rgb: np.ndarray, valid: np.ndarray, richness: float | None, f: FilterConfig) -> str | None:
-    """Why a tile is dropped, in words, or None to keep it."""
+    """Why a tile is dropped, in words, or None to keep it (the richness test only where ``richness`` is given)."""
     nodata = 1.0 - float(valid.mean()) if valid.size else 1.0
     if nodata > f.max_nodata_frac:
         return f"mostly nodata ({nodata:.0%} of the tile)"
-    if f.drop_blank:
-        pix = rgb[valid] if nodata > 0 else rgb.reshape(-1, 3)
-        if pix.size == 0 or bool((pix.min(axis=0) == pix.max(axis=0)).all()):
-            return "blank tile (one constant colour)"
+    if f.drop_blank and one_colour(rgb[valid] if nodata > 0 else rgb):
+        return "blank tile (one constant colour)"
+    return richness_reason(richness, f)
+
+
+def richness_reason(richness: float | None, f: FilterConfig) -> str | None:
+    """The low-richness reason of :func:`filter_reason` alone (for a tile that passed the other tests)."""
     if richness is not None and richness < f.min_richness:
         return f"low richness ({richness:.3g} < {f.min_richness:g})"
     return None
+
+
+def one_colour(pix: np.ndarray) -> bool:
+    """Whether every pixel of ``uint8 [..., 3]`` has the same colour (True for none).
+
+    Each byte is compared with the one 3 before it, contiguous and first on one row's worth, so a textured
+    tile answers after a few hundred bytes (a per-channel min/max over axis 0 took ~5 ms per 512² tile).
+    """
+    flat = np.ascontiguousarray(pix).reshape(-1)
+    if flat.size <= 3:
+        return True
+    head = flat[: 3 * 1024]
+    if not np.array_equal(head[3:], head[:-3]):
+        return False
+    return bool(np.array_equal(flat[3:], flat[:-3]))
 
 
 class OutputWriteError(Exception):
@@ -171,9 +189,9 @@ def tile_scene(scene: dict, task: UnitTask, writer: ShardWriter, shard: str) -> 
             row["geometry"] = shapely.to_wkb(footprint) if footprint is not None else None
             row["nodata_frac"] = 1.0 - float(valid.mean())
             reason = filter_reason(rgb, valid, None, task.filters)
-            if reason is None:
+            if reason is None:  # nodata and blank tests passed: only the richness test is left
                 row["richness"] = tile_richness(rgb)
-                reason = filter_reason(rgb, valid, row["richness"], task.filters)
+                reason = richness_reason(row["richness"], task.filters)
             rows.append(row)
             if reason is not None:
                 row["filter_reason"] = reason

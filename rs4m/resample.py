@@ -1,0 +1,186 @@
+"""Pillow's 8-bit LANCZOS resize, reproduced bit for bit as small matrix products, for hash thumbnails.
+
+pHash and dHash are defined on Pillow's ``L`` image resized with LANCZOS to 32×32, 9×8 and 8×9. Pillow
+resamples in two separable passes on 8-bit data: for each output pixel a window of input pixels is weighted by
+integer coefficients (the filter's weights normalised to sum 1 and scaled by 2²², rounded half away from
+zero), the sum plus 2²¹ is shifted right by 22 bits and clipped to 0–255, and the second pass runs on that
+rounded first-pass image. Here each pass is one product with a dense ``float64`` coefficient matrix: every
+term is an integer below 2³¹ and every sum below 2⁴¹, so ``float64`` is exact and the rounding is Pillow's.
+
+Why: Pillow's loops are scalar C, about 0.8 ms per thumbnail of a 512² tile; the three first passes as one
+product are ~3× faster (one pass over the tile's rows feeds all three widths).
+
+Two facts of the installed Pillow are not part of any documented contract, so they are checked, not assumed:
+which pass comes first (Pillow 13 runs the vertical pass first for some shapes) and the coefficients
+themselves. :func:`pass_orders` resizes probe images of each new shape with Pillow and with both orders here,
+and a shape that neither reproduces is left to Pillow (``None``).
+
+BLAS note: OpenBLAS hands a product to its thread pool above about 2¹⁸ multiply-adds, and on a machine whose
+cores are all busy those threads spin and slow the per-tile work that follows several-fold; every product
+here is cut into row blocks below that size, so the pool is never woken.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+PRECISION_BITS = 22  # Pillow's fixed point for 8-bit images: 32 - 8 - 2
+LANCZOS_SUPPORT = 3.0
+#: products of at most this many multiply-adds run on the calling thread in OpenBLAS (its documented
+#: SMP threshold: 65536 × GEMM_MULTITHREAD_THRESHOLD 4)
+ONE_THREAD_MNK = 1 << 18
+#: shapes whose pass order is probed and kept (a tiling run has a handful; random crops may have many)
+_ORDER_CACHE = 256
+
+
+def _sinc(x: float) -> float:
+    if x == 0.0:
+        return 1.0
+    x = x * math.pi
+    return math.sin(x) / x
+
+
+def _lanczos(x: float) -> float:
+    return _sinc(x) * _sinc(x / 3) if -3.0 <= x < 3.0 else 0.0
+
+
+@functools.lru_cache(maxsize=64)
+def lanczos_weights(in_size: int, out_size: int) -> np.ndarray:
+    """Pillow's integer LANCZOS coefficients resizing ``in_size`` pixels to ``out_size``, as a dense
+    ``float64 [in_size, out_size]`` matrix (column ``j``: the weights of output pixel ``j``).
+
+    The arithmetic is Pillow's, in the same order and in double precision (``math.sin`` is the C library's
+    ``sin``, as Pillow's), so the rounded integers agree.
+    """
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = LANCZOS_SUPPORT * filterscale
+    weights = np.zeros((in_size, out_size), np.float64)
+    for out in range(out_size):
+        center = (out + 0.5) * scale
+        lo = max(int(center - support + 0.5), 0)
+        count = min(int(center + support + 0.5), in_size) - lo
+        w = [_lanczos((x + lo - center + 0.5) / filterscale) for x in range(count)]
+        total = 0.0
+        for v in w:  # summed in order, as Pillow does
+            total += v
+        for x, v in enumerate(w):
+            v = v / total if total != 0.0 else v
+            weights[lo + x, out] = math.trunc(v * (1 << PRECISION_BITS) + (-0.5 if v < 0 else 0.5))
+    weights.flags.writeable = False
+    return weights
+
+
+def _one_thread_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a [M, K] @ b [K, N]`` in row blocks small enough that OpenBLAS computes each on this thread."""
+    m, k = a.shape
+    n = b.shape[1]
+    rows = max(1, ONE_THREAD_MNK // max(1, n * k))
+    if rows >= m:
+        return a @ b
+    out = np.empty((m, n), np.float64)
+    for lo in range(0, m, rows):
+        np.matmul(a[lo : lo + rows], b, out=out[lo : lo + rows])
+    return out
+
+
+def _fixed_point_round(acc: np.ndarray) -> np.ndarray:
+    """Pillow's ``clip8((sum + 2**21) >> 22)`` of exact integer sums held in float64 (in place)."""
+    acc += float(1 << (PRECISION_BITS - 1))
+    acc *= 1.0 / (1 << PRECISION_BITS)
+    np.floor(acc, out=acc)
+    return np.clip(acc, 0.0, 255.0, out=acc)
+
+
+def _first_pass(grey: np.ndarray, sizes: Sequence[tuple[int, int]], vertical: bool) -> list[np.ndarray]:
+    """One image ``float64 [H, W]`` through the first pass for every ``(w, h)``: one product for all."""
+    h_in, w_in = grey.shape
+    if vertical:
+        todo = [i for i, (_, h) in enumerate(sizes) if h != h_in]
+        mats = [lanczos_weights(h_in, sizes[i][1]) for i in todo]
+        done = _fixed_point_round(_one_thread_matmul(np.concatenate(mats, axis=1).T, grey)) if todo else grey
+    else:
+        todo = [i for i, (w, _) in enumerate(sizes) if w != w_in]
+        mats = [lanczos_weights(w_in, sizes[i][0]) for i in todo]
+        done = _fixed_point_round(_one_thread_matmul(grey, np.concatenate(mats, axis=1))) if todo else grey
+    out, at = [], 0
+    for i in range(len(sizes)):
+        if i in todo:
+            width = mats[todo.index(i)].shape[1]
+            out.append(done[at : at + width] if vertical else done[:, at : at + width])
+            at += width
+        else:
+            out.append(grey)  # Pillow skips a pass that keeps the size
+    return out
+
+
+def _second_pass(first: np.ndarray, size: tuple[int, int], vertical_first: bool) -> np.ndarray:
+    w, h = size
+    if vertical_first:  # the horizontal pass remains
+        if w == first.shape[1]:
+            return first
+        return _fixed_point_round(_one_thread_matmul(first, lanczos_weights(first.shape[1], w)))
+    if h == first.shape[0]:
+        return first
+    return _fixed_point_round(_one_thread_matmul(lanczos_weights(first.shape[0], h).T, first))
+
+
+def resize_all(grey: np.ndarray, sizes: Sequence[tuple[int, int]], orders: Sequence[bool]) -> list[np.ndarray]:
+    """One grey image ``uint8 [H, W]`` resized to each ``(w, h)`` of ``sizes``; ``orders[i]`` is True where
+    that size's vertical pass comes first. Returns ``uint8 [h, w]`` arrays."""
+    img = grey.astype(np.float64)
+    out: list[np.ndarray | None] = [None] * len(sizes)
+    for vertical in (False, True):
+        idx = [i for i, o in enumerate(orders) if o == vertical]
+        if not idx:
+            continue
+        firsts = _first_pass(img, [sizes[i] for i in idx], vertical)
+        for i, first in zip(idx, firsts, strict=True):
+            out[i] = _second_pass(first, sizes[i], vertical).astype(np.uint8)
+    return [o for o in out if o is not None]
+
+
+def _probes(h: int, w: int) -> list[np.ndarray]:
+    """Noise and a 0/255 checkerboard of noise (for the clipping at both ends), fixed per shape."""
+    rng = np.random.default_rng(h * 100_003 + w)
+    noise = rng.integers(0, 256, (h, w), dtype=np.uint8)
+    extremes = np.where(rng.random((h, w)) < 0.5, 0, 255).astype(np.uint8)
+    return [noise, extremes]
+
+
+_orders: dict[tuple, tuple[bool, ...] | None] = {}
+
+
+def pass_orders(shape: tuple[int, int], sizes: tuple[tuple[int, int], ...]) -> tuple[bool, ...] | None:
+    """For an input ``(H, W)``, per size whether Pillow's vertical pass comes first (probed once per shape:
+    the probe images resized with Pillow and with each order here), or None where neither order reproduces
+    Pillow."""
+    key = (shape, sizes)
+    if key not in _orders:
+        if len(_orders) >= _ORDER_CACHE:
+            _orders.clear()
+        _orders[key] = _probe_orders(shape, sizes)
+    return _orders[key]
+
+
+def is_probed(shape: tuple[int, int], sizes: tuple[tuple[int, int], ...]) -> bool:
+    """Whether :func:`pass_orders` knows this shape already (so asking costs nothing)."""
+    return (shape, sizes) in _orders
+
+
+def _probe_orders(shape: tuple[int, int], sizes: tuple[tuple[int, int], ...]) -> tuple[bool, ...] | None:
+    probes = _probes(*shape)
+    refs = [[np.asarray(Image.fromarray(p).resize(s, Image.Resampling.LANCZOS)) for s in sizes] for p in probes]
+    orders = []
+    for i, size in enumerate(sizes):
+        ok = [all(np.array_equal(resize_all(p, [size], [vertical])[0], ref[i])
+                  for p, ref in zip(probes, refs, strict=True)) for vertical in (False, True)]
+        if not any(ok):
+            return None
+        orders.append(not ok[0])  # horizontal first wherever both agree
+    return tuple(orders)
