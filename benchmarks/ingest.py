@@ -9,7 +9,7 @@ With ``--baseline REV`` the same corpus is also tiled by the code of git revisio
 ``git archive``), and a per-tile breakdown (ms per tile of each step, one core) is measured for both, side by
 side in the same run.
 
-    python benchmarks/ingest.py [--repeat 1 4 16] [--baseline REV] [--write]
+    python benchmarks/ingest.py [--repeat 1 4 16] [--baseline REV] [--rounds N] [--write]
 """
 
 from __future__ import annotations
@@ -70,9 +70,19 @@ def export_revision(rev: str, dest: Path) -> Path:
 
 
 def _run(code: str, code_root: Path) -> dict:
+    """Run ``code`` in a fresh interpreter that imports rs4m from ``code_root`` alone: ``-P`` keeps the
+    current folder (this checkout) off ``sys.path``, else a baseline run would import today's code."""
     env = {**os.environ, "PYTHONPATH": str(code_root)}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    proc = subprocess.run([sys.executable, "-P", "-c", code + PROVENANCE], capture_output=True, text=True,
+                          check=True, env=env, cwd=code_root)
+    *_, line, rs4m_from = proc.stdout.strip().splitlines()
+    if Path(rs4m_from).resolve() != (code_root / "rs4m").resolve():
+        raise RuntimeError(f"the run for {code_root} imported rs4m from {rs4m_from}")
+    return json.loads(line)
+
+
+#: appended to every measured snippet: where the rs4m it imported lives (checked by _run)
+PROVENANCE = "\nimport os as _os, rs4m as _rs4m\nprint(_os.path.dirname(_rs4m.__file__))\n"
 
 
 BREAKDOWN = """
@@ -80,36 +90,52 @@ import hashlib, json, time
 from pathlib import Path
 import numpy as np
 from rs4m.codec import encode
+from rs4m.config import FilterConfig
 from rs4m.hashing import hashes_with_canonical, pixel_hash
 from rs4m.raster import open_scene
 from rs4m.richness import tile_richness
+from rs4m.sources import SceneRef
+from rs4m.stages import tile as stage
 from rs4m.tiling import grid_windows
-from rs4m_tools.adapters import SceneRef
-folder, tile = Path({folder!r}), {tile}
-t = dict.fromkeys(["read", "richness", "hashes", "encode", "sha256", "footprint"], 0.0)
+folder, tile, batch_size = Path({folder!r}), {tile}, stage.HASH_BATCH
+filters = FilterConfig()  # the defaults of a build: nodata and blank tests on
+# the test the stage makes once richness is known: the richness test alone where the code has it
+second = getattr(stage, "richness_reason", None)
+t = dict.fromkeys({steps!r}, 0.0)
 n = 0
 tile_richness(np.zeros((8, 8, 3), np.uint8))  # one-off tables outside the timing
 def timed(key, fn, *args):
     s = time.perf_counter(); out = fn(*args); t[key] += time.perf_counter() - s; return out
+def filters_step(rgb, valid, score):
+    stage.filter_reason(rgb, valid, None, filters)
+    return second(score, filters) if second else stage.filter_reason(rgb, valid, score, filters)
 for path in sorted(folder.iterdir()):
     with open_scene(folder, SceneRef(path.name, "train")) as reader:
         batch = []
         for w in grid_windows(reader.info.width, reader.info.height, tile, tile):
             rgb, valid = timed("read", reader.read_window, w.x, w.y, w.width, w.height)
             timed("footprint", reader.window_footprint, *w)
-            timed("richness", tile_richness, rgb)
+            score = timed("richness", tile_richness, rgb)
+            timed("filters", filters_step, rgb, valid, score)
             data = timed("encode", encode, rgb, "jpg", 95)
-            timed("sha256", lambda: (hashlib.sha256(data).hexdigest(), pixel_hash(rgb)))
+            timed("sha256", lambda: hashlib.sha256(data).hexdigest())
+            timed("pixel_hash", pixel_hash, rgb)
             batch.append(rgb)
             n += 1
-        timed("hashes", hashes_with_canonical, batch)
+            if len(batch) == batch_size:
+                timed("hashes", hashes_with_canonical, batch)
+                batch = []
+        if batch:
+            timed("hashes", hashes_with_canonical, batch)
 print(json.dumps({{"tiles": n, **{{k: v / n * 1e3 for k, v in t.items()}}}}))
 """
+#: steps of the tile stage timed one by one (ms per tile); "filters" runs the default nodata and blank tests
+STEPS = ("read", "footprint", "richness", "filters", "hashes", "encode", "sha256", "pixel_hash")
 
 
 def breakdown(folder: Path, tile: int, code_root: Path) -> dict:
     """ms per tile of each step of the tile stage, by the code under ``code_root``, in a fresh process."""
-    return _run(BREAKDOWN.format(folder=str(folder), tile=tile), code_root)
+    return _run(BREAKDOWN.format(folder=str(folder), tile=tile, steps=list(STEPS)), code_root)
 
 
 def rs4m_tile(folder: Path, tile: int, code_root: Path = ROOT) -> dict:
@@ -134,32 +160,50 @@ print(json.dumps({{"tiles": counts["tile"]["tiles"], "kept": counts["tile"]["kep
     return _run(code, code_root)
 
 
+def measure(args: argparse.Namespace, tmp: Path) -> tuple[list[dict], dict[str, dict]]:
+    """Throughput rows (best of ``rounds`` per corpus size and code) and the per-step breakdown per code."""
+    codes = {"rs4m": ROOT}
+    if args.baseline:
+        codes = {f"rs4m {args.baseline}": export_revision(args.baseline, tmp / "baseline"), **codes}
+    rows, steps = [], {}
+    for repeat in args.repeat:
+        folder = make_corpus(tmp / f"c{repeat}", repeat)
+        best: dict[str, dict] = {}
+        floor_s = float("inf")
+        for r in range(args.rounds):
+            n, sec = codec_floor(folder, args.tile)
+            floor_s = min(floor_s, sec)
+            for name, code_root in (codes.items() if r % 2 == 0 else reversed(codes.items())):  # alternate order
+                got = rs4m_tile(folder, args.tile, code_root)
+                if name not in best or got["seconds"] < best[name]["seconds"]:
+                    best[name] = got
+        for name in codes:
+            ours = best[name]
+            rows.append({"code": name, "scenes": repeat * len(SCENES), "tiles": ours["tiles"],
+                         "floor_tiles_s": n / floor_s, "rs4m_tiles_s": ours["tiles"] / ours["seconds"],
+                         "ratio": (ours["tiles"] / ours["seconds"]) / (n / floor_s),
+                         "peak_rss_mb": ours["peak_rss_mb"]})
+            print(json.dumps(rows[-1]), flush=True)
+    for name, code_root in codes.items():
+        runs = [breakdown(folder, args.tile, code_root) for _ in range(args.rounds)]
+        steps[name] = {k: min(run[k] for run in runs) for k in runs[0]}
+        print(json.dumps({name: steps[name]}), flush=True)
+    return rows, steps
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--tile", type=int, default=512)
     ap.add_argument("--baseline", metavar="REV", help="also run the code of this git revision, side by side")
-    ap.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md")
+    ap.add_argument("--rounds", type=int, default=1, help="best of N runs of every measurement (order alternated)")
+    ap.add_argument("--write", action="store_true", help="write the section into benchmarks/RESULTS.md")
     args = ap.parse_args()
-    rows, steps = [], {}
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        codes = {"rs4m": ROOT}
-        if args.baseline:
-            codes = {f"rs4m {args.baseline}": export_revision(args.baseline, Path(tmp) / "baseline"), **codes}
-        for repeat in args.repeat:
-            folder = make_corpus(Path(tmp) / f"c{repeat}", repeat)
-            n, floor_s = codec_floor(folder, args.tile)
-            for name, code_root in codes.items():
-                ours = rs4m_tile(folder, args.tile, code_root)
-                rows.append({"code": name, "scenes": repeat * len(SCENES), "tiles": ours["tiles"],
-                             "floor_tiles_s": n / floor_s, "rs4m_tiles_s": ours["tiles"] / ours["seconds"],
-                             "ratio": (ours["tiles"] / ours["seconds"]) / (n / floor_s),
-                             "peak_rss_mb": ours["peak_rss_mb"]})
-                print(json.dumps(rows[-1]), flush=True)
-        for name, code_root in codes.items():
-            steps[name] = breakdown(folder, args.tile, code_root)
-            print(json.dumps({name: steps[name]}), flush=True)
-    body = "\n".join(tables(rows, steps))
+        rows, steps = measure(args, Path(tmp))
+    load = (load_start, os.getloadavg()[0])
+    body = "\n".join(tables(rows, steps) + [""] + notes(rows, load, args.rounds))
     print(body)
     if args.write:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -176,14 +220,41 @@ def tables(rows: list[dict], steps: dict[str, dict]) -> list[str]:
             f"{r['ratio']:.2f} | {r['peak_rss_mb']:.0f} |" for r in rows]
     names = list(steps)
     tiles = next(iter(steps.values()))["tiles"]
+    largest = {r["code"]: r for r in rows if r["scenes"] == max(x["scenes"] for x in rows)}
     out += ["", f"Per-tile breakdown: ms per tile over the {tiles} tiles of the largest corpus, one process per code "
-            "revision, each step timed alone (hashes per scene batch):", "",
+            "revision, each step timed alone (hashes in batches of the stage's 64 tiles, filters with the default "
+            "nodata and blank tests):", "",
             "| step | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    for key in ("read", "footprint", "richness", "hashes", "encode", "sha256"):
-        out.append(f"| {key} | " + " | ".join(f"{steps[n][key]:.2f}" for n in names) + " |")
-    out.append("| sum | " + " | ".join(f"{sum(v for k, v in steps[n].items() if k != 'tiles'):.2f}"
-                                       for n in names) + " |")
+    for key in STEPS:
+        out.append(f"| {key} | " + " | ".join(f"{steps[n].get(key, float('nan')):.2f}" for n in names) + " |")
+    sums = {n: sum(v for k, v in steps[n].items() if k != "tiles") for n in names}
+    out.append("| sum of steps | " + " | ".join(f"{sums[n]:.2f}" for n in names) + " |")
+    out.append("| tile stage, end to end | " + " | ".join(f"{1e3 / largest[n]['rs4m_tiles_s']:.2f}" for n in names)
+               + " |")
+    out.append("| codec floor (read + encode) | " + " | ".join(
+        f"{1e3 / largest[n]['floor_tiles_s']:.2f}" for n in names) + " |")
     return out
+
+
+def notes(rows: list[dict], load: tuple[float, float], rounds: int) -> list[str]:
+    """What the tables say, from their figures: the ratio at the largest corpus against the 0.6 target."""
+    largest = [r for r in rows if r["scenes"] == max(x["scenes"] for x in rows)]
+    ours = next(r for r in largest if r["code"] == "rs4m")
+    lines = [f"Load average {load[0]:.1f} at the start and {load[1]:.1f} at the end on {os.cpu_count()} cores; "
+             f"every figure is the best of {rounds} run(s), and ratios within one run compare, absolute rates less so."]
+    verdict = "reaches" if ours["ratio"] >= 0.6 else "does not reach"
+    text = (f"At {ours['tiles']} tiles the tile stage runs at {ours['ratio']:.2f}× the codec floor, which "
+            f"{verdict} the 0.6× target")
+    for r in largest:
+        if r["code"] != "rs4m":
+            text += (f"; {r['code']} ran at {r['ratio']:.2f}× in the same run "
+                     f"({ours['rs4m_tiles_s'] / r['rs4m_tiles_s']:.2f}× the tiles per second now)")
+    lines += ["", text + ". The floor decodes each window with rasterio and encodes it as JPEG q95, nothing else; "
+              "the stage also reads through rs4m's reader (nodata mask, band checks), scores richness (a BILINEAR "
+              "resize to 224² and the HOG score), hashes (pHash, dHash and their canonical pair), hashes the stored "
+              "bytes and the pixels, and writes the shard and the tiles part. The throughput runs turn the blank "
+              "and nodata filters off so that every tile is kept, as the floor keeps every tile."]
+    return lines
 
 
 if __name__ == "__main__":
