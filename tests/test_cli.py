@@ -99,8 +99,11 @@ def test_train_hints_say_how_to_get_the_cpu_build():
     assert "rs4m[train]" in TRAIN_INSTALL and "torch==2.13.0" in TRAIN_INSTALL and "whl/cpu" in TRAIN_INSTALL
 
 
-@pytest.mark.parametrize(("args", "what"), [(["pretrain", "--manifest", "m.parquet", "--run", "r"], "pretraining"),
-                                            (["eval", "knn", "--random-init", "vit_test", "--data", "d"], "evaluation")])
+NEEDS_TORCH = [(["pretrain", "--manifest", "m.parquet", "--run", "r"], "pretraining"),
+               (["eval", "knn", "--random-init", "vit_test", "--data", "d"], "evaluation")]
+
+
+@pytest.mark.parametrize(("args", "what"), NEEDS_TORCH)
 def test_a_command_that_needs_torch_says_how_to_install_it_in_one_line(args, what, monkeypatch, tmp_path):
     monkeypatch.setitem(__import__("sys").modules, "torch", None)  # as if PyTorch were not installed
     monkeypatch.chdir(tmp_path)
