@@ -316,7 +316,8 @@ def test_run_dedup_writes_expected_table(hand_build):
 
 
 def test_leakage_then_dedup_excludes(hand_build, tmp_path):
-    from rs4m.stages.dedup import DedupConfig, run_dedup, run_leakage
+    from rs4m.stages.dedup import DedupConfig, run_dedup
+    from rs4m.stages.leakage import run_leakage
 
     out, t = hand_build
     bench = tmp_path / "bench"

@@ -116,7 +116,7 @@ def dup_build(tmp_path_factory):
                            EngineSettings(workers=1))
     plan = replace(plan, filters=FilterConfig(max_nodata_frac=1.0), dedup=DedupConfig(dihedral=True))
     run_build(out, plan, ("scan", "tile"), force=True)
-    from rs4m.stages.dedup import run_leakage
+    from rs4m.stages.leakage import run_leakage
 
     run_leakage(out, {"bench": bench}, exclude=True)
     return out

@@ -67,7 +67,7 @@ def leakage(out: Path, against: tuple[str, ...], exclude: bool, as_json: bool) -
     """Find tiles of OUT that copy benchmark images (whole, flipped/rotated, or cropped); write
     OUT/leakage.parquet."""
     from rs4m.stages.build import writing
-    from rs4m.stages.dedup import run_leakage
+    from rs4m.stages.leakage import run_leakage
 
     benchmarks, config = _parse_against(against), _plan(out)[0].dedup
     with writing(out, "leakage"):

@@ -13,18 +13,8 @@ from typing import Any
 
 import click
 
-from rs4m.cli.common import TRAIN_INSTALL, Rs4mGroup, checkpoint_errors
-from rs4m.errors import ConfigError, DependencyError
-
-
-def require_torch() -> None:
-    """Raise :class:`DependencyError` with the install line when PyTorch is missing."""
-    try:
-        import safetensors  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError:
-        raise DependencyError(f"pretraining needs PyTorch and safetensors: {TRAIN_INSTALL}") from None
-
+from rs4m.cli.common import Rs4mGroup, checkpoint_errors, require_torch
+from rs4m.errors import ConfigError
 
 _TYPES = {"int": int, "float": float, "str": str}
 
@@ -69,7 +59,7 @@ def pretrain(ctx: click.Context, **flags: Any) -> None:
         return
     if flags["manifest"] is None or flags["run"] is None:
         raise ConfigError("rs4m pretrain needs --manifest and --run (see rs4m pretrain --help)")
-    require_torch()
+    require_torch("pretraining")
     from pretrain.config import TrainConfig
     from pretrain.train import train
 
@@ -89,7 +79,7 @@ def pretrain(ctx: click.Context, **flags: Any) -> None:
 @click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
 def export(checkpoint: Path, out: Path) -> None:
     """Write the encoder of CHECKPOINT to OUT (.safetensors, timm ViT key names)."""
-    require_torch()
+    require_torch("pretraining")
     from pretrain.checkpoint import export_encoder
 
     meta = export_encoder(checkpoint, out)  # a file that is not a checkpoint: one-line OutputError

@@ -19,7 +19,7 @@ from rs4m.export.wids import write_wids_index
 from rs4m.keep import kept_mask
 from rs4m.killpoints import kill_point
 from rs4m.layout import OutputLayout
-from rs4m.stages.tile import write_shards_table
+from rs4m.stages.unitfiles import write_shards_table
 
 
 def joined_tiles(layout: OutputLayout) -> pa.Table:

@@ -1,4 +1,4 @@
-"""The dedup stage: tiles parts → ``dedup.parquet`` + ``dedup.json``; and benchmark leakage → ``leakage.parquet``.
+"""The dedup stage: tiles parts → ``dedup.parquet`` + ``dedup.json`` (benchmark leakage: :mod:`rs4m.stages.leakage`).
 
 ``run_dedup`` reads every ``OUT/tiles/part-*.parquet`` (rows with a ``filter_reason`` take no part), finds
 exact, near-duplicate and geo-overlap pairs (:mod:`rs4m.dedup`), adds the leaked tiles of a previous
@@ -25,9 +25,8 @@ import pyarrow.parquet as pq
 
 from rs4m import dedup as dd
 from rs4m import manifest as mf
-from rs4m.codec import IMAGE_SUFFIXES
 from rs4m.config import DedupConfig  # noqa: F401 - the [dedup] settings; re-exported here
-from rs4m.errors import ConfigError, OutputError
+from rs4m.errors import OutputError
 from rs4m.killpoints import kill_point
 from rs4m.layout import OutputLayout
 
@@ -72,7 +71,7 @@ def read_tiles(layout: OutputLayout) -> pa.Table:
     return pa.concat_tables(tables)
 
 
-def _u64(table: pa.Table, name: str) -> np.ndarray:
+def u64_column(table: pa.Table, name: str) -> np.ndarray:
     return table[name].fill_null(0).to_numpy().astype(np.uint64)
 
 
@@ -85,7 +84,7 @@ def _valid(table: pa.Table, name: str) -> np.ndarray:
     return table[name].is_valid().to_pandas().to_numpy(bool)
 
 
-def _searchable(table: pa.Table, min_richness: float) -> np.ndarray:
+def searchable_rows(table: pa.Table, min_richness: float) -> np.ndarray:
     richness = _floats(table, "richness")
     has_hash = _valid(table, "phash") & _valid(table, "dhash")
     return has_hash & ~(richness < min_richness)  # NaN (unknown richness) stays searchable
@@ -94,13 +93,13 @@ def _searchable(table: pa.Table, min_richness: float) -> np.ndarray:
 def find_edges(table: pa.Table, config: DedupConfig, searchable: np.ndarray) -> tuple[list[dd.Edges], str]:
     """All exact, near (incl. dihedral) and geo edges among the rows of ``table``, and the dihedral method."""
     edges = [dd.exact_edges(table["sha256"].to_pylist()), dd.exact_edges(table["pixel_sha256"].to_pylist())]
-    ph, dh, r = _u64(table, "phash"), _u64(table, "dhash"), (config.radius_bits, config.dhash_radius_bits)
+    ph, dh, r = u64_column(table, "phash"), u64_column(table, "dhash"), (config.radius_bits, config.dhash_radius_bits)
     edges.append(dd.near_edges(ph, dh, *r, searchable=searchable))
     method = "off"
     if config.dihedral and set(CANONICAL_COLUMNS) <= set(table.column_names):
         method = "canonical"
         ok = searchable & _valid(table, "phash_canonical") & _valid(table, "dhash_canonical")
-        edges.append(dd.near_edges(_u64(table, "phash_canonical"), _u64(table, "dhash_canonical"), *r,
+        edges.append(dd.near_edges(u64_column(table, "phash_canonical"), u64_column(table, "dhash_canonical"), *r,
                                    searchable=ok))
     elif config.dihedral:
         method = "flip-estimate"
@@ -199,7 +198,7 @@ def _dedup_bounded(layout: OutputLayout, config: DedupConfig, engine) -> DedupRe
 
 def _dedup_in_memory(layout: OutputLayout, config: DedupConfig) -> DedupReport:
     table = read_tiles(layout)
-    searchable = _searchable(table, config.min_richness)
+    searchable = searchable_rows(table, config.min_richness)
     edges, method = find_edges(table, config, searchable)
     tile_ids = table["tile_id"].to_pylist()
     leak_distance, leak_edges = read_leaks(layout, tile_ids)
@@ -211,96 +210,4 @@ def _dedup_in_memory(layout: OutputLayout, config: DedupConfig) -> DedupReport:
     report = DedupReport(tiles=len(tile_ids), searched=int(searchable.sum()), dihedral=method,
                          pairs_by_source=_pairs_by_source(sources, [e for e in edges if len(e)]))
     _summarise(report, groups)
-    return report
-
-
-#: benchmark images are also hashed at the sub-windows of this many of the most common tile sizes
-MAX_CROP_SIZES = 4
-
-
-@dataclass
-class LeakageReport:
-    """What one leakage run found; ``problems`` lists the benchmark images that could not be read."""
-
-    images: int = 0
-    leaked_tiles: int = 0
-    exclude: bool = False
-    by_benchmark: dict[str, dict] = field(default_factory=dict)
-    problems: list[dict[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def benchmark_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursive, by suffix: labels and metadata beside them are skipped)."""
-    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def read_benchmark_image(path: Path) -> np.ndarray:
-    """``uint8 [H, W, 3]`` pixels of a benchmark image (Pillow; palette, grey and alpha become RGB)."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
-
-
-def _crop_sizes(table: pa.Table) -> list[tuple[int, int]]:
-    sizes = Counter(zip(table["width"].to_pylist(), table["height"].to_pylist(), strict=True))
-    return [s for s, _ in sizes.most_common(MAX_CROP_SIZES) if None not in s]
-
-
-def hash_benchmark(name: str, folder: Path, sizes: list[tuple[int, int]], problems: list[dict]):
-    """:class:`rs4m.leakage.BenchmarkEntries` of every readable image of one benchmark folder."""
-    from rs4m.leakage import BenchmarkEntries, benchmark_entries
-
-    if not Path(folder).is_dir():
-        raise ConfigError(f"benchmark {name}: folder {folder} does not exist; pass --against NAME=DIR")
-    parts = []
-    for path in benchmark_images(folder):
-        rel = path.relative_to(folder).as_posix()
-        try:
-            rgb = read_benchmark_image(path)
-        except Exception as err:  # any decoder failure is a per-image problem, not a stop
-            problems.append({"benchmark": name, "path": rel, "reason": f"cannot be read as an image: {err}"})
-            continue
-        parts.append(benchmark_entries(rel, rgb, sizes))
-    return BenchmarkEntries.concat(parts), len(parts)
-
-
-def run_leakage(out: Path, benchmarks: dict[str, Path], exclude: bool = False,
-                config: DedupConfig = DedupConfig()) -> LeakageReport:
-    """Find tiles of build ``out`` that copy an image of a benchmark folder; write ``leakage.parquet``.
-
-    With ``exclude`` the next :func:`run_dedup` marks those tiles ``dup_reason = "leak"`` (and the catalog
-    drops them). See :mod:`rs4m.leakage` for what counts as a copy and the limits of crop search.
-    """
-    from rs4m.leakage import leak_matches
-
-    started = time.perf_counter()
-    if not benchmarks:
-        raise ConfigError("no benchmark given; pass --against NAME=DIR at least once")
-    layout = OutputLayout(Path(out))
-    table = read_tiles(layout)
-    searchable = _searchable(table, config.min_richness)
-    report, rows = LeakageReport(exclude=exclude), []
-    for name, folder in sorted(benchmarks.items()):
-        entries, n_images = hash_benchmark(name, Path(folder), _crop_sizes(table), report.problems)
-        found = leak_matches(table["pixel_sha256"].to_pylist(), _u64(table, "phash"), _u64(table, "dhash"),
-                             entries, config.radius_bits, config.dhash_radius_bits, searchable)
-        tile = found["tile"].to_numpy(np.int64)
-        rows.append(pa.table({
-            "tile_id": table["tile_id"].take(tile), "source": table["source"].take(tile),
-            "scene_path": table["scene_path"].take(tile), "benchmark": pa.array([name] * len(found), pa.string()),
-            "benchmark_image": pa.array(found["image"].tolist(), pa.string()),
-            "distance": pa.array(found["distance"].to_numpy(np.float32)), "kind": pa.array(found["kind"].tolist()),
-        }))
-        report.images += n_images
-        report.by_benchmark[name] = {"images": n_images, "leaked_tiles": int(len(np.unique(tile))),
-                                     "by_kind": dict(sorted(Counter(found["kind"]).items()))}
-    leaks = pa.concat_tables([mf.conform(r, mf.LEAKAGE_SCHEMA) for r in rows])
-    mf.write_table(leaks, layout.leakage, mf.LEAKAGE_SCHEMA, metadata={"exclude": bool(exclude)})
-    report.leaked_tiles = len(set(leaks["tile_id"].to_pylist()))
-    report.seconds = round(time.perf_counter() - started, 3)
     return report

@@ -1,0 +1,114 @@
+"""The leakage stage: the tiles of a build that copy an image of a benchmark folder → ``leakage.parquet``.
+
+``run_leakage`` hashes every benchmark image whole and at the sub-windows of the build's most common tile sizes
+(:mod:`rs4m.leakage`), matches them against the tiles' hashes and writes one row per (tile, benchmark image).
+With ``exclude`` the next dedup run (:mod:`rs4m.stages.dedup`) marks those tiles ``dup_reason = "leak"``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from rs4m import manifest as mf
+from rs4m.codec import IMAGE_SUFFIXES
+from rs4m.config import DedupConfig
+from rs4m.errors import ConfigError
+from rs4m.layout import OutputLayout
+from rs4m.stages.dedup import read_tiles, searchable_rows, u64_column
+
+#: benchmark images are also hashed at the sub-windows of this many of the most common tile sizes
+MAX_CROP_SIZES = 4
+
+
+@dataclass
+class LeakageReport:
+    """What one leakage run found; ``problems`` lists the benchmark images that could not be read."""
+
+    images: int = 0
+    leaked_tiles: int = 0
+    exclude: bool = False
+    by_benchmark: dict[str, dict] = field(default_factory=dict)
+    problems: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def benchmark_images(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursive, by suffix: labels and metadata beside them are skipped)."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def read_benchmark_image(path: Path) -> np.ndarray:
+    """``uint8 [H, W, 3]`` pixels of a benchmark image (Pillow; palette, grey and alpha become RGB)."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def _crop_sizes(table: pa.Table) -> list[tuple[int, int]]:
+    sizes = Counter(zip(table["width"].to_pylist(), table["height"].to_pylist(), strict=True))
+    return [s for s, _ in sizes.most_common(MAX_CROP_SIZES) if None not in s]
+
+
+def hash_benchmark(name: str, folder: Path, sizes: list[tuple[int, int]], problems: list[dict]):
+    """:class:`rs4m.leakage.BenchmarkEntries` of every readable image of one benchmark folder."""
+    from rs4m.leakage import BenchmarkEntries, benchmark_entries
+
+    if not Path(folder).is_dir():
+        raise ConfigError(f"benchmark {name}: folder {folder} does not exist; pass --against NAME=DIR")
+    parts = []
+    for path in benchmark_images(folder):
+        rel = path.relative_to(folder).as_posix()
+        try:
+            rgb = read_benchmark_image(path)
+        except Exception as err:  # any decoder failure is a per-image problem, not a stop
+            problems.append({"benchmark": name, "path": rel, "reason": f"cannot be read as an image: {err}"})
+            continue
+        parts.append(benchmark_entries(rel, rgb, sizes))
+    return BenchmarkEntries.concat(parts), len(parts)
+
+
+def run_leakage(out: Path, benchmarks: dict[str, Path], exclude: bool = False,
+                config: DedupConfig = DedupConfig()) -> LeakageReport:
+    """Find tiles of build ``out`` that copy an image of a benchmark folder; write ``leakage.parquet``.
+
+    With ``exclude`` the next :func:`run_dedup` marks those tiles ``dup_reason = "leak"`` (and the catalog
+    drops them). See :mod:`rs4m.leakage` for what counts as a copy and the limits of crop search.
+    """
+    from rs4m.leakage import leak_matches
+
+    started = time.perf_counter()
+    if not benchmarks:
+        raise ConfigError("no benchmark given; pass --against NAME=DIR at least once")
+    layout = OutputLayout(Path(out))
+    table = read_tiles(layout)
+    searchable = searchable_rows(table, config.min_richness)
+    report, rows = LeakageReport(exclude=exclude), []
+    for name, folder in sorted(benchmarks.items()):
+        entries, n_images = hash_benchmark(name, Path(folder), _crop_sizes(table), report.problems)
+        found = leak_matches(table["pixel_sha256"].to_pylist(), u64_column(table, "phash"), u64_column(table, "dhash"),
+                             entries, config.radius_bits, config.dhash_radius_bits, searchable)
+        tile = found["tile"].to_numpy(np.int64)
+        rows.append(pa.table({
+            "tile_id": table["tile_id"].take(tile), "source": table["source"].take(tile),
+            "scene_path": table["scene_path"].take(tile), "benchmark": pa.array([name] * len(found), pa.string()),
+            "benchmark_image": pa.array(found["image"].tolist(), pa.string()),
+            "distance": pa.array(found["distance"].to_numpy(np.float32)), "kind": pa.array(found["kind"].tolist()),
+        }))
+        report.images += n_images
+        report.by_benchmark[name] = {"images": n_images, "leaked_tiles": int(len(np.unique(tile))),
+                                     "by_kind": dict(sorted(Counter(found["kind"]).items()))}
+    leaks = pa.concat_tables([mf.conform(r, mf.LEAKAGE_SCHEMA) for r in rows])
+    mf.write_table(leaks, layout.leakage, mf.LEAKAGE_SCHEMA, metadata={"exclude": bool(exclude)})
+    report.leaked_tiles = len(set(leaks["tile_id"].to_pylist()))
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
