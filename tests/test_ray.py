@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.ray
@@ -78,3 +79,20 @@ def test_resume_after_killing_the_driver(tmp_path, src):
     result = build(out, src, "--engine", "ray", "--workers", "2")
     assert result.returncode == 0, result.stderr
     same_output(ref, out)
+
+
+def test_ray_partitioned_hamming_search_equals_local():
+    from rs4m.hamming import hamming_pairs, hamming_pairs_on
+
+    from .test_scale import _planted_hashes
+
+    h = _planted_hashes(seed=1)
+    engine = get_engine("ray", workers=2)
+    try:
+        got = hamming_pairs_on(engine, h, [5, 5], partitions=3)
+    finally:
+        engine.close()
+    want = hamming_pairs(h, [5, 5])
+    assert len(want[0]) > 400  # the planted pairs
+    for w, g in zip(want, got, strict=True):
+        assert w.dtype == g.dtype and np.array_equal(w, g)

@@ -194,21 +194,6 @@ def test_partitioned_hamming_search_equals_local(engine_name, workers):
         assert w.dtype == g.dtype and np.array_equal(w, g)
 
 
-@pytest.mark.ray
-def test_ray_partitioned_hamming_search_equals_local():
-    from rs4m.engines import get_engine
-    from rs4m.hamming import hamming_pairs, hamming_pairs_on
-
-    h = _planted_hashes(seed=1)
-    engine = get_engine("ray", workers=2)
-    try:
-        got = hamming_pairs_on(engine, h, [5, 5], partitions=3)
-    finally:
-        engine.close()
-    for w, g in zip(hamming_pairs(h, [5, 5]), got, strict=True):
-        assert np.array_equal(w, g)
-
-
 def test_dedup_with_an_engine_equals_local(dup_build, tmp_path):
     import shutil
 
@@ -220,6 +205,41 @@ def test_dedup_with_an_engine_equals_local(dup_build, tmp_path):
     run_dedup(a, DedupConfig(dihedral=True))
     run_dedup(b, DedupConfig(dihedral=True), engine=InProcessEngine())
     assert (a / "dedup.parquet").read_bytes() == (b / "dedup.parquet").read_bytes()
+
+
+class ClusterEngine:
+    """Runs units in this process but says it is a cluster, and remembers which functions it ran."""
+
+    name, cluster = "fake-cluster", True
+
+    def __init__(self) -> None:
+        from rs4m.engines.base import InProcessEngine
+
+        self.inner, self.ran = InProcessEngine(), []
+
+    def map_units(self, fn, units, retries=2):
+        self.ran.append(fn.__name__)
+        return self.inner.map_units(fn, units, retries)
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_build_hands_its_hamming_search_to_a_cluster_engine(dup_build, tmp_path):
+    import shutil
+
+    plan = plan_from_flags([f"folder={dup_build.parent / 'src'}"], {"tile_size": 64, "format": "png"},
+                           EngineSettings(workers=1))
+    plan = replace(plan, filters=FilterConfig(max_nodata_frac=1.0), dedup=DedupConfig(dihedral=True))
+    local = shutil.copytree(dup_build, tmp_path / "local", symlinks=True)
+    spread = shutil.copytree(dup_build, tmp_path / "cluster", symlinks=True)
+    run_build(local, plan, ("dedup",))
+    engine = ClusterEngine()
+    run_build(spread, plan, ("dedup",), engine=engine)
+    assert "search_partition" in engine.ran  # the candidate search went to the engine
+    table = mf.read_table(local / "dedup.parquet", mf.DEDUP_SCHEMA)
+    assert "near" in table.column("dup_reason").to_pylist()  # there were near pairs to find
+    assert (local / "dedup.parquet").read_bytes() == (spread / "dedup.parquet").read_bytes()
 
 
 def test_overlapping_boxes_equal_brute_force():

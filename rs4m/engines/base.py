@@ -36,6 +36,9 @@ class Engine(Protocol):
     """
 
     name: str
+    #: units run across machines (a cluster): then the driver's global searches are worth cutting into units
+    #: too; on one machine the driver searches in its own memory, shipping nothing
+    cluster: bool
 
     def map_units(self, fn: Callable[[Any], Any], units: Iterable[Any], retries: int = 2) -> Iterator[tuple[Any, Any]]:
         ...
@@ -73,6 +76,7 @@ class InProcessEngine:
     """Runs units one after another in this process (``--workers 1``; tests and debugging)."""
 
     name = "inprocess"
+    cluster = False
 
     def map_units(self, fn, units, retries=2):
         for unit in units:
@@ -94,6 +98,7 @@ class LocalPoolEngine:
     and the units that were in flight are retried."""
 
     name = "local"
+    cluster = False
 
     def __init__(self, workers: int) -> None:
         self.workers = workers

@@ -27,6 +27,7 @@ class RayEngine:
     """Map units over a Ray cluster (``address``) or, without one, a local Ray started for this run."""
 
     name = "ray"
+    cluster = True
 
     def __init__(self, address: str | None = None, workers: int | None = None) -> None:
         self._ray = _import_ray()

@@ -229,7 +229,9 @@ class _Run:
     def dedup(self) -> bool:
         from rs4m.stages.dedup import run_dedup
 
-        self.record_stage("dedup", run_dedup(self.out, self.plan.dedup).to_dict())
+        # on a cluster the Hamming candidate search runs as its units (the same result, byte for byte)
+        engine = self.engine if getattr(self.engine, "cluster", False) else None
+        self.record_stage("dedup", run_dedup(self.out, self.plan.dedup, engine=engine).to_dict())
         return True
 
     def catalog(self) -> bool:
