@@ -33,6 +33,7 @@ def build(out: Path, src: Path, *extra: str) -> subprocess.CompletedProcess:
 
 def same_output(a: Path, b: Path) -> None:
     assert (a / "manifest.parquet").read_bytes() == (b / "manifest.parquet").read_bytes()
+    assert (a / "dedup.parquet").read_bytes() == (b / "dedup.parquet").read_bytes()
     names = sorted(p.name for p in (a / "shards").glob("*.tar"))
     assert names == sorted(p.name for p in (b / "shards").glob("*.tar")) and names
     for name in names:
@@ -44,6 +45,13 @@ def src(tmp_path_factory, shared_data) -> Path:
     folder = tmp_path_factory.mktemp("src")
     for name in ("rgb1.tif", "rgb2.tif", "rgb3.tif", "rgb4.tif", "RGB.byte.tif"):
         os.symlink(shared_data / "real" / "landsat7-rasterio" / name, folder / name)
+    # a recompressed copy of a textured part: near duplicates for the Hamming search on Ray
+    from PIL import Image
+
+    with Image.open(shared_data / "real" / "dota-devkit" / "images" / "P0706.png") as im:
+        part = im.convert("RGB").crop((0, 0, 256, 256))
+    part.save(folder / "part.png")
+    part.save(folder / "part-again.jpg", quality=80)
     return folder
 
 
@@ -52,7 +60,10 @@ def test_ray_build_identical_to_local(tmp_path, src):
     assert build(local, src, "--workers", "2").returncode == 0
     result = build(on_ray, src, "--engine", "ray", "--workers", "2")
     assert result.returncode == 0, result.stderr
-    same_output(local, on_ray)
+    same_output(local, on_ray)  # dedup.parquet included: its Hamming search ran as Ray tasks
+    import pyarrow.parquet as pq
+
+    assert "near" in pq.read_table(on_ray / "dedup.parquet").column("dup_reason").to_pylist()
 
 
 def test_ray_retries_a_killed_worker(tmp_path):
