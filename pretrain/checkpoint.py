@@ -159,7 +159,3 @@ def export_encoder(ckpt: Path, out: Path) -> dict[str, str]:
     tmp_json.replace(sidecar)
     return meta
 
-
-def read_config(ckpt: Path) -> dict[str, Any]:
-    """The resolved run config stored in a checkpoint, as JSON-able values."""
-    return json.loads(json.dumps(load_checkpoint(ckpt).get("config", {})))

@@ -164,8 +164,3 @@ class TrainConfig:
 RESUME_MAY_CHANGE = ("manifest", "run", "resume", "workers", "log_every", "ckpt_every", "device", "stop_at",
                      "world_size", "accum_steps")
 
-
-def config_from_dict(values: dict[str, Any]) -> TrainConfig:
-    """A ``TrainConfig`` from a dict that may hold extra (resolved) keys."""
-    names = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in values.items() if k in names})

@@ -19,7 +19,6 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +38,6 @@ from rs4m.shards import ShardReader
 READ_COLUMNS = ["tile_id", "shard", "offset", "length", "format"]
 #: consecutive unreadable tiles tolerated before a sample gives up (a sign the shards are broken, not a few tiles)
 MAX_CORRUPT_RETRIES = 16
-
-
 
 
 class BrokenShards(OutputError):
@@ -201,16 +198,6 @@ class TileDataset(Dataset):
 
 
 # ----------------------------------------------------------------------------------------------- sampler
-
-
-@dataclass(frozen=True)
-class Position:
-    """Where a stream of samples stands: ``samples`` consumed by all ranks together since the run began."""
-
-    samples: int
-
-    def epoch(self, num_samples: int) -> int:
-        return self.samples // num_samples
 
 
 class ResumableSampler(Sampler):

@@ -24,12 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from pretrain.config import (  # noqa: F401
-    DEFAULT_MASK_RATIO,
-    RESUME_MAY_CHANGE,
-    TrainConfig,
-    config_from_dict,
-)
+from pretrain.config import DEFAULT_MASK_RATIO, RESUME_MAY_CHANGE, TrainConfig
 from pretrain.data import BrokenShards
 from rs4m.errors import ConfigError, Rs4mError
 
