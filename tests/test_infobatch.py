@@ -397,3 +397,46 @@ def test_torchrun_two_ranks_equal_single_process_accumulation(manifest, tmp_path
     b = ckpt.load_checkpoint(tmp_path / "single" / "checkpoint.pt")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert np.array_equal(a["infobatch"]["scores"].numpy(), b["infobatch"]["scores"].numpy(), equal_nan=True)
+
+
+class Noise(Dataset):
+    """Random uint8 images [3, 224, 224] with their index and no corrupt tile."""
+
+    def __len__(self) -> int:
+        return 64
+
+    def __getitem__(self, key):
+        _, index = key
+        return torch.randint(0, 256, (3, 224, 224), dtype=torch.uint8), index, 0
+
+
+@pytest.mark.gpu
+def test_pruned_steps_do_not_synchronise_on_cuda():
+    """Steps inside an epoch (weights gathered and losses recorded on the device) under sync debug mode "error";
+    the one sync per epoch is at its end."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from pretrain.engine import Loop, new_meter, train_step
+    from pretrain.train import build_model_and_optimizer
+
+    cfg = TrainConfig(manifest="m", run="r", model="vit_test", epochs=3, batch_size=8, device="cuda", lr=1e-4,
+                      infobatch=True)
+    settings = resolve(cfg, num_samples=64, world_size=1, device="cuda:0")
+    model, optimizer = build_model_and_optimizer(settings)
+    sampler = EpochSampler(8)
+    loader = DataLoader(Noise(), batch_size=8, sampler=sampler, pin_memory=True)
+    stream = InfoBatchStream(loader, sampler, InfoBatch(64, 3), torch.device("cuda:0"), 8, 1)
+    stream.start()
+    loop = Loop(model, optimizer, stream, settings, pruning=stream)
+    meter = new_meter(torch.device("cuda:0"))
+    for step in range(9):  # epoch 0 (8 steps) and the first step of epoch 1, after the fold
+        train_step(loop, step, meter)
+    assert stream.epoch == 1 and not np.isnan(stream.pruner.scores).any()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for step in range(9, 11):
+            train_step(loop, step, meter)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert stream.epoch == 1 and stream.step == 3
