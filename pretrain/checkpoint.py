@@ -9,6 +9,9 @@ A checkpoint is one ``torch.save`` file holding only tensors and plain Python va
 
 ``step`` counts finished optimiser steps; ``samples`` is the sampler position (samples consumed by all
 ranks together), from which the data stream resumes; ``epoch`` = samples // num_samples, for people.
+A run with ``--infobatch`` also holds ``"infobatch": {"scores", "epoch_losses": float32 [N] (NaN: none),
+"epoch", "step": 0-d int64}`` (``pretrain.infobatch.InfoBatchStream.state_dict``), from which its stream
+resumes instead; its ``epoch`` is then the stream's.
 """
 
 from __future__ import annotations

@@ -115,9 +115,10 @@ class TrainConfig:
     decoder_self_attn: bool = field(default=False, metadata=flag("SelectiveMAE: self-attention among the "
                                                                  "decoder queries."))
     infobatch: bool = field(default=False, metadata=flag(
-        "InfoBatch data pruning: each epoch leaves out a random --infobatch-ratio of the samples whose last loss "
-        "lies below the mean and weights the kept ones 1/(1 - ratio). The run keeps its epochs, so pruned epochs "
-        "shorten it: it ends before its total steps (the lr schedule follows the epochs)."))
+        "InfoBatch data pruning: each epoch leaves out each sample whose last loss lies below the mean with "
+        "probability --infobatch-ratio and weights the kept ones 1/(1 - ratio). Step budget: the run keeps its "
+        "epochs (--epochs, or --steps x batch / tiles), so pruned epochs shorten it: it ends before its total "
+        "steps, and the lr schedule follows the epochs."))
     infobatch_ratio: float = field(default=0.5, metadata=flag("InfoBatch: probability of leaving out a sample "
                                                               "whose last loss is below the mean."))
     infobatch_delta: float = field(default=0.875, metadata=flag("InfoBatch: fraction of the epochs after which "
