@@ -397,6 +397,16 @@ def test_torchrun_two_ranks_equal_single_process_accumulation(manifest, tmp_path
     b = ckpt.load_checkpoint(tmp_path / "single" / "checkpoint.pt")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert np.array_equal(a["infobatch"]["scores"].numpy(), b["infobatch"]["scores"].numpy(), equal_nan=True)
+    # stopped inside epoch 1 by one process, resumed on 2 ranks: each rank loads the losses of the whole epoch
+    first = subprocess.run([sys.executable, "-m", "pretrain", "--run", str(tmp_path / "moved"), "--accum-steps",
+                            "2", "--stop-at", "6", *common], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    moved = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                            "--master-port", "29519", "-m", "pretrain", "--run-dir", str(tmp_path / "moved"),
+                            "--resume", *common], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert moved.returncode == 0, moved.stderr[-3000:]
+    assert losses(tmp_path / "moved") == losses(tmp_path / "single")
 
 
 class Noise(Dataset):
