@@ -24,7 +24,11 @@
   (JPEG with simplejpeg, the others with Pillow, which report truncation that GDAL's PNG driver zero-fills
   silently) and windows are read from the decoded image as the decoder left it, with no full-size copy
   (JPEG: 3 bytes a pixel; Pillow's formats: 4, 5 for a palette PNG; no mask is kept when every pixel is valid).
-  That peak, plus the file's bytes, is checked against ``max_scene_bytes`` (default 4 GiB) before decoding. The default,
+  That peak, plus the file's bytes, is checked against ``max_scene_bytes`` (default 4 GiB) before decoding. A PNG
+  of at least 64 MP whose windows the caller reads in top-row order (``window_rows``, the tile stage) is decoded row
+  by row instead (:mod:`rs4m.png_stream`, the same pixels), holding only the band of rows those windows need, and
+  the budget is checked against that band. JPEG stays whole-decoded: GDAL could read it in strips, but its libjpeg
+  decode differs from simplejpeg's by 1 in a few samples, which would change tiles. The default,
   ``DEFAULT_MAX_PIXELS`` = 400 MP (1.2 GB as RGB), is above any single optical RS image we know of (a 20000² scene) and
   small enough for a worker's memory.
 * Archive members whose name the archive holds twice are refused (GDAL and Python may read different ones),
