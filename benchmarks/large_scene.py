@@ -71,7 +71,9 @@ def build(src: Path, out: Path, code: Path) -> dict:
     cmd = [sys.executable, "-c", "from rs4m.cli import main; main()", "build", str(out), "--source", f"folder={src}",
            "--workers", "1", "-q"]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env)
+    # cwd: ``python -c`` puts the current folder first on sys.path, before PYTHONPATH; run from the repository
+    # root, the baseline would import this tree's rs4m
+    proc = subprocess.Popen(cmd, env=env, cwd=out.parent)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     import hashlib

@@ -304,17 +304,21 @@ class StreamedImage:
         self.close()
         self._rows, self._close = self._open()
         header, self._top = self._rows.header, 0
-        self._band = np.empty((0, header.width, header.channels), np.uint8)
+        self._band = self._empty(header)
         if header.colour_type == 3 and self._lut is None:
             self._lut = palette_table(header)
         return self._rows
+
+    @staticmethod
+    def _empty(header: PngHeader) -> np.ndarray:
+        return np.empty((0, header.width, header.channels), np.uint8)
 
     def _hold(self, y: int, y_end: int) -> None:
         """Make the band hold rows ``y`` .. ``y_end`` (the top row at ``self._top``)."""
         rows = self._rows if self._rows is not None and y >= self._top else self._restart()
         header = rows.header
         drop = min(max(0, y - self._top), len(self._band))
-        self._band, self._top = self._band[drop:], self._top + drop
+        self._band, self._top = self._band[drop:] if drop < len(self._band) else self._empty(header), self._top + drop
         while self._top + len(self._band) < y:  # rows between the band and the window: decoded, not kept
             skip = np.empty((min(UNFILTER_ROWS, y - rows.next_row), header.width, header.channels), np.uint8)
             rows.read_into(skip)
@@ -324,7 +328,7 @@ class StreamedImage:
             grow = min(max(y_end - bottom, AHEAD_ROWS), header.height - bottom)
             band = np.empty((len(self._band) + grow, header.width, header.channels), np.uint8)
             band[:len(self._band)] = self._band
-            self._band = self._band[:0]  # the old band is freed before the new rows are decoded
+            self._band = self._empty(header)  # the old band is freed (no view keeps it) before new rows are decoded
             rows.read_into(band[len(band) - grow:])
             self._band = band
 
@@ -350,7 +354,7 @@ class StreamedImage:
         """Close the file and drop the band (idempotent)."""
         self._close()
         self._rows, self._close = None, lambda: None
-        self._band = self._band[:0]
+        self._band = np.empty((0, 0, 0), np.uint8)
 
 
 def probe(fh: BinaryIO, grey: bool) -> PngHeader | None:

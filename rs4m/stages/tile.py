@@ -1,6 +1,8 @@
 """Tile stage: each work unit (a batch of scenes of one source) → one tar shard + one tiles part.
 
-Pixels are decoded once per window: while a tile is in memory the stage measures nodata and blankness,
+Pixels are decoded once per window (a PNG of 64 MP or more row by row, holding only the band of rows its windows
+need: :mod:`rs4m.png_stream`; its windows are then tiled and stored by top row, which reorders random crops, not
+grid tiles, and changes no tile's bytes): while a tile is in memory the stage measures nodata and blankness,
 computes the richness score, encodes it, hashes the stored bytes and the pixels (sha256, pHash, dHash) and
 appends it to the unit's shard. Filtered tiles are rows with a ``filter_reason`` and no bytes.
 
