@@ -305,3 +305,23 @@ def test_max_scene_bytes_is_a_checked_recipe_key(tmp_path):
         .max_scene_bytes == 1 << 20
     with pytest.raises(ConfigError, match="max_scene_bytes must be at least 1"):
         rs4m.make_plan(sources=[f"folder={tmp_path}"], max_scene_bytes=0)
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar.gz"])
+def test_pngs_inside_archives_are_streamed_in_place(tmp_path, kind):
+    import tarfile
+    import zipfile
+
+    Image.fromarray(samples_for(2, 150, 90, seed=11)).save(tmp_path / "s.png")
+    if kind == "zip":
+        with zipfile.ZipFile(tmp_path / "a.zip", "w") as zf:
+            zf.write(tmp_path / "s.png", "d/s.png")
+    else:
+        with tarfile.open(tmp_path / "a.tar.gz", "w:gz") as tf:
+            tf.add(tmp_path / "s.png", "d/s.png")
+    ref = SceneRef(f"a.{kind}/d/s.png")
+    with open_scene(tmp_path, SceneRef("s.png")) as whole, \
+            open_scene(tmp_path, ref, window_rows=64, stream_min_pixels=1) as streamed:
+        assert streamed.row_ordered
+        for win in [(0, 0, 64, 64), (20, 60, 70, 64), (0, 86, 90, 64), (5, 5, 10, 10)]:
+            assert np.array_equal(whole.read_window(*win)[0], streamed.read_window(*win)[0]), win
