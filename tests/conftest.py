@@ -1,8 +1,10 @@
-"""Shared fixtures: paths to the shared real imagery and a hand-made miniature build output."""
+"""Shared fixtures: paths to the shared real imagery, generated aerial-like sources and a hand-made miniature
+build output."""
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ from PIL import Image
 from rs4m import manifest as mf
 from rs4m.layout import OutputLayout
 from rs4m.shards import ShardWriter
+from tests.scenes import Scene, write_dota_like, write_landsat_like
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -37,6 +40,28 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present (the project's shared test imagery)")
     return SHARED_DATA
+
+
+@dataclass(frozen=True)
+class AerialSources:
+    """Generated source folders (shared by a session's tests: read them, never change them)."""
+
+    landsat: Path
+    landsat_scenes: tuple[Scene, ...]
+    dota: Path
+    dota_scenes: tuple[Scene, ...]
+
+    def scene(self, name: str) -> Scene:
+        return next(s for s in self.landsat_scenes + self.dota_scenes if s.name == name)
+
+
+@pytest.fixture(scope="session")
+def aerial_sources(tmp_path_factory) -> AerialSources:
+    """A Landsat-like GeoTIFF folder and a DOTA-like PNG folder (``images``), written here (see tests/scenes.py)."""
+    root = tmp_path_factory.mktemp("aerial")
+    landsat = tuple(write_landsat_like(root / "landsat"))
+    dota = tuple(write_dota_like(root / "images"))
+    return AerialSources(root / "landsat", landsat, root / "images", dota)
 
 
 def _png(rng: np.random.Generator, size: int) -> bytes:
