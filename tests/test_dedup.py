@@ -21,6 +21,7 @@ from rs4m.hashing import dihedral, hashes, hashes_with_canonical, pixel_hash
 from rs4m.layout import OutputLayout
 
 from .conftest import read_real
+from .scenes import aerial
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 LANDSAT = ("RGB.byte.tif", "rgb-byte-tenth.tif", "rgb1.tif", "rgb2.tif", "rgb3.tif", "rgb4.tif")
@@ -257,6 +258,25 @@ def test_resolve_reasons_precedence_and_stable_groups():
 # ---------------------------------------------------------------- the stage and the CLI
 
 
+@pytest.fixture(scope="module")
+def scene_tiles() -> list[np.ndarray]:
+    """Non-overlapping 256² grid tiles of generated aerial-like scenes (no two show the same ground)."""
+    tiles = []
+    for seed, kind in enumerate(("mixed", "buildings", "agricultural")):
+        img = aerial(seed, 768, 768, kind).transpose(1, 2, 0)
+        for y in range(0, img.shape[0] - 255, 256):
+            for x in range(0, img.shape[1] - 255, 256):
+                tiles.append(np.ascontiguousarray(img[y : y + 256, x : x + 256]))
+    return tiles
+
+
+def test_distinct_scene_tiles_are_not_grouped(scene_tiles):
+    """What the stage tests below take for granted of the generated tiles."""
+    ph, dh = hashes(scene_tiles)
+    assert len(dd.near_edges(ph, dh, 5, 5)) == 0
+    assert len(dd.exact_edges([pixel_hash(t) for t in scene_tiles])) == 0
+
+
 def _tile_row(tile_id, scene, rgb, source="src", gsd=1.0, geom=None, richness=1.0, filt=None):
     ph, dh = hashes([rgb])
     return {"tile_id": tile_id, "scene_id": scene, "source": source, "scene_path": f"{scene}.tif",
@@ -266,10 +286,10 @@ def _tile_row(tile_id, scene, rgb, source="src", gsd=1.0, geom=None, richness=1.
 
 
 @pytest.fixture()
-def hand_build(tmp_path, distinct_tiles) -> tuple[Path, list[np.ndarray]]:
+def hand_build(tmp_path, scene_tiles) -> tuple[Path, list[np.ndarray]]:
     """Two tiles parts: 5 distinct tiles, an exact copy, a JPEG copy from a preferred source, a filtered
     tile, two overlapping footprints of different scenes, and a flat tile below the richness threshold."""
-    t = distinct_tiles
+    t = scene_tiles
     flat = np.full((64, 64, 3), 90, np.uint8)
     flat[0, 0] = 91
     rows0 = [_tile_row(f"t{k}", f"s{k}", t[k]) for k in range(5)]
