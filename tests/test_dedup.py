@@ -173,34 +173,44 @@ def test_exact_edges_star_to_first_member():
 # ---------------------------------------------------------------- geo
 
 
-@pytest.fixture(scope="module")
-def landsat_footprints() -> list[bytes]:
+@pytest.fixture(scope="module", params=["generated", "real"])
+def landsat_footprints(request) -> tuple[list[bytes], np.ndarray]:
+    """Footprints and pixel sizes of a scene, its tenth-resolution copy and its four quadrants (in that order):
+    the generated Landsat-like ones, and the real Landsat files where the shared data is present."""
     import rasterio
     from rasterio.warp import transform_bounds
 
-    out = []
-    for name in LANDSAT:
-        read_real(f"landsat7-rasterio/{name}")  # skips when the shared data is absent
-        with rasterio.open(REAL / "landsat7-rasterio" / name) as ds:
-            out.append(shapely.to_wkb(shapely.box(*transform_bounds(ds.crs, "EPSG:4326", *ds.bounds))))
-    return out
+    if request.param == "real":
+        read_real(f"landsat7-rasterio/{LANDSAT[0]}")  # skips when the shared data is absent
+        paths = [REAL / "landsat7-rasterio" / name for name in LANDSAT]
+    else:
+        sources = request.getfixturevalue("aerial_sources")
+        paths = [sources.scene(name).path for name in ("scene.tif", "scene-tenth.tif", "q1.tif", "q2.tif",
+                                                       "q3.tif", "q4.tif")]
+    footprints, gsd = [], []
+    for path in paths:
+        with rasterio.open(path) as ds:
+            footprints.append(shapely.to_wkb(shapely.box(*transform_bounds(ds.crs, "EPSG:4326", *ds.bounds))))
+            gsd.append(abs(ds.transform.a))
+    return footprints, np.array(gsd)
 
 
 def test_quadrants_group_with_full_scene_by_containment(landsat_footprints):
-    gsd = np.array([300.0, 3004.0, 300.0, 300.0, 300.0, 300.0])
+    footprints, gsd = landsat_footprints
+    assert gsd[1] / gsd[0] > 9 and (gsd[2:] == gsd[0]).all()
     scenes = [f"scene{k}" for k in range(6)]
-    edges = dd.geo_edges(landsat_footprints, scenes, gsd)
+    edges = dd.geo_edges(footprints, scenes, gsd)
     # the tenth-resolution copy is 10x coarser: not a geo duplicate (it is a near one)
     assert _edges_set(edges) == {(0, 2), (0, 3), (0, 4), (0, 5)}
     np.testing.assert_allclose(edges.distance, 0.0, atol=1e-9)  # each quadrant lies inside the full scene
     labels = dd.connected_components(6, edges.i, edges.j)
     assert (labels[[0, 2, 3, 4, 5]] == 0).all() and labels[1] == 1
     # IoU would not group them (≈ 0.25 each)
-    assert len(dd.geo_edges(landsat_footprints, scenes, gsd, measure="iou")) == 0
+    assert len(dd.geo_edges(footprints, scenes, gsd, measure="iou")) == 0
     # the same scene never pairs with itself, unknown GSD does not block
-    assert len(dd.geo_edges(landsat_footprints, ["s"] * 6, gsd)) == 0
+    assert len(dd.geo_edges(footprints, ["s"] * 6, gsd)) == 0
     # (the tenth copy then also pairs with the full scene and with each quadrant)
-    assert len(dd.geo_edges(landsat_footprints, scenes, np.full(6, np.nan))) == 9
+    assert len(dd.geo_edges(footprints, scenes, np.full(6, np.nan))) == 9
 
 
 def test_touching_or_null_footprints_do_not_pair():
