@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -14,7 +15,9 @@ from PIL import Image
 from rs4m import manifest as mf
 from rs4m.layout import OutputLayout
 from rs4m.shards import ShardWriter
-from tests.scenes import Scene, write_dota_like, write_landsat_like
+
+if TYPE_CHECKING:
+    from tests.scenes import Scene
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -58,6 +61,8 @@ class AerialSources:
 @pytest.fixture(scope="session")
 def aerial_sources(tmp_path_factory) -> AerialSources:
     """A Landsat-like GeoTIFF folder and a DOTA-like PNG folder (``images``), written here (see tests/scenes.py)."""
+    from tests.scenes import write_dota_like, write_landsat_like
+
     root = tmp_path_factory.mktemp("aerial")
     landsat = tuple(write_landsat_like(root / "landsat"))
     dota = tuple(write_dota_like(root / "images"))
