@@ -26,8 +26,9 @@ MAIN_SIZE = (600, 520)
 CRS = "EPSG:32618"
 GSD_M = 300.0
 ORIGIN = (101985.0, 2826915.0)
-#: the main scene's valid area: a tilted quadrilateral, corners as fractions of (width, height)
-FOOTPRINT = ((0.42, 0.0), (1.0, 0.32), (0.58, 1.0), (0.0, 0.68))
+#: the main scene's valid area: a tilted quadrilateral, corners as fractions of (width, height); chosen so that
+#: 256 px grid tiles of the scene and its quadrants fall within 1 % of a 50 % nodata limit on either side
+FOOTPRINT = ((0.38, 0.0), (1.0, 0.38), (0.64, 1.0), (0.0, 0.74))
 
 
 @dataclass(frozen=True)
