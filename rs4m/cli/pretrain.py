@@ -23,8 +23,8 @@ def _option(f: dataclasses.Field) -> click.Option:
     """The click option of one ``TrainConfig`` field (its help, choices and default from the field)."""
     flag = "--" + f.name.replace("_", "-")
     help_text = f.metadata.get("help", "")
-    if f.type == "bool":
-        return click.Option([flag], is_flag=True, default=f.default, help=help_text)
+    if f.type == "bool":  # an on/off pair: --infobatch / --no-infobatch
+        return click.Option([f"{flag}/--no-{flag[2:]}"], default=f.default, help=help_text)
     if f.name in ("manifest", "run"):  # required by the command, not by --help or a subcommand
         return click.Option([flag], type=click.Path(path_type=Path, dir_okay=f.name == "run",
                                                     file_okay=f.name == "manifest"), help=help_text)
