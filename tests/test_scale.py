@@ -274,3 +274,25 @@ def test_a_spill_folder_left_by_a_killed_catalog_is_removed(tmp_path):
     left.symlink_to(outside)  # a symlink planted there is removed, never followed
     fresh_spill_dir(tmp_path)
     assert (outside / "x").read_bytes() == b"x" and not (tmp_path / SPILL_DIR).is_symlink()
+
+
+@pytest.mark.slow
+def test_scale_rehearsal_builds_its_generated_corpus_end_to_end():
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, str(root / "benchmarks" / "scale_rehearsal.py"), "--tiles", "640", "--scene-px", "256",
+           "--workers", "1", "--shard-mb", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600)
+    lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    stages = {x["stage"]: x for x in lines if "stage" in x}
+    facts = next(x["facts"] for x in lines if "facts" in x)
+    assert list(stages) == ["scan", "tile", "dedup", "catalog", "compact"]
+    assert stages["tile"]["counts"]["tiles"] == 640  # 40 scenes of 16 tiles
+    dups = stages["dedup"]["counts"]["duplicates"]
+    assert stages["dedup"]["counts"]["tiles_by_reason"].get("near", 0) >= 12  # scene 25 recompresses scene 14
+    assert facts["manifest"] == 640 - dups
+    assert facts["shards_mb"]["count"] > 1  # 1 MiB units cut the corpus into several shards
+    assert "| tile |" in proc.stdout and "Projection" in proc.stdout
