@@ -30,6 +30,9 @@ from rs4m import resample
 HASH_SIZE = 8
 PHASH_IMG = 32  # imagehash: hash_size * highfreq_factor
 _LANCZOS = Image.Resampling.LANCZOS
+#: a new tile shape is probed for the matrix resize (≈ 4 thumbnail sets of work) once it occurs this often
+#: in a batch; grid tiling gives one shape, random crops rarely repeat one
+PROBE_MIN_TILES = 4
 #: a DCT coefficient this close to the median (relative to the largest one) might compare differently in the
 #: batched DCT and in imagehash's one-image call; such images are redone one by one.
 _TIE_RTOL = 1e-9
@@ -67,10 +70,10 @@ def _thumbnails(rgbs: Sequence[np.ndarray], vertical: bool = False) -> tuple[np.
     """Pillow L + LANCZOS thumbnails, exactly as imagehash makes them: ``[B, 32, 32]`` and ``[B, 8, 9]``
     (and with ``vertical`` the ``[B, 9, 8]`` one that differences along columns need).
 
-    One ``L`` conversion per tile feeds all its thumbnails. Tiles of a shape that occurs twice in the batch
-    (or was seen before) are resized by :mod:`rs4m.resample`, Pillow's arithmetic as matrix products (≈ 3×
-    faster, the same bytes); a lone new shape, or one whose Pillow pass order the probe cannot reproduce,
-    goes through Pillow itself.
+    One ``L`` conversion per tile feeds all its thumbnails. Tiles of a shape seen before, or occurring
+    :data:`PROBE_MIN_TILES` times in the batch, are resized by :mod:`rs4m.resample`, Pillow's arithmetic as
+    matrix products (≈ 3× faster, the same bytes); a rarer new shape, whose probe would cost more than it saves,
+    or one whose Pillow pass order the probe cannot reproduce, goes through Pillow itself.
     """
     sizes = ((PHASH_IMG, PHASH_IMG), (HASH_SIZE + 1, HASH_SIZE)) + (((HASH_SIZE, HASH_SIZE + 1),) if vertical else ())
     out = [np.empty((len(rgbs), h, w), np.uint8) for w, h in sizes]
@@ -79,8 +82,8 @@ def _thumbnails(rgbs: Sequence[np.ndarray], vertical: bool = False) -> tuple[np.
     for i, rgb in enumerate(rgbs):
         gray = _grey(rgb)
         shape = shapes[i]
-        orders = (resample.pass_orders(shape, sizes) if counts[shape] > 1 or resample.is_probed(shape, sizes)
-                  else None)
+        known = resample.is_probed(shape, sizes)
+        orders = resample.pass_orders(shape, sizes) if known or counts[shape] >= PROBE_MIN_TILES else None
         if orders is None:
             thumbs = [np.asarray(gray.resize(size, _LANCZOS)) for size in sizes]
         else:

@@ -169,7 +169,7 @@ def test_batches_of_one_shape_take_the_fast_path_and_equal_imagehash():
     p1, d1, cp1, cd1 = hs.hashes_with_canonical([lone])
     assert not resample.is_probed((299, 257), ((32, 32), (9, 8), (8, 9)))
     assert (int(p1[0]), int(d1[0])) == (_ref(imagehash.phash, lone), _ref(imagehash.dhash, lone))
-    fast = hs.hashes_with_canonical([lone, lone])  # two of a shape: the matrix path, the same four hashes
+    fast = hs.hashes_with_canonical([lone] * hs.PROBE_MIN_TILES)  # now the matrix path: the same four hashes
     assert resample.is_probed((299, 257), ((32, 32), (9, 8), (8, 9)))
     for slow, quick in zip((p1, d1, cp1, cd1), fast, strict=True):
-        assert quick.tolist() == [int(slow[0])] * 2
+        assert quick.tolist() == [int(slow[0])] * hs.PROBE_MIN_TILES
