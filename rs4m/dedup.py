@@ -80,7 +80,11 @@ def near_edges(phash: np.ndarray, dhash: np.ndarray, radius_bits: int, dhash_rad
     rows = _searchable_rows(len(phash), searchable)
     hashes = np.stack([np.asarray(phash, np.uint64)[rows], np.asarray(dhash, np.uint64)[rows]], axis=1)
     radii = [radius_bits, dhash_radius_bits]
-    a, b, dist = hamming_pairs(hashes, radii) if engine is None else hamming_pairs_on(engine, hashes, radii)
+    if engine is None:
+        a, b, dist = hamming_pairs(hashes, radii)
+    else:  # one block combination at a time, cut into as many key ranges as the engine has CPUs (at least 8)
+        parts = max(8, int(getattr(engine, "parallelism", 8)))
+        a, b, dist = hamming_pairs_on(engine, hashes, radii, partitions=parts)
     return Edges(rows[a], rows[b], dist[:, 0].astype(np.float64), "near")
 
 

@@ -42,7 +42,9 @@ class RayEngine:
             # workers import rs4m from the driver's environment; the driver's path travels with them
             kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(_python_path())}}
             self._ray.init(**kwargs)
-        self._in_flight = max(2, int(self._ray.available_resources().get("CPU", 2)) * 2)
+        #: CPUs of the cluster: how many pieces a search cut into units should have to keep them all busy
+        self.parallelism = max(2, int(self._ray.available_resources().get("CPU", 2)))
+        self._in_flight = self.parallelism * 2
 
     def map_units(self, fn: Callable[[Any], Any], units: Iterable[Any], retries: int = 2) -> Iterator[tuple[Any, Any]]:
         ray = self._ray
