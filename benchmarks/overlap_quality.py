@@ -15,7 +15,11 @@ All crops form one pool searched as a corpus (candidate search, then verificatio
 every pair of the pool can be a false positive; the truth of any pair is the shared ground of their windows
 (zero across scenes).
 
-    python benchmarks/overlap_quality.py [--pairs 60] [--write]
+    python benchmarks/overlap_quality.py [--pairs 60] [--keypoints K] [--work-px PX] [--mirrored-only] [--write]
+
+``--keypoints`` and ``--work-px`` set the extraction (keypoints kept per orientation, the side the image is
+reduced to before detection) so that cheaper features can be checked; ``--mirrored-only`` skips the
+section without mirrored features (what the build stores: both orientations of every tile).
 """
 
 from __future__ import annotations
@@ -415,24 +419,30 @@ def leakage(pool: Pool, feats: list, mirrors: list, params: dict) -> tuple[list[
 
 def main() -> None:
     from rs4m.overlap import candidates as cand
-    from rs4m.overlap.features import extract
+    from rs4m.overlap.features import MAX_KEYPOINTS, WORK_PX, extract
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=1, help="designed pairs per scene, transform and bin")
+    parser.add_argument("--keypoints", type=int, default=MAX_KEYPOINTS, help="keypoints per orientation")
+    parser.add_argument("--work-px", type=int, default=WORK_PX, help="longer side reduced to this before detection")
+    parser.add_argument("--mirrored-only", action="store_true", help="skip the section without mirrored features")
+    parser.add_argument("--section", default="overlap_quality", help="RESULTS.md section written with --write")
     parser.add_argument("--write", action="store_true", help="write the figures into benchmarks/RESULTS.md")
     args = parser.parse_args()
     params = {"tables": cand.TABLES, "bits": cand.BITS, "min_votes": cand.MIN_VOTES, "max_bucket": cand.MAX_BUCKET}
     pool = build_pool(args.pairs)
     print(f"pool: {len(pool.images)} images", file=sys.stderr)
     start = time.perf_counter()
-    feats = [extract(im.pixels) for im in pool.images]
-    mirrors = [extract(np.ascontiguousarray(im.pixels[:, ::-1])) for im in pool.images]
+    feats = [extract(im.pixels, args.keypoints, args.work_px) for im in pool.images]
+    mirrors = [extract(np.ascontiguousarray(im.pixels[:, ::-1]), args.keypoints, args.work_px) for im in pool.images]
     extract_ms = (time.perf_counter() - start) / (2 * len(pool.images)) * 1e3
     sizes = np.array([f.nbytes for f in feats])
-    body = [(f"Features: ORB, {sizes.mean():.0f} bytes per image on average (max {sizes.max()}), {extract_ms:.1f} ms "
-            f"per image (256–384 px). Candidate search: {params}."), ""]
-    for title, mir in (("Tile–tile, each tile's features and its mirror's indexed", mirrors),
-                       ("Tile–tile, original features only (4 KB per tile)", None)):
+    body = [(f"Features: ORB, {args.keypoints} keypoints per orientation, detected at ≤ {args.work_px} px; "
+             f"{sizes.mean():.0f} bytes per image and orientation on average (max {sizes.max()}), "
+             f"{extract_ms:.1f} ms per image and orientation (256–384 px). Candidate search: {params}."), ""]
+    sections = [("Tile–tile, each tile's features and its mirror's indexed", mirrors),
+                ("Tile–tile, original features only", None)]
+    for title, mir in sections[:1] if args.mirrored_only else sections:
         lines, _ = tile_tile(pool, feats, mir, params)
         body += [f"### {title}", "", *lines, ""]
     lines, _ = leakage(pool, feats, mirrors, params)
@@ -442,7 +452,7 @@ def main() -> None:
     if args.write:
         from results import write_section
 
-        write_section("overlap_quality", "python benchmarks/overlap_quality.py " + " ".join(sys.argv[1:]), text)
+        write_section(args.section, "python benchmarks/overlap_quality.py " + " ".join(sys.argv[1:]), text)
 
 
 if __name__ == "__main__":

@@ -263,7 +263,7 @@ def refilter(layout: OutputLayout, old: FilterConfig, new: FilterConfig) -> dict
         reasons = [refiltered_reason(r, old, new) for r in rows]
         if any(r is RETILE for r in reasons):
             unit = int(part.stem.split("-")[1])
-            for path in (part, layout.shard(unit), layout.unit_errors(unit)):  # the part first: the unit is undone
+            for path in layout.unit_files(unit):  # the part first: the unit is undone
                 path.unlink(missing_ok=True)
             counts["units_retiled"] += 1
         elif reasons != [r["filter_reason"] for r in rows]:
