@@ -24,7 +24,7 @@ from rs4m.overlap.store import FeatureSet
 from rs4m.overlap.verify import Match, verify
 
 #: inliers a similarity transform needs, chosen on benchmarks/overlap_quality.py (precision ≥ 0.99)
-MIN_INLIERS = 10
+MIN_INLIERS = 8
 
 
 @dataclass(frozen=True)

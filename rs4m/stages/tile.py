@@ -43,6 +43,7 @@ from rs4m.config import FilterConfig, TileConfig
 from rs4m.engines import Engine, UnitFailure
 from rs4m.errors import BadInput
 from rs4m.hashing import hashes_with_canonical, pixel_hash
+from rs4m.killpoints import kill_point
 from rs4m.layout import OutputLayout
 from rs4m.raster import SceneReader, open_scene
 from rs4m.richness import tile_richness
@@ -251,6 +252,7 @@ def tile_unit(task: UnitTask) -> dict:
         from rs4m.overlap.store import write_features_part
 
         write_features_part(layout.feature_part(task.unit), feature_rows)
+        kill_point("tile:features")  # a kill here leaves a features part without its tiles part: the unit is redone
     mf.write_table(mf.table_from_rows(rows, mf.TILES_SCHEMA), layout.tile_part(task.unit), mf.TILES_SCHEMA,
                    metadata={"shard": info.__dict__})
     kept = sum(1 for r in rows if r.get("shard"))
