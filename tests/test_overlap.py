@@ -297,3 +297,23 @@ def test_leakage_reports_a_rescaled_flipped_crop(overlap_build, canvas, tmp_path
     assert by_tile["b.png", 0, 0]["overlap_frac"] == pytest.approx(264 / 280, abs=0.05)
     assert by_tile["b.png", 0, 0]["overlap_scale"] == pytest.approx(1.4 / 1.25, rel=0.05)
     assert all(r["overlap_frac"] >= 0.2 for r in leaks)
+    stats = json.loads(run("stats", overlap_build, "--json").stdout)
+    assert stats["leaked"]["by_benchmark_source"] == {"bench | folder/src": {"overlap": len(leaks)}}
+    assert stats["duplicates"]["by_source_pair"] == {"folder/src | folder/src": {"overlap": 1}}
+    assert stats["duplicates"]["by_reason"] == {"overlap": 1}
+
+
+def test_inspect_dups_outlines_the_shared_ground_on_both_tiles(overlap_build, tmp_path):
+    from rs4m.report.inspect import OUTLINE, PAD_PX
+
+    sheet_path = tmp_path / "dups.png"
+    result = run("inspect", overlap_build, "--dups", "--grid", sheet_path, "--thumb", 128, "--json")
+    assert result.exit_code == 0, result.output
+    (group,) = json.loads(result.stdout)["groups"]
+    kept, dup = group["tiles"]
+    assert dup["dup_reason"] == "overlap" and dup["overlap_scale"] is not None
+    sheet = np.asarray(Image.open(sheet_path).convert("RGB"))
+    red = (sheet == OUTLINE).all(axis=-1)
+    cells = [red[PAD_PX : PAD_PX + 128, x : x + 128].sum() for x in (PAD_PX, 2 * PAD_PX + 128)]
+    # the A tile lies wholly inside B's ground: its whole border is outlined; on B, a 256/320 square turned 90°
+    assert cells[0] > 300 and cells[1] > 300, cells

@@ -128,3 +128,13 @@ def verify(a: Features, b: Features, b_mirror: Features | None = None, min_inlie
         poly, frac_a, frac_b = overlap(m, (a.width, a.height), (b.width, b.height))
         best = Match(inliers, m, poly, max(frac_a, frac_b), frac_a, frac_b, scale, rotation, mirrored)
     return best
+
+
+def outlines(match: Match) -> tuple[np.ndarray, np.ndarray]:
+    """The shared ground's outline in ``a``'s pixels and in ``b``'s, ``float64 [V, 2]`` each (closed: the
+    first vertex repeats last; empty when the images share no area)."""
+    if match.polygon.is_empty or match.polygon.geom_type != "Polygon":
+        return np.zeros((0, 2)), np.zeros((0, 2))
+    in_a = np.asarray(match.polygon.exterior.coords, np.float64)
+    inverse = np.linalg.inv(np.vstack([match.transform, [0.0, 0.0, 1.0]]))[:2]
+    return in_a, in_a @ inverse[:, :2].T + inverse[:, 2]
