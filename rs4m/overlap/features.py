@@ -114,12 +114,13 @@ def _detect(grey: np.ndarray, factor: float, size: tuple[int, int], max_keypoint
 
 
 def _describe(orb, grey: np.ndarray, keypoints: list, factor: float, size: tuple[int, int]) -> Features:
-    """Descriptors of ``keypoints`` (only those: describing every detected candidate costs 4×) → Features."""
+    """Descriptors of ``keypoints`` (only those: describing every detected candidate costs 4×) → Features;
+    OpenCV drops keypoints it cannot describe, so positions come from what it returns."""
     w, h = size
-    keypoints, desc = orb.compute(grey, keypoints) if keypoints else ((), None)
-    if desc is None or not keypoints:
+    described, desc = orb.compute(grey, keypoints) if keypoints else ((), None)
+    if desc is None or not described:
         return Features(np.zeros((0, DESC_BYTES), np.uint8), np.zeros((0, 2), np.uint8), w, h)
-    frac = np.array([kp.pt for kp in keypoints], np.float32) / factor / np.array([w, h], np.float32)
+    frac = np.array([kp.pt for kp in described], np.float32) / factor / np.array([w, h], np.float32)
     xy_q = np.clip(np.rint(frac * _Q), 0, _Q).astype(np.uint8)
     return Features(np.ascontiguousarray(desc[:, :DESC_BYTES]), xy_q, w, h)
 
