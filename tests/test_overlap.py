@@ -318,3 +318,45 @@ def test_inspect_dups_outlines_the_shared_ground_on_both_tiles(overlap_build, tm
     cells = [red[PAD_PX : PAD_PX + 128, x : x + 128].sum() for x in (PAD_PX, 2 * PAD_PX + 128)]
     # the A tile lies wholly inside B's ground: its whole border is outlined; on B, a 256/320 square turned 90°
     assert cells[0] > 300 and cells[1] > 300, cells
+
+
+def test_a_tile_whose_features_fail_is_a_row_without_features(scenes, tmp_path, monkeypatch):
+    from rs4m.overlap import features as feats
+
+    real, b_pixels = feats.extract_both, np.asarray(Image.open(scenes / "b.png").convert("RGB"))
+
+    def fails_on_b(rgb, *args):
+        if np.array_equal(rgb, b_pixels):
+            raise RuntimeError("extractor crashed")
+        return real(rgb, *args)
+
+    monkeypatch.setattr(feats, "extract_both", fails_on_b)
+    out = tmp_path / "out"
+    _build(out, _recipe(tmp_path, scenes, True))
+    rows = _unit_rows(out)
+    failed = [r for r in rows["features"] if r["feature_error"]]
+    assert len(failed) == 1 and "extractor crashed" in failed[0]["feature_error"] and failed[0]["desc"] is None
+    assert len(rows["features"]) == len(rows["tiles"]) == 11  # the tile and its scene stay in the build
+    assert not [r for r in _dedup_rows(out) if r["dup_reason"] == "overlap"]  # B had no features to match
+
+
+def test_overlap_settings_are_checked_and_missing_features_named(scenes, tmp_path):
+    from rs4m.config import DedupConfig, from_mapping
+    from rs4m.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="overlap_frac must be within"):
+        from_mapping(DedupConfig, {"overlap": True, "overlap_frac": 1.5}, "[dedup]")
+    with pytest.raises(ConfigError, match="overlap must be bool"):
+        from_mapping(DedupConfig, {"overlap": "yes"}, "[dedup]")
+    out = tmp_path / "plain"
+    _build(out, _recipe(tmp_path, scenes, False))
+    result = run("dedup", out, "--overlap")
+    assert result.exit_code != 0 and "rs4m build" in result.output and "--overlap" in result.output
+
+
+def test_verify_accepts_and_force_removes_the_features(scenes, tmp_path):
+    out = tmp_path / "out"
+    _build(out, _recipe(tmp_path, scenes, True))
+    assert run("verify", out).exit_code == 0
+    _build(out, _recipe(tmp_path, scenes, False), "--force")
+    assert not (out / "features").exists()
