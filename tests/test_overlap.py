@@ -360,3 +360,14 @@ def test_verify_accepts_and_force_removes_the_features(scenes, tmp_path):
     assert run("verify", out).exit_code == 0
     _build(out, _recipe(tmp_path, scenes, False), "--force")
     assert not (out / "features").exists()
+
+
+@pytest.mark.parametrize("bits", [8, 16, 24, 32])
+def test_lsh_keys_are_the_sampled_bytes_high_first(bits):
+    from rs4m.overlap.candidates import byte_columns
+
+    desc = np.random.default_rng(5).integers(0, 256, (50, 16), dtype=np.uint8)
+    keys = lsh_keys(desc, tables=6, bits=bits)
+    for t, cols in enumerate(byte_columns(6, bits, 16)):
+        want = [int.from_bytes(bytes(row[cols].tolist()), "big") for row in desc]
+        assert keys[:, t].tolist() == want

@@ -43,9 +43,12 @@ def lsh_keys(desc: np.ndarray, tables: int = TABLES, bits: int = BITS) -> np.nda
         raise ValueError(f"bits must be 8, 16, 24 or 32, got {bits}")
     desc = np.asarray(desc, np.uint8)
     out = np.zeros((len(desc), tables), np.uint32)
+    width = bits // 8
     for t, cols in enumerate(byte_columns(tables, bits, desc.shape[1])):
-        for c in cols:
-            out[:, t] = (out[:, t] << np.uint32(8)) | desc[:, c]
+        # one gather of the key's bytes, read as a big-endian integer: the first column is the high byte
+        picked = np.zeros((len(desc), 4), np.uint8)
+        picked[:, 4 - width :] = desc[:, cols]
+        out[:, t] = picked.view(">u4").reshape(-1)
     return out
 
 
