@@ -371,3 +371,26 @@ def test_lsh_keys_are_the_sampled_bytes_high_first(bits):
     for t, cols in enumerate(byte_columns(6, bits, 16)):
         want = [int.from_bytes(bytes(row[cols].tolist()), "big") for row in desc]
         assert keys[:, t].tolist() == want
+
+
+def test_in_memory_dedup_writes_what_the_bounded_one_writes(overlap_build, tmp_path):
+    import shutil
+
+    from rs4m.config import DedupConfig
+    from rs4m.stages.dedup import run_dedup
+
+    out = tmp_path / "copy"
+    shutil.copytree(overlap_build, out)
+    (out / "leakage.parquet").unlink(missing_ok=True)
+    config = DedupConfig(overlap=True)
+    run_dedup(out, config, bounded=True)
+    bounded = _dedup_rows(out)
+    run_dedup(out, config, bounded=False)
+    assert _dedup_rows(out) == bounded and [r for r in bounded if r["dup_reason"] == "overlap"]
+
+
+def test_python_api_plan_takes_the_overlap_switch(scenes):
+    import rs4m
+
+    assert rs4m.make_plan(sources=[f"folder={scenes}"], overlap=True).dedup.overlap is True
+    assert rs4m.make_plan(sources=[f"folder={scenes}"]).dedup.overlap is False
