@@ -394,3 +394,14 @@ def test_python_api_plan_takes_the_overlap_switch(scenes):
 
     assert rs4m.make_plan(sources=[f"folder={scenes}"], overlap=True).dedup.overlap is True
     assert rs4m.make_plan(sources=[f"folder={scenes}"]).dedup.overlap is False
+
+
+def test_votes_taken_a_key_slice_at_a_time_are_the_same():
+    from rs4m.overlap.candidates import _table_votes
+
+    rng = np.random.default_rng(0)
+    key = rng.integers(0, 2**32, 1 << 17, dtype=np.uint64).astype(np.uint32)
+    key[: 1 << 15] = key[1 << 16 : (1 << 16) + (1 << 15)]  # a quarter of the keys shared by two keypoints
+    owner = rng.integers(0, 5000, len(key))
+    whole, sliced = _table_votes(key, owner, 5000, 32, slices=1), _table_votes(key, owner, 5000, 32, slices=8)
+    assert len(whole) > 30000 and np.array_equal(np.sort(whole), np.sort(sliced))

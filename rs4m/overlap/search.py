@@ -9,17 +9,20 @@ Two searches:
 * :func:`find_leaks`, benchmark image–tile: every (tile, image) pair where the tile shows at least
   ``min_share`` of the image's area.
 
-Cost: the candidate search holds the keys of every indexed keypoint (``tables × 4`` bytes each) and sorts them
-once per table (:mod:`rs4m.overlap.candidates`); verification costs a few ms per candidate, in Python.
+Cost: the candidate search holds the descriptors and, one table at a time, the keys of every indexed keypoint
+(4 bytes each) while it sorts them (:mod:`rs4m.overlap.candidates`); verification costs about a millisecond per
+candidate, in Python.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from rs4m.overlap.candidates import candidate_pairs, lsh_keys
+from rs4m.overlap.candidates import BITS, TABLES, byte_columns, candidate_pairs_by_table, table_keys
+from rs4m.overlap.features import DESC_BYTES
 from rs4m.overlap.store import FeatureSet
 from rs4m.overlap.verify import Match, verify
 
@@ -55,24 +58,30 @@ class OverlapPairs:
                    col([m.mirrored for *_, m in found], bool), col([m.inliers for *_, m in found], np.int64))
 
 
-def index_keys(sets: list[FeatureSet], mirrored: list[bool]) -> tuple[np.ndarray, np.ndarray]:
-    """LSH keys ``uint32 [M, tables]`` of the keypoints of ``sets`` (rows numbered through all sets in order),
-    with the mirror images' keypoints too where ``mirrored``, and the row owning each keypoint."""
-    keys, owner, base = [], [], 0
+def _index(sets: list[FeatureSet], mirrored: list[bool]) -> tuple[Iterator[np.ndarray], np.ndarray]:
+    """The keys of the keypoints of ``sets`` (rows numbered through all sets in order; the mirror images'
+    keypoints too where ``mirrored``), one table at a time, and the row owning each keypoint. A table's keys
+    are made from the descriptors when it is searched: only one table's are held (4 bytes a keypoint)."""
+    parts, owner, base = [], [], 0
     for fs, mirror in zip(sets, mirrored, strict=True):
         for desc, start in [(fs.desc, fs.start)] + ([(fs.mirror_desc, fs.mirror_start)] if mirror else []):
-            keys.append(lsh_keys(desc))
-            owner.append(base + np.repeat(np.arange(len(fs)), np.diff(start)))
+            parts.append(desc)
+            owner.append(base + np.repeat(np.arange(len(fs), dtype=np.int64), np.diff(start)))
         base += len(fs)
-    return np.concatenate(keys), np.concatenate(owner)
+
+    def tables() -> Iterator[np.ndarray]:
+        for cols in byte_columns(TABLES, BITS, DESC_BYTES):
+            yield np.concatenate([table_keys(d, cols) for d in parts])
+
+    return tables(), np.concatenate(owner)
 
 
 def find_overlaps(fs: FeatureSet, min_frac: float, min_inliers: int = MIN_INLIERS) -> OverlapPairs:
     """Pairs of images of different groups sharing at least ``min_frac`` of the smaller one's ground."""
     if len(fs) < 2:
         return OverlapPairs.of([])
-    keys, owner = index_keys([fs], [True])
-    i, j, _ = candidate_pairs(keys, owner, len(fs))
+    tables, owner = _index([fs], [True])
+    i, j, _ = candidate_pairs_by_table(tables, owner, len(fs))
     other = fs.group[i] != fs.group[j]
     found = []
     for a, b in zip(i[other].tolist(), j[other].tolist(), strict=True):
@@ -88,9 +97,9 @@ def find_leaks(tiles: FeatureSet, images: FeatureSet, min_share: float,
     (``images`` with their mirrors' features, so every flip and rotation of an image is found)."""
     if not len(tiles) or not len(images):
         return OverlapPairs.of([])
-    keys, owner = index_keys([tiles, images], [False, True])
+    tables, owner = _index([tiles, images], [False, True])
     n = len(tiles)
-    i, j, _ = candidate_pairs(keys, owner, n + len(images))
+    i, j, _ = candidate_pairs_by_table(tables, owner, n + len(images))
     cross = (i < n) & (j >= n)  # i < j: a tile and an image
     found = []
     for a, b in zip(i[cross].tolist(), (j[cross] - n).tolist(), strict=True):
