@@ -405,3 +405,16 @@ def test_votes_taken_a_key_slice_at_a_time_are_the_same():
     owner = rng.integers(0, 5000, len(key))
     whole, sliced = _table_votes(key, owner, 5000, 32, slices=1), _table_votes(key, owner, 5000, 32, slices=8)
     assert len(whole) > 30000 and np.array_equal(np.sort(whole), np.sort(sliced))
+
+
+def test_inliers_on_a_line_span_no_area_of_the_overlap(scene):
+    import shapely
+
+    from rs4m.overlap.verify import _spread
+
+    box = shapely.box(0, 0, 100, 100)
+    assert _spread(np.array([[0.0, 0.0], [10, 10], [50, 50], [90, 90]]), box) == 0.0
+    assert _spread(np.array([[0.0, 0.0], [100, 0], [100, 100], [0, 100]]), box) == pytest.approx(1.0)
+    a = np.ascontiguousarray(scene[100:420, 100:420])
+    m = verify(extract(a), extract(np.ascontiguousarray(scene[140:460, 160:480])))
+    assert m is not None and m.spread > 0.2  # a real overlap: matches all over the shared ground

@@ -26,8 +26,10 @@ from rs4m.overlap.features import DESC_BYTES
 from rs4m.overlap.store import FeatureSet
 from rs4m.overlap.verify import Match, verify
 
-#: inliers a similarity transform needs, chosen on benchmarks/overlap_quality.py (precision ≥ 0.99)
-MIN_INLIERS = 8
+#: inliers a similarity transform needs, and the least share of the overlap their convex hull must span (chance
+#: alignments bunch up), chosen together on benchmarks/overlap_quality.py: the best recall at precision ≥ 0.99
+MIN_INLIERS = 5
+MIN_SPREAD = 0.02
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ def find_overlaps(fs: FeatureSet, min_frac: float, min_inliers: int = MIN_INLIER
     found = []
     for a, b in zip(i[other].tolist(), j[other].tolist(), strict=True):
         m = verify(fs.features(a), fs.features(b), fs.features(b, mirrored=True), min_inliers=min_inliers)
-        if m is not None and m.overlap_frac >= min_frac:
+        if m is not None and m.spread >= MIN_SPREAD and m.overlap_frac >= min_frac:
             found.append((a, b, m))
     return OverlapPairs.of(found)
 
@@ -104,6 +106,6 @@ def find_leaks(tiles: FeatureSet, images: FeatureSet, min_share: float,
     found = []
     for a, b in zip(i[cross].tolist(), (j[cross] - n).tolist(), strict=True):
         m = verify(tiles.features(a), images.features(b), images.features(b, mirrored=True), min_inliers=min_inliers)
-        if m is not None and m.frac_b >= min_share:
+        if m is not None and m.spread >= MIN_SPREAD and m.frac_b >= min_share:
             found.append((a, b, m))
     return OverlapPairs.of(found)

@@ -156,7 +156,7 @@ def overlap_outlines(reader, line: Sequence[Mapping[str, Any]]) -> dict[int, lis
         return found
     try:
         from rs4m.overlap import extract, extract_both, verify
-        from rs4m.overlap.search import MIN_INLIERS
+        from rs4m.overlap.search import MIN_INLIERS, MIN_SPREAD
         from rs4m.overlap.verify import outlines
 
         kept_features = extract(reader.decode_row(kept))
@@ -166,7 +166,7 @@ def overlap_outlines(reader, line: Sequence[Mapping[str, Any]]) -> dict[int, lis
         if row.get("dup_reason") != "overlap" or row.get("shard") is None:
             continue
         match = verify(kept_features, *extract_both(reader.decode_row(row)), min_inliers=MIN_INLIERS)
-        if match is not None:
+        if match is not None and match.spread >= MIN_SPREAD:
             in_kept, in_dup = outlines(match)
             found.setdefault(0, []).append(in_kept)
             found.setdefault(k, []).append(in_dup)
