@@ -11,7 +11,8 @@ what the scan saw (``scenes.parquet`` and the scan's error rows):
 * changed ``[filters]`` re-evaluate the facts each tiles part stores (``nodata_frac``, ``richness``, the
   reason a tile was dropped): a tile the new filters drop gets its reason (its shard is untouched), and a unit
   holding a tile the new filters would keep but whose pixels were never stored is tiled again;
-* changed ``[dedup]`` settings need nothing here: dedup and catalog run again on every build.
+* changed ``[dedup]`` settings need nothing here: dedup and catalog run again on every build; turning
+  ``overlap`` on makes the tile stage redo the units that have no features part (:mod:`rs4m.stages.unitfiles`).
 """
 
 from __future__ import annotations
