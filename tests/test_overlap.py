@@ -332,7 +332,8 @@ def test_a_tile_whose_features_fail_is_a_row_without_features(scenes, tmp_path, 
 
     monkeypatch.setattr(feats, "extract_both", fails_on_b)
     out = tmp_path / "out"
-    _build(out, _recipe(tmp_path, scenes, True))
+    result = run("build", out, "--recipe", _recipe(tmp_path, scenes, True), "--workers", 1, "--keep-dropped")
+    assert result.exit_code == 0 and "tiles without features 1" in result.stderr
     rows = _unit_rows(out)
     failed = [r for r in rows["features"] if r["feature_error"]]
     assert len(failed) == 1 and "extractor crashed" in failed[0]["feature_error"] and failed[0]["desc"] is None
