@@ -419,3 +419,20 @@ def test_inliers_on_a_line_span_no_area_of_the_overlap(scene):
     a = np.ascontiguousarray(scene[100:420, 100:420])
     m = verify(extract(a), extract(np.ascontiguousarray(scene[140:460, 160:480])))
     assert m is not None and m.spread > 0.2  # a real overlap: matches all over the shared ground
+
+
+def test_excluded_overlap_leaks_leave_the_manifest(overlap_build, canvas, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(overlap_build, out)
+    bench = tmp_path / "bench"
+    _save(bench / "leak.png", np.rot90(_crop(canvas, 120, 120, 280, 200)))
+    assert run("leakage", out, "--against", f"bench={bench}", "--overlap", "--exclude").exit_code == 0
+    leaked = {r["tile_id"] for r in mf.read_table(out / "leakage.parquet", mf.LEAKAGE_SCHEMA).to_pylist()}
+    assert leaked
+    assert run("dedup", out).exit_code == 0 and run("catalog", out).exit_code == 0
+    reasons = {r["tile_id"]: r["dup_reason"] for r in _dedup_rows(out)}
+    assert all(reasons[t] == "leak" for t in leaked)
+    kept = set(mf.read_table(out / "manifest.parquet", mf.MANIFEST_SCHEMA)["tile_id"].to_pylist())
+    assert kept and not kept & leaked
