@@ -428,7 +428,7 @@ def leakage(pool: Pool, feats: list, mirrors: list, params: dict) -> tuple[list[
 
 def main() -> None:
     from rs4m.overlap import candidates as cand
-    from rs4m.overlap.features import extract_both
+    from rs4m.overlap.features import LEVELS, SCALE_FACTOR, extract_both
     from rs4m.overlap.store import KEYPOINTS, WORK_PX
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -438,6 +438,8 @@ def main() -> None:
     parser.add_argument("--work-frac", type=float, default=None,
                         help="detect at this fraction of each image's longer side instead (0.5: as a 512² tile "
                              "detected at 256 px)")
+    parser.add_argument("--levels", type=int, default=LEVELS, help="levels of the detection pyramid")
+    parser.add_argument("--scale-factor", type=float, default=SCALE_FACTOR, help="scale between pyramid levels")
     parser.add_argument("--mirrored-only", action="store_true", help="skip the section without mirrored features")
     parser.add_argument("--section", default="overlap_quality", help="RESULTS.md section written with --write")
     parser.add_argument("--write", action="store_true", help="write the figures into benchmarks/RESULTS.md")
@@ -449,12 +451,14 @@ def main() -> None:
     def work_px(im) -> int:
         return args.work_px if args.work_frac is None else max(1, round(max(im.pixels.shape[:2]) * args.work_frac))
 
-    both = [extract_both(im.pixels, args.keypoints, work_px(im)) for im in pool.images]  # as the build stores them
+    both = [extract_both(im.pixels, args.keypoints, work_px(im), args.levels, args.scale_factor)  # as the build
+            for im in pool.images]
     feats, mirrors = [f for f, _ in both], [m for _, m in both]
     extract_ms = (time.perf_counter() - start) / len(pool.images) * 1e3
     sizes = np.array([f.nbytes for f in feats])
     where = f"≤ {args.work_px} px" if args.work_frac is None else f"{args.work_frac:g} of each image's side"
-    body = [(f"Features: ORB, {args.keypoints} keypoints per orientation, detected at {where}; "
+    body = [(f"Features: ORB, {args.keypoints} keypoints per orientation, detected at {where} over "
+             f"{args.levels} pyramid levels {args.scale_factor:g}× apart; "
              f"{sizes.mean():.0f} bytes per image and orientation on average (max {sizes.max()}), "
              f"{extract_ms:.1f} ms per image for both orientations (256–384 px). Candidate search: {params}."), ""]
     sections = [("Tile–tile, each tile's features and its mirror's indexed", mirrors),

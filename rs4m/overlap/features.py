@@ -23,6 +23,9 @@ MAX_KEYPOINTS = 224
 DESC_BYTES = 16
 #: the longer side is reduced to this before detection: features of a 512² tile, bounded cost for larger ones
 WORK_PX = 512
+#: the detection pyramid: 8 levels a factor 1.2 apart span 3.6×, so scales 0.5–2× between two images stay in it
+LEVELS = 8
+SCALE_FACTOR = 1.2
 _Q = 255
 
 
@@ -98,12 +101,13 @@ def _reduced_grey(rgb: np.ndarray, work_px: int) -> tuple[np.ndarray, float, tup
     return grey, factor, (int(w), int(h))
 
 
-def _detect(grey: np.ndarray, factor: float, size: tuple[int, int], max_keypoints: int):
+def _detect(grey: np.ndarray, factor: float, size: tuple[int, int], max_keypoints: int, levels: int = LEVELS,
+            scale_factor: float = SCALE_FACTOR):
     """The ORB detector and ``≤ max_keypoints`` of its keypoints, spread over the image (:func:`_spread`)."""
     import cv2
 
-    orb = cv2.ORB.create(nfeatures=4 * max_keypoints, scaleFactor=1.2, nlevels=8, edgeThreshold=31, patchSize=31,
-                         fastThreshold=10)
+    orb = cv2.ORB.create(nfeatures=4 * max_keypoints, scaleFactor=scale_factor, nlevels=levels, edgeThreshold=31,
+                         patchSize=31, fastThreshold=10)
     keypoints = orb.detect(grey, None)
     if not keypoints:
         return orb, []
@@ -125,20 +129,22 @@ def _describe(orb, grey: np.ndarray, keypoints: list, factor: float, size: tuple
     return Features(np.ascontiguousarray(desc[:, :DESC_BYTES]), xy_q, w, h)
 
 
-def extract(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS, work_px: int = WORK_PX) -> Features:
+def extract(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS, work_px: int = WORK_PX, levels: int = LEVELS,
+            scale_factor: float = SCALE_FACTOR) -> Features:
     """ORB features of one image ``[H, W, 3]`` (or ``[H, W]``), any dtype; see :class:`Features`.
 
     The image is reduced so its longer side is at most ``work_px``; 4 × ``max_keypoints`` candidates are
-    detected over an 8-level pyramid (factor 1.2, so scales 0.5–2× between two images stay within it) and
+    detected over a ``levels``-level pyramid (8 a factor 1.2 apart by default, so scales 0.5–2× between two
+    images stay within it) and
     ``max_keypoints`` kept, spread over the image, and described.
     """
     grey, factor, size = _reduced_grey(rgb, work_px)
-    orb, keypoints = _detect(grey, factor, size, max_keypoints)
+    orb, keypoints = _detect(grey, factor, size, max_keypoints, levels, scale_factor)
     return _describe(orb, grey, keypoints, factor, size)
 
 
-def extract_both(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS,
-                 work_px: int = WORK_PX) -> tuple[Features, Features]:
+def extract_both(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS, work_px: int = WORK_PX, levels: int = LEVELS,
+                 scale_factor: float = SCALE_FACTOR) -> tuple[Features, Features]:
     """Features of the image and of its left-right mirror: with both on one side of a comparison, ORB's
     rotation invariance covers all 8 flips and rotations.
 
@@ -149,7 +155,7 @@ def extract_both(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS,
     import cv2
 
     grey, factor, size = _reduced_grey(rgb, work_px)
-    orb, keypoints = _detect(grey, factor, size, max_keypoints)
+    orb, keypoints = _detect(grey, factor, size, max_keypoints, levels, scale_factor)
     feats = _describe(orb, grey, keypoints, factor, size)
     last = grey.shape[1] - 1
     mirrored = [cv2.KeyPoint(last - kp.pt[0], kp.pt[1], kp.size, (180.0 - kp.angle) % 360.0, kp.response, kp.octave,
