@@ -390,11 +390,14 @@ def test_in_memory_dedup_writes_what_the_bounded_one_writes(overlap_build, tmp_p
     assert _dedup_rows(out) == bounded and [r for r in bounded if r["dup_reason"] == "overlap"]
 
 
-def test_python_api_plan_takes_the_overlap_switch(scenes):
+def test_python_api_plan_takes_the_overlap_switch(scenes, tmp_path):
     import rs4m
 
     assert rs4m.make_plan(sources=[f"folder={scenes}"], overlap=True).dedup.overlap is True
     assert rs4m.make_plan(sources=[f"folder={scenes}"]).dedup.overlap is False
+    recipe = _recipe(tmp_path, scenes, True)
+    assert rs4m.make_plan(recipe).dedup.overlap is True
+    assert rs4m.make_plan(recipe, overlap=False).dedup.overlap is False  # --no-overlap wins over the recipe
 
 
 def test_votes_taken_a_key_slice_at_a_time_are_the_same():
