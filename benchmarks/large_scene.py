@@ -5,7 +5,7 @@ child's ``ru_maxrss`` (from ``os.wait4``, so only that child and its own childre
 gradients plus low-amplitude noise, made in a temporary folder.
 
     mkdir /tmp/base && git archive BASE rs4m | tar -x -C /tmp/base   # the code to compare against
-    python benchmarks/large_scene.py --baseline /tmp/base [--write]
+    python benchmarks/large_scene.py --baseline /tmp/base [--baseline-label "main (abc1234)"] [--write]
 
 Both codes build the same two images in the same run, the baseline first.
 """
@@ -71,20 +71,27 @@ def build(src: Path, out: Path, code: Path) -> dict:
     cmd = [sys.executable, "-c", "from rs4m.cli import main; main()", "build", str(out), "--source", f"folder={src}",
            "--workers", "1", "-q"]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env)
+    # cwd: ``python -c`` puts the current folder first on sys.path, before PYTHONPATH; run from the repository
+    # root, the baseline would import this tree's rs4m
+    proc = subprocess.Popen(cmd, env=env, cwd=out.parent)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
+    import hashlib
+
     import pyarrow.parquet as pq
-    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in out.rglob("manifest*.parquet"))
+    rows = sorted(pq.read_table(out / "manifest.parquet", columns=["tile_id", "sha256"]).to_pylist(),
+                  key=lambda r: r["tile_id"]) if (out / "manifest.parquet").exists() else []
+    digest = hashlib.sha256("".join(r["tile_id"] + r["sha256"] for r in rows).encode()).hexdigest()
     # ru_maxrss is at least this process's own peak (carried across fork and exec): kept small, see make_scenes
     return {"rc": os.waitstatus_to_exitcode(status), "peak_rss_mib": usage.ru_maxrss / 1024, "wall_s": wall,
-            "tiles": rows}
+            "tiles": len(rows), "tiles_sha256": digest}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--size", type=int, default=20000)
     ap.add_argument("--baseline", type=Path, help="a folder holding the rs4m package to compare against")
+    ap.add_argument("--baseline-label", default="the baseline", help="what the baseline is, for the report")
     ap.add_argument("--write", action="store_true", help="write the section of benchmarks/RESULTS.md")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,20 +105,25 @@ def main() -> None:
             figures[k] = {**build(p.parent, Path(tmp) / f"out-{k}", ROOT), "file_mib": sizes[k] / 2**20}
             print(k, "now", figures[k], flush=True)
     if args.write:
+        label = f' --baseline-label "{args.baseline_label}"' if args.baseline else ""
         write_section("Large scene memory", f"python benchmarks/large_scene.py --size {args.size} "
-                      "--baseline /tmp/base --write", report(args.size, figures, before))
+                      f"--baseline /tmp/base{label} --write", report(args.size, figures, before, args.baseline_label))
 
 
-def report(size: int, after: dict, before: dict) -> str:
+def report(size: int, after: dict, before: dict, label: str) -> str:
     mp = size * size / 1e6
     lines = [f"One {size}×{size} RGB scene ({mp:.0f} MP, {3 * mp:.0f} MB as RGB), `rs4m build --workers 1`; "
-             "peak RSS of the build process (ru_maxrss).", "",
-             "| format | file MiB | tiles | peak RSS before, MiB | peak RSS now, MiB | wall before, s | wall now, s |",
-             "|---|---|---|---|---|---|---|"]
+             f"peak RSS of the build process (ru_maxrss). Before: {label}; now: this tree. Same tiles: the "
+             "manifests' (tile_id, sha256) lists are equal.", "",
+             "| format | file MiB | tiles | same tiles | peak RSS before, MiB | peak RSS now, MiB | wall before, s "
+             "| wall now, s |", "|---|---|---|---|---|---|---|---|"]
+    nan = float("nan")
     for kind, now in after.items():
         old = before.get(kind, {})
-        lines.append(f"| {kind} | {now['file_mib']:.0f} | {now['tiles']} | {old.get('peak_rss_mib', float('nan')):.0f} "
-                     f"| {now['peak_rss_mib']:.0f} | {old.get('wall_s', float('nan')):.1f} | {now['wall_s']:.1f} |")
+        same = {True: "yes", False: "NO"}[old.get("tiles_sha256") == now["tiles_sha256"]] if old else "-"
+        lines.append(f"| {kind} | {now['file_mib']:.0f} | {now['tiles']} | {same} "
+                     f"| {old.get('peak_rss_mib', nan):.0f} | {now['peak_rss_mib']:.0f} | {old.get('wall_s', nan):.1f} "
+                     f"| {now['wall_s']:.1f} |")
     return "\n".join(lines)
 
 

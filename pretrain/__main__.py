@@ -30,7 +30,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         if f.name == "run":  # under torchrun write --run-dir: torchrun reads "--run" as its own --run-path
             p.add_argument(flag, "--run-dir", dest="run", required=True)
         elif f.type == "bool":
-            p.add_argument(flag, action="store_true", help=f.metadata.get("help"))
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,  # --x / --no-x
+                           help=f.metadata.get("help"))
         else:
             p.add_argument(flag, type=_flag_type(str(f.type)), default=None if f.default is MISSING else f.default,
                            required=f.default is MISSING, choices=f.metadata.get("choices"),

@@ -9,6 +9,9 @@ A checkpoint is one ``torch.save`` file holding only tensors and plain Python va
 
 ``step`` counts finished optimiser steps; ``samples`` is the sampler position (samples consumed by all
 ranks together), from which the data stream resumes; ``epoch`` = samples // num_samples, for people.
+A run with ``--infobatch`` also holds ``"infobatch": {"scores", "epoch_losses": float32 [N] (NaN: none),
+"epoch", "step": 0-d int64}`` (``pretrain.infobatch.InfoBatchStream.state_dict``), from which its stream
+resumes instead; its ``epoch`` is then the stream's.
 """
 
 from __future__ import annotations
@@ -159,7 +162,3 @@ def export_encoder(ckpt: Path, out: Path) -> dict[str, str]:
     tmp_json.replace(sidecar)
     return meta
 
-
-def read_config(ckpt: Path) -> dict[str, Any]:
-    """The resolved run config stored in a checkpoint, as JSON-able values."""
-    return json.loads(json.dumps(load_checkpoint(ckpt).get("config", {})))

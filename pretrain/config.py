@@ -53,6 +53,8 @@ SCORES = ("hog", "uniform")
 TARGET_CHOICES = ("top", "sample")
 #: settings of SelectiveMAE only: giving one with ``--method mae`` is an error
 SELECTIVEMAE_ONLY = ("recon_ratio", "score", "target", "decoder_self_attn")
+#: settings of InfoBatch pruning: giving one without ``--infobatch`` is an error
+INFOBATCH_ONLY = ("infobatch_ratio", "infobatch_delta")
 LOW_LR = 1e-5  # below this peak lr a short run barely moves (warned at start)
 
 
@@ -72,6 +74,9 @@ class TrainConfig:
     checkpoint) without changing the schedule: for time-limited jobs, resumed later with ``--resume``.
     The peak lr is ``lr`` when given, else the authors' rule (r/m)·blr·batch/256 for SelectiveMAE and
     blr·batch/256 for MAE. ``None`` in ``mask_ratio`` / ``decoder_depth`` means the method's / size's default.
+    With ``infobatch`` the run's length is its epochs (``epochs``, or steps · batch_size / tiles): pruned epochs
+    take fewer steps, so the run ends before ``steps``, and the lr and PSTS schedules follow the epochs
+    (``pretrain.infobatch``).
     """
 
     manifest: str = field(metadata=flag("manifest.parquet of an rs4m build (its shards/ folder beside it)."))
@@ -109,6 +114,15 @@ class TrainConfig:
     decoder_depth: int | None = field(default=None, metadata=flag("Decoder blocks [default: 8; vit_test 2]."))
     decoder_self_attn: bool = field(default=False, metadata=flag("SelectiveMAE: self-attention among the "
                                                                  "decoder queries."))
+    infobatch: bool = field(default=False, metadata=flag(
+        "InfoBatch data pruning: each epoch leaves out each sample whose last loss lies below the mean with "
+        "probability --infobatch-ratio and weights the kept ones 1/(1 - ratio). Step budget: the run keeps its "
+        "epochs (--epochs, or --steps x batch / tiles), so pruned epochs shorten it: it ends before its total "
+        "steps, and the lr schedule follows the epochs."))
+    infobatch_ratio: float = field(default=0.5, metadata=flag("InfoBatch: probability of leaving out a sample "
+                                                              "whose last loss is below the mean."))
+    infobatch_delta: float = field(default=0.875, metadata=flag("InfoBatch: fraction of the epochs after which "
+                                                                "pruning stops and every sample is used."))
     compile: bool = field(default=False, metadata=flag("torch.compile the model."))
     stop_at: int | None = field(default=None, metadata=flag("End this invocation after this step (resume later)."))
 
@@ -135,6 +149,7 @@ class TrainConfig:
         if self.img_size % 16:
             raise ConfigError(f"--img-size must be a multiple of 16, got {self.img_size}")
         self._check_method_settings()
+        self._check_infobatch()
 
     def _check_method_settings(self) -> None:
         if self.mask_ratio is not None and not 0.0 < self.mask_ratio < 1.0:
@@ -146,6 +161,17 @@ class TrainConfig:
             changed = [n for n in SELECTIVEMAE_ONLY if getattr(self, n) != defaults[n]]
             if changed:
                 raise ConfigError(f"--{changed[0].replace('_', '-')} applies to --method selectivemae only")
+
+    def _check_infobatch(self) -> None:
+        if not 0.0 <= self.infobatch_ratio < 1.0:
+            raise ConfigError(f"--infobatch-ratio must lie in [0, 1), got {self.infobatch_ratio}")
+        if not 0.0 <= self.infobatch_delta <= 1.0:
+            raise ConfigError(f"--infobatch-delta must lie in [0, 1], got {self.infobatch_delta}")
+        if not self.infobatch:
+            defaults = {f.name: f.default for f in fields(self)}
+            changed = [n for n in INFOBATCH_ONLY if getattr(self, n) != defaults[n]]
+            if changed:
+                raise ConfigError(f"--{changed[0].replace('_', '-')} applies with --infobatch only")
 
     def model_options(self) -> dict[str, Any]:
         """Keyword arguments of ``pretrain.model.create_model`` for this run's method settings."""
@@ -164,8 +190,3 @@ class TrainConfig:
 RESUME_MAY_CHANGE = ("manifest", "run", "resume", "workers", "log_every", "ckpt_every", "device", "stop_at",
                      "world_size", "accum_steps")
 
-
-def config_from_dict(values: dict[str, Any]) -> TrainConfig:
-    """A ``TrainConfig`` from a dict that may hold extra (resolved) keys."""
-    names = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in values.items() if k in names})

@@ -19,7 +19,6 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +38,6 @@ from rs4m.shards import ShardReader
 READ_COLUMNS = ["tile_id", "shard", "offset", "length", "format"]
 #: consecutive unreadable tiles tolerated before a sample gives up (a sign the shards are broken, not a few tiles)
 MAX_CORRUPT_RETRIES = 16
-
-
 
 
 class BrokenShards(OutputError):
@@ -203,16 +200,6 @@ class TileDataset(Dataset):
 # ----------------------------------------------------------------------------------------------- sampler
 
 
-@dataclass(frozen=True)
-class Position:
-    """Where a stream of samples stands: ``samples`` consumed by all ranks together since the run began."""
-
-    samples: int
-
-    def epoch(self, num_samples: int) -> int:
-        return self.samples // num_samples
-
-
 class ResumableSampler(Sampler):
     """An endless, deterministic stream of ``(epoch, index)`` keys, shared out over ranks; resumable.
 
@@ -259,3 +246,42 @@ class ResumableSampler(Sampler):
             for position in range(base, base + self.chunk):
                 yield self.key(position)
             chunk_id += self.world_size
+
+
+class EpochSampler(Sampler):
+    """This rank's ``(epoch, index)`` keys of one epoch whose index list comes from outside (InfoBatch's draw).
+
+    ``set_epoch(epoch, indices, start_step)`` gives the list (a whole number of global batches) before each pass
+    of the DataLoader; one pass yields that epoch only, so a loader never prefetches into an epoch not drawn yet.
+    The list is cut into chunks of ``chunk`` keys (the per-rank micro-batch) laid out as ``ResumableSampler``'s:
+    optimiser step s consumes global chunks [s·W·A, (s+1)·W·A) and rank r takes chunks r, r + W, ..., so W ranks
+    × A micro-batches see the same keys as one process with W·A micro-batches. ``start_step`` resumes mid-epoch.
+    """
+
+    def __init__(self, chunk: int, rank: int = 0, world_size: int = 1, accum_steps: int = 1) -> None:
+        if chunk < 1 or accum_steps < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need chunk ≥ 1, accum_steps ≥ 1 and 0 ≤ rank < world size, got {chunk}, "
+                             f"{accum_steps}, {rank} and {world_size}")
+        self.chunk, self.rank, self.world_size, self.accum_steps = chunk, rank, world_size, accum_steps
+        self.epoch, self.indices, self.start_step = 0, np.empty(0, dtype=np.int64), 0
+
+    @property
+    def step_size(self) -> int:
+        """Keys of one optimiser step over all ranks."""
+        return self.chunk * self.world_size * self.accum_steps
+
+    def set_epoch(self, epoch: int, indices: np.ndarray, start_step: int = 0) -> None:
+        if len(indices) % self.step_size or not 0 <= start_step * self.step_size <= len(indices):
+            raise ValueError(f"{len(indices)} indices from step {start_step} are not whole steps of "
+                             f"{self.step_size} keys")
+        self.epoch, self.indices, self.start_step = epoch, np.asarray(indices, dtype=np.int64), start_step
+
+    def __len__(self) -> int:
+        return (len(self.indices) // self.step_size - self.start_step) * self.accum_steps * self.chunk
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch, indices, chunk = self.epoch, self.indices, self.chunk  # a later set_epoch leaves this pass alone
+        first = self.start_step * self.world_size * self.accum_steps + self.rank
+        for chunk_id in range(first, len(indices) // chunk, self.world_size):
+            for index in indices[chunk_id * chunk:(chunk_id + 1) * chunk]:
+                yield epoch, int(index)

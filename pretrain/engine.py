@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +24,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from pretrain.config import (  # noqa: F401
-    DEFAULT_MASK_RATIO,
-    RESUME_MAY_CHANGE,
-    TrainConfig,
-    config_from_dict,
-)
+from pretrain.config import DEFAULT_MASK_RATIO, RESUME_MAY_CHANGE, TrainConfig
 from pretrain.data import BrokenShards
+from pretrain.infobatch import InfoBatchStream
 from rs4m.errors import ConfigError, Rs4mError
 
 PEAK_FLOPS_BF16 = 989e12  # H100 / H200 SXM dense bf16, for MFU
@@ -58,19 +54,27 @@ def resolve(cfg: TrainConfig, num_samples: int, world_size: int, device: str) ->
         assert cfg.epochs is not None  # cfg.check() requires --steps or --epochs
         total = math.ceil(cfg.epochs * num_samples / cfg.batch_size)
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(0.05 * total + 0.5)
-    return {**asdict(cfg), "total_steps": total, "warmup_steps": min(warmup, total), "lr": peak_lr(cfg),
-            "world_size": world_size, "micro_batch": cfg.batch_size // (world_size * cfg.accum_steps),
-            "device": device, "num_samples": num_samples, "model_options": cfg.model_options()}
+    settings = {**asdict(cfg), "total_steps": total, "warmup_steps": min(warmup, total), "lr": peak_lr(cfg),
+                "world_size": world_size, "micro_batch": cfg.batch_size // (world_size * cfg.accum_steps),
+                "device": device, "num_samples": num_samples, "model_options": cfg.model_options()}
+    if cfg.infobatch:
+        if num_samples < cfg.batch_size:
+            raise ConfigError(f"--infobatch trains on whole batches of each epoch: --batch-size {cfg.batch_size} "
+                              f"is larger than the {num_samples} tiles")
+        # the run's length in epochs; total_steps becomes the upper bound that unpruned epochs would take
+        settings["infobatch_epochs"] = cfg.epochs if cfg.epochs is not None else total * cfg.batch_size / num_samples
+    return settings
 
 
 def resume_differences(saved: dict[str, Any], settings: dict[str, Any]) -> list[str]:
     """Settings of ``settings`` that differ from the checkpoint's ``saved`` ones and may not (all but
-    ``RESUME_MAY_CHANGE``), as "key: saved X, now Y" lines."""
+    ``RESUME_MAY_CHANGE``), as "key: saved X, now Y" lines. A flag the saved run predates counts as its default."""
     keys = sorted((set(saved) | set(settings)) - set(RESUME_MAY_CHANGE))
+    saved = {**{f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}, **saved}
     return [f"{k}: saved {saved.get(k)!r}, now {settings.get(k)!r}" for k in keys if saved.get(k) != settings.get(k)]
 
 
-def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int) -> float:
+def lr_at(step: float, base_lr: float, warmup_steps: int, total_steps: int) -> float:
     """Learning rate of step ``step`` (0-based): linear warm-up to ``base_lr``, then half-cycle cosine to 0."""
     if step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
@@ -124,19 +128,33 @@ class Loop:
     flops_per_image: float = 0.0
     on_log: Callable[[dict[str, Any]], None] = print
     on_checkpoint: Callable[[int, int], None] = lambda step, corrupt: None
+    pruning: InfoBatchStream | None = None  # with --infobatch: ``batches`` itself, which also weights the loss
+
+    def schedule_step(self, step: int) -> float:
+        """Where step ``step`` lies on the lr and PSTS schedules, in nominal steps: ``step`` itself, or under
+        InfoBatch the nominal step at the same fraction of the run's epochs."""
+        if self.pruning is None:
+            return step
+        return self.pruning.progress() * self.settings["total_steps"]
+
+    def epoch_at(self, done: int) -> float:
+        """Epochs done after ``done`` steps (under InfoBatch at its current position)."""
+        if self.pruning is None:
+            return done * self.settings["batch_size"] / self.settings["num_samples"]
+        return self.pruning.progress() * self.settings["infobatch_epochs"]
 
 
 def _forward_backward(loop: Loop, step: int, meter: Meter) -> None:
     s = loop.settings
     device = torch.device(s["device"])
     world, accum = s["world_size"], s["accum_steps"]
-    progress: float | torch.Tensor = step / s["total_steps"]
+    progress: float | torch.Tensor = loop.schedule_step(step) / s["total_steps"]
     if s["compile"]:  # a Python float would recompile as it changes; fill_ of a kept tensor copies nothing
         progress = meter.progress.fill_(progress)
     for micro in range(accum):
         t0 = time.perf_counter()
         try:
-            imgs, _, corrupt = next(loop.batches)
+            imgs, indices, corrupt = next(loop.batches)
         except BrokenShards as err:
             raise BrokenShards.one_line(err) from None
         meter.data_wait_s += time.perf_counter() - t0
@@ -147,7 +165,12 @@ def _forward_backward(loop: Loop, step: int, meter: Meter) -> None:
         # no_sync is DistributedDataParallel's; nn.Module.__getattr__ types it as a Tensor
         with (nullcontext() if sync else loop.model.no_sync()):  # type: ignore[operator]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss, _, _ = loop.model(imgs, progress=progress)
+                if loop.pruning is None:
+                    loss, _, _ = loop.model(imgs, progress=progress)
+                else:  # indices pinned by the loader: copied without a sync; losses stay on the device
+                    indices = indices.to(device, non_blocking=True)
+                    loss, _, info = loop.model(imgs, progress=progress, sample_weight=loop.pruning.weights(indices))
+                    loop.pruning.record(indices, info["loss_per_sample"])
             (loss / accum).backward()
         loss = loss.detach().float()
         meter.loss_sum += loss / accum
@@ -170,13 +193,15 @@ def train_step(loop: Loop, step: int, meter: Meter) -> None:
     No host synchronisation on CUDA (tested under ``torch.cuda.set_sync_debug_mode("error")``).
     """
     s = loop.settings
-    lr = lr_at(step, s["lr"], s["warmup_steps"], s["total_steps"])
+    lr = lr_at(loop.schedule_step(step), s["lr"], s["warmup_steps"], s["total_steps"])
     for group in loop.optimizer.param_groups:
         group["lr"] = lr
     _forward_backward(loop, step, meter)
     loop.optimizer.step()
     loop.optimizer.zero_grad(set_to_none=True)
     meter.steps += 1
+    if loop.pruning is not None:
+        loop.pruning.step_done()  # at an epoch's end: the losses folded in (a host sync), the next epoch drawn
 
 
 def _log_record(loop: Loop, step: int, meter: Meter, corrupt_before: int) -> dict[str, Any]:
@@ -191,40 +216,53 @@ def _log_record(loop: Loop, step: int, meter: Meter, corrupt_before: int) -> dic
     images_per_s = meter.steps * s["batch_size"] / elapsed
     on_gpu = torch.device(s["device"]).type == "cuda"
     mfu = loop.flops_per_image * images_per_s / (PEAK_FLOPS_BF16 * s["world_size"]) if on_gpu else None
-    return {"step": step, "epoch": step * s["batch_size"] / s["num_samples"], "loss": loss_value,
+    return {"step": step, "epoch": loop.epoch_at(step), "loss": loss_value,
             "lr": loop.optimizer.param_groups[0]["lr"], "images_per_s": images_per_s,
             "data_wait_pct": 100.0 * meter.data_wait_s / elapsed, "mfu": mfu,
             "corrupt_tiles": corrupt_before + int(corrupt.item())}
 
 
 def run_steps(loop: Loop, start_step: int, corrupt_tiles: int = 0) -> int:
-    """Optimiser steps ``start_step`` … end (``total_steps`` or ``stop_at``); returns the corrupt-tile count.
+    """Optimiser steps ``start_step`` … end (``total_steps`` or ``stop_at``; under InfoBatch the end of the
+    run's epochs, if sooner); returns the corrupt-tile count.
 
     Logged and checkpointed step numbers count from 1 (step n = n finished optimiser steps).
     """
     s = loop.settings
     end = min(s["total_steps"], s["stop_at"] or s["total_steps"])
     meter = new_meter(torch.device(s["device"]))
-    began = time.perf_counter()
+    began, start_fraction = time.perf_counter(), _fraction_done(loop, start_step)
     for step in range(start_step, end):
+        if loop.pruning is not None and loop.pruning.finished:
+            break
         train_step(loop, step, meter)
         done = step + 1
-        if done % s["log_every"] == 0 or done == end or done == 1:  # step 1 at once: nothing silent for long
+        last = done == end or (loop.pruning is not None and loop.pruning.finished)
+        if done % s["log_every"] == 0 or last or done == 1:  # step 1 at once: nothing silent for long
             check_finite(loop, meter, done)
             record = _log_record(loop, done, meter, corrupt_tiles)
             # to the end of the run (not of this invocation's --stop-at), at this invocation's pace so far
-            record["eta_s"] = (time.perf_counter() - began) / (done - start_step) * (s["total_steps"] - done)
+            if loop.pruning is None:
+                record["eta_s"] = (time.perf_counter() - began) / (done - start_step) * (s["total_steps"] - done)
+            else:
+                fraction = _fraction_done(loop, done)
+                record["eta_s"] = (time.perf_counter() - began) / (fraction - start_fraction) * (1 - fraction)
             corrupt_tiles = record["corrupt_tiles"]
             meter.corrupt_tiles = 0
             if loop.rank == 0:
                 loop.on_log(record)
             meter.reset()
-        if done % s["ckpt_every"] == 0 or done == end:
+        if done % s["ckpt_every"] == 0 or last:
             check_finite(loop, meter, done, parameters=True)  # never save a diverged model over a good checkpoint
             corrupt_tiles += _sum_over_ranks(meter.corrupt_tiles, s)  # so the saved count is exact
             meter.corrupt_tiles = 0
             loop.on_checkpoint(done, corrupt_tiles)
     return corrupt_tiles
+
+
+def _fraction_done(loop: Loop, done: int) -> float:
+    """Fraction of the run done after ``done`` steps (under InfoBatch: of its epochs, at the current position)."""
+    return done / loop.settings["total_steps"] if loop.pruning is None else loop.pruning.progress()
 
 
 class NonFiniteLoss(Rs4mError, FloatingPointError):

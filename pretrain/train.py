@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 
 from pretrain import checkpoint as ckpt
 from pretrain.config import LOW_LR
-from pretrain.data import ResumableSampler, TileDataset
+from pretrain.data import EpochSampler, ResumableSampler, TileDataset
 from pretrain.engine import (
     Loop,
     MetricsLog,
@@ -45,6 +45,7 @@ from pretrain.engine import (
     run_steps,
 )
 from pretrain.flops import flops_per_image
+from pretrain.infobatch import InfoBatch, InfoBatchStream
 from pretrain.model import MaskedViT, create_model
 from rs4m.errors import ConfigError
 from rs4m.manifest import atomic_write_json
@@ -89,6 +90,20 @@ def build_loader(dataset: TileDataset, settings: dict[str, Any], dist_info: Dist
                       pin_memory=settings["device"].startswith("cuda"), prefetch_factor=4 if workers else None)
 
 
+def build_infobatch_stream(dataset: TileDataset, settings: dict[str, Any], dist_info: Dist) -> InfoBatchStream:
+    """The batches of an ``--infobatch`` run for this rank: one pass of a DataLoader per drawn epoch (workers
+    kept between passes), not started yet (``InfoBatchStream.start``)."""
+    sampler = EpochSampler(settings["micro_batch"], dist_info.rank, dist_info.world_size, settings["accum_steps"])
+    workers = settings["workers"]
+    loader = DataLoader(dataset, batch_size=settings["micro_batch"], sampler=sampler, num_workers=workers,
+                        pin_memory=settings["device"].startswith("cuda"), prefetch_factor=4 if workers else None,
+                        persistent_workers=workers > 0)
+    pruner = InfoBatch(len(dataset), settings["infobatch_epochs"], settings["infobatch_ratio"],
+                       settings["infobatch_delta"], settings["seed"])
+    return InfoBatchStream(loader, sampler, pruner, torch.device(settings["device"]), settings["batch_size"],
+                           dist_info.world_size)
+
+
 def build_model_and_optimizer(settings: dict[str, Any]) -> tuple[MaskedViT, torch.optim.Optimizer]:
     """The model (same initial weights on every rank) and AdamW with the authors' betas and decay groups."""
     torch.manual_seed(settings["seed"])
@@ -107,25 +122,28 @@ def check_resumable(saved: dict[str, Any], settings: dict[str, Any]) -> None:
                           + "); use the same flags, or start a new --run")
 
 
-def restore(path: Path, settings: dict[str, Any], model, optimizer) -> tuple[int, int]:
-    """Load checkpoint ``path`` into model and optimiser; return (finished steps, corrupt tiles so far)."""
+def restore(path: Path, settings: dict[str, Any], model, optimizer) -> tuple[int, int, dict[str, Any] | None]:
+    """Load checkpoint ``path`` into model and optimiser; return (finished steps, corrupt tiles so far, the
+    InfoBatch state or None)."""
     state = ckpt.load_checkpoint(path, map_location="cpu")
     check_resumable(state.get("config", {}), settings)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     ckpt.set_rng_state(state["rng"])
-    return state["step"], state.get("corrupt_tiles", 0)
+    return state["step"], state.get("corrupt_tiles", 0), state.get("infobatch")
 
 
 def make_saver(run: Path, settings: dict[str, Any], model, optimizer):
     """A callback writing ``run/checkpoint.pt`` after step ``step`` (rank 0 only); the one it replaces becomes
     ``run/checkpoint.prev.pt``."""
-    def save(step: int, corrupt_tiles: int) -> None:
+    def save(step: int, corrupt_tiles: int, infobatch: dict[str, torch.Tensor] | None = None) -> None:
         samples = step * settings["batch_size"]
+        epoch = samples // settings["num_samples"] if infobatch is None else int(infobatch["epoch"])
+        extra = {} if infobatch is None else {"infobatch": infobatch}
         ckpt.save_checkpoint(run / ckpt.CHECKPOINT_NAME, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-            "samples": samples, "epoch": samples // settings["num_samples"], "rng": ckpt.rng_state(),
-            "config": settings, "num_samples": settings["num_samples"], "corrupt_tiles": corrupt_tiles,
+            "samples": samples, "epoch": epoch, "rng": ckpt.rng_state(),
+            "config": settings, "num_samples": settings["num_samples"], "corrupt_tiles": corrupt_tiles, **extra,
         }, previous=run / ckpt.PREVIOUS_NAME)
     return save
 
@@ -145,6 +163,10 @@ def start_line(settings: dict[str, Any], model: MaskedViT, start: int) -> str:
             f"{settings['num_samples']} tiles{where}; steps {start + 1}–{settings['total_steps']}, batch "
             f"{settings['batch_size']} (micro-batch {settings['micro_batch']}), peak lr {settings['lr']:.3g}, "
             f"warm-up {settings['warmup_steps']}; ETA after the first logged steps")
+    if settings["infobatch"]:
+        line += (f"\nInfoBatch: {settings['infobatch_epochs']:g} epochs, prune ratio {settings['infobatch_ratio']:g} "
+                 f"until epoch {settings['infobatch_delta'] * settings['infobatch_epochs']:g}; pruned epochs end the "
+                 f"run before step {settings['total_steps']}")
     if settings["lr"] < LOW_LR:
         line += (f"\nwarning: peak lr {settings['lr']:.2g} is below {LOW_LR:g}: a short run will barely move; "
                  "give --lr (e.g. 1e-3 for a small batch)")
@@ -177,10 +199,10 @@ def _train(cfg: TrainConfig, run: Path, dist_info: Dist) -> dict[str, Any]:
     settings = resolve(cfg, len(dataset), dist_info.world_size, pick_device(cfg.device, dist_info.local_rank))
     model, optimizer = build_model_and_optimizer(settings)
     metrics = MetricsLog(run / "metrics.jsonl")
-    start, corrupt = 0, 0
+    start, corrupt, pruning_state = 0, 0, None
     saved = ckpt.latest_checkpoint(run) if cfg.resume else None
     if saved is not None:
-        start, corrupt = restore(saved, settings, model, optimizer)
+        start, corrupt, pruning_state = restore(saved, settings, model, optimizer)
     if dist_info.rank == 0:
         metrics.truncate_after(start)  # rows an earlier invocation logged after its last checkpoint
         atomic_write_json(run / "config.json", settings)
@@ -202,16 +224,27 @@ def _train(cfg: TrainConfig, run: Path, dist_info: Dist) -> dict[str, Any]:
         print(start_line(settings, model, start), file=sys.stderr, flush=True)
     flops = flops_per_image(cfg.method, cfg.model, **_flop_options(settings["model_options"])).train
     saver = make_saver(run, settings, model, optimizer)
-    loop = Loop(wrapped, optimizer, iter(build_loader(dataset, settings, dist_info, start * cfg.batch_size)),
-                settings, dist_info.rank, flops, on_log,
-                lambda step, bad: saver(step, bad) if dist_info.rank == 0 else None)
+    stream = build_infobatch_stream(dataset, settings, dist_info) if settings["infobatch"] else None
+
+    def on_checkpoint(step: int, bad: int) -> None:
+        pruning = stream.state_dict() if stream is not None else None  # a collective: on every rank
+        if dist_info.rank == 0:
+            saver(step, bad, pruning)
+
+    if stream is not None:
+        stream.start(pruning_state)
+    batches = stream if stream is not None else iter(build_loader(dataset, settings, dist_info, start * cfg.batch_size))
+    loop = Loop(wrapped, optimizer, batches, settings, dist_info.rank, flops, on_log, on_checkpoint, stream)
     try:
         corrupt = run_steps(loop, start, corrupt)
     except NonFiniteLoss as err:
         last = ckpt.latest_checkpoint(run)
         kept = f"; {last} holds step {ckpt.load_checkpoint(last)['step']}" if last and dist_info.rank == 0 else ""
         raise NonFiniteLoss(err.step, kept) from None
-    finished = settings["total_steps"] <= max(start, settings["stop_at"] or settings["total_steps"])
+    if stream is not None:
+        finished = stream.finished
+    else:
+        finished = settings["total_steps"] <= max(start, settings["stop_at"] or settings["total_steps"])
     if finished and dist_info.rank == 0:
         ckpt.export_encoder(run / ckpt.CHECKPOINT_NAME, run / "encoder.safetensors")
     if corrupt and dist_info.rank == 0:

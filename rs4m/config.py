@@ -26,8 +26,10 @@ GREY_POLICIES = ("refuse", "replicate")
 DEFAULT_MAX_PIXELS = 400_000_000
 #: any raster (windowed formats too) is refused above this many pixels: 4e9 is a 63000 x 63000 scene
 DEFAULT_MAX_SCENE_PIXELS = 4_000_000_000
-#: peak bytes decoding one whole-decode scene may take: its file's bytes + the decoded pixels (3 bytes a pixel
-#: for JPEG, 4-5 for PNG, GIF, BMP, WebP; :data:`rs4m.whole_decode.DECODED_BYTES_PER_PIXEL`)
+#: peak bytes the tile stage may take decoding one scene of a whole-decode format, estimated before decoding: a
+#: whole decode holds the file's bytes + the decoded pixels (3 bytes a pixel for JPEG, 4-5 for PNG, GIF, BMP, WebP;
+#: :data:`rs4m.whole_decode.DECODED_BYTES_PER_PIXEL`); a large PNG decoded row by row holds a band of rows
+#: (:func:`rs4m.png_stream.stream_peak_bytes`). 4 GiB fits one worker per core on a machine of 4 GiB a core.
 DEFAULT_MAX_SCENE_BYTES = 4 << 30
 #: largest tile, crop or output edge a recipe may ask for (a 16384² RGB tile is 805 MB in memory)
 MAX_EDGE_PX = 16384
@@ -93,6 +95,7 @@ class TileConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     seed: int = 0
     max_scene_pixels: int = DEFAULT_MAX_SCENE_PIXELS
+    max_scene_bytes: int = DEFAULT_MAX_SCENE_BYTES
     grey: str | None = None  # GREY_POLICIES; None: the adapter's default (``SourceAdapter.grey``)
 
     def __post_init__(self) -> None:
@@ -108,6 +111,7 @@ class TileConfig:
         _in_range(self, "scenes_per_unit", 1, MAX_SCENES_PER_UNIT)
         _in_range(self, "max_pixels", 1, None)
         _in_range(self, "max_scene_pixels", 1, None)
+        _in_range(self, "max_scene_bytes", 1, None)
         _in_range(self, "seed", 0, None)
         _in_range(self, "shard_bytes", 0, None, "0: units by scenes_per_unit")
         if self.crop_min > self.crop_max:

@@ -24,7 +24,11 @@
   (JPEG with simplejpeg, the others with Pillow, which report truncation that GDAL's PNG driver zero-fills
   silently) and windows are read from the decoded image as the decoder left it, with no full-size copy
   (JPEG: 3 bytes a pixel; Pillow's formats: 4, 5 for a palette PNG; no mask is kept when every pixel is valid).
-  That peak, plus the file's bytes, is checked against ``max_scene_bytes`` (default 4 GiB) before decoding. The default,
+  That peak, plus the file's bytes, is checked against ``max_scene_bytes`` (default 4 GiB) before decoding. A PNG
+  of at least 64 MP whose windows the caller reads in top-row order (``window_rows``, the tile stage) is decoded row
+  by row instead (:mod:`rs4m.png_stream`, the same pixels), holding only the band of rows those windows need, and
+  the budget is checked against that band. JPEG stays whole-decoded: GDAL could read it in strips, but its libjpeg
+  decode differs from simplejpeg's by 1 in a few samples, which would change tiles. The default,
   ``DEFAULT_MAX_PIXELS`` = 400 MP (1.2 GB as RGB), is above any single optical RS image we know of (a 20000² scene) and
   small enough for a worker's memory.
 * Archive members whose name the archive holds twice are refused (GDAL and Python may read different ones),
@@ -41,10 +45,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import stat
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +63,7 @@ from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
+from rs4m import png_stream
 from rs4m.archive import gdal_member_path
 from rs4m.config import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SCENE_BYTES, DEFAULT_MAX_SCENE_PIXELS
 from rs4m.errors import BadInput
@@ -69,6 +76,7 @@ from rs4m.whole_decode import (
     check_regular,
     decode_whole,
     frame_count,
+    open_stream,
     read_bytes,
     scene_file,
     split_archive,
@@ -311,22 +319,29 @@ class SceneReader:
     info: SceneInfo
     #: True for formats decoded whole on the first read (PNG, JPEG, GIF, BMP, WebP)
     whole_decode: bool
+    #: True when the scene is decoded row by row (a large PNG, see ``window_rows``): read windows in top-row order
+    row_ordered: bool = False
 
     def __init__(self, root: Path, ref: SceneRef, max_pixels: int = DEFAULT_MAX_PIXELS,
                  grey: str = "refuse", max_scene_pixels: int = DEFAULT_MAX_SCENE_PIXELS,
-                 max_scene_bytes: int = DEFAULT_MAX_SCENE_BYTES) -> None:
+                 max_scene_bytes: int | None = DEFAULT_MAX_SCENE_BYTES, window_rows: int = 0,
+                 stream_min_pixels: int | None = None) -> None:
         self._root, self._ref, self._grey = Path(root), ref, grey
         #: True when a single grey band is read as R = G = B (``grey="replicate"``)
         self.grey_replicated = False
         self._datasets: list = []
-        self._whole: DecodedImage | None = None
+        self._whole: DecodedImage | png_stream.StreamedImage | None = None
+        self._stream: png_stream.PngHeader | None = None
         self._stretch: np.ndarray | None = None
         self._luts: np.ndarray | None = None
         try:
             with rasterio.Env(**GDAL_ENV):
                 self._open(max_pixels, max_scene_pixels)
                 if self.whole_decode:
-                    self._check_budget(max_scene_bytes)
+                    self._stream = self._stream_header(window_rows, stream_min_pixels)
+                    self.row_ordered = self._stream is not None
+                    if max_scene_bytes is not None:
+                        self._check_budget(max_scene_bytes, window_rows)
         except BaseException:
             self.close()
             raise
@@ -469,16 +484,59 @@ class SceneReader:
         ref = self._ref
         return self.info.dtype == "uint8" and not ref.rgb_bands and not ref.band_paths and not self.grey_replicated
 
-    def _decode_all(self) -> DecodedImage:
-        """The whole image of a whole-decode format, decoded once (simplejpeg / Pillow; GDAL otherwise)."""
+    def _grey_as_rgb(self) -> bool:
+        """Whether a single grey band is read as R = G = B (now, or as the scan recorded it: bands (1, 1, 1))."""
+        return self.grey_replicated or tuple(self._ref.rgb_bands or ()) == (1, 1, 1)
+
+    def _stream_header(self, window_rows: int, min_pixels: int | None) -> png_stream.PngHeader | None:
+        """The PNG's header when it is decoded row by row: a PNG of at least ``min_pixels`` (default
+        :data:`rs4m.png_stream.STREAM_MIN_PIXELS`) read in windows of ``window_rows`` > 0 rows, 8-bit, not
+        interlaced, its pixels the whole decode's uint8 RGB; None when it is decoded whole."""
+        ds, ref = self._datasets[0], self._ref
+        min_pixels = png_stream.STREAM_MIN_PIXELS if min_pixels is None else min_pixels
+        grey = self._grey_as_rgb()
+        if window_rows < 1 or ds.driver != "PNG" or ds.width * ds.height < min_pixels or ref.band_paths \
+                or not (self._wants_pixels() or grey):
+            return None
+        with open_stream(self._root, ref.scene_path) as fh:
+            header = png_stream.probe(fh, grey)
+        if header is None or (header.colour_type != 0 and ref.rgb_bands) or (header.colour_type == 0 and not grey):
+            return None
+        return header
+
+    def _open_rows(self) -> tuple[png_stream.PngRows, Callable[[], None]]:
+        """The scene's PNG opened afresh for row-by-row decoding, and the function that closes it."""
+        stack = contextlib.ExitStack()
+        try:
+            fh = stack.enter_context(open_stream(self._root, self._ref.scene_path))
+            rows = png_stream.PngRows(fh, _byte_limit(self._datasets[0]), self._grey_as_rgb())
+        except BaseException:
+            stack.close()
+            raise
+        return rows, stack.close
+
+    def _decode_all(self) -> DecodedImage | png_stream.StreamedImage:
+        """The image of a whole-decode format, decoded once (simplejpeg / Pillow; GDAL otherwise), or row by
+        row (a large PNG: :mod:`rs4m.png_stream`)."""
+        if self._stream is not None:
+            return png_stream.StreamedImage(self._open_rows)
         limit = _byte_limit(self._datasets[0])
         decoded = decode_whole(read_bytes(self._root, self._ref.scene_path, limit), self.info.driver,
                                self._wants_pixels())
         return decoded if decoded is not None else DecodedImage(bands=self._read_raw(None, None))
 
-    def _check_budget(self, max_scene_bytes: int) -> None:
+    def _check_budget(self, max_scene_bytes: int, window_rows: int) -> None:
         """Refuse, before decoding, a whole-decode scene whose decode would need more than ``max_scene_bytes``."""
         ds = self._datasets[0]
+        if self._stream is not None:
+            need = png_stream.stream_peak_bytes(self._stream, window_rows)
+            if need > max_scene_bytes:
+                raise BadInput(f"decoding this {ds.width}x{ds.height} PNG row by row in windows of {window_rows} rows "
+                               f"needs about {need / 2**20:.0f} MiB, over the per-scene memory budget "
+                               f"max_scene_bytes ({max_scene_bytes / 2**20:.0f} MiB)",
+                               f"{need} bytes: bands of {window_rows}+{png_stream.AHEAD_ROWS} rows x {ds.width} px x "
+                               f"{self._stream.channels} bytes, twice, and decode buffers")
+            return
         if self._wants_pixels():
             per_px = DECODED_BYTES_PER_PIXEL.get(ds.driver, 5)
         else:  # GDAL's bands in their dtype, the valid mask and Pillow's verification decode before them
@@ -510,7 +568,7 @@ class SceneReader:
                 if self.whole_decode:
                     if self._whole is None:
                         self._whole = self._decode_all()
-                    bands, valid = self._whole.window(x, y, w, h)
+                    bands, valid = self._whole.window(x, y, w, h)  # streamed: BadInput if broken
                     if valid is None:  # every pixel valid: no full-size mask is kept
                         valid = np.ones(bands.shape[1:], bool)
                 else:
@@ -558,6 +616,8 @@ class SceneReader:
         """Close the datasets and drop the decoded image (idempotent)."""
         for ds in self._datasets:
             ds.close()
+        if isinstance(self._whole, png_stream.StreamedImage):
+            self._whole.close()
         self._datasets, self._whole = [], None
 
     def __enter__(self) -> SceneReader:
@@ -594,14 +654,20 @@ def _blocks_absent(ds, x: int, y: int, w: int, h: int) -> bool:
 
 def open_scene(root: Path, ref: SceneRef, max_pixels: int = DEFAULT_MAX_PIXELS, grey: str = "refuse",
                max_scene_pixels: int = DEFAULT_MAX_SCENE_PIXELS,
-               max_scene_bytes: int = DEFAULT_MAX_SCENE_BYTES) -> SceneReader:
+               max_scene_bytes: int | None = DEFAULT_MAX_SCENE_BYTES, window_rows: int = 0,
+               stream_min_pixels: int | None = None) -> SceneReader:
     """Open scene ``ref`` under source root ``root`` for windowed RGB reads (a context manager).
 
     ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`, 400 MP) bounds what may be decoded whole; ``grey``
     ("refuse" | "replicate") says whether a single grey band is an error or read as R = G = B;
     ``max_scene_pixels`` (default :data:`DEFAULT_MAX_SCENE_PIXELS`, 4·10⁹) bounds any raster;
     ``max_scene_bytes`` (default :data:`DEFAULT_MAX_SCENE_BYTES`, 4 GiB) bounds the memory of decoding a
-    whole-decode scene (file bytes + 3 bytes a pixel for JPEG, 4-5 for Pillow's formats), checked before. Raises
+    whole-decode scene (file bytes + 3 bytes a pixel for JPEG, 4-5 for Pillow's formats; a streamed PNG: its
+    band of rows), checked before (None: not checked, for a caller that reads no pixels). ``window_rows`` > 0
+    says the caller reads windows of at most that many rows in top-row order: then a PNG of at least
+    ``stream_min_pixels`` (default :data:`rs4m.png_stream.STREAM_MIN_PIXELS`) that :mod:`rs4m.png_stream`
+    supports is decoded row by row (:attr:`SceneReader.row_ordered`), with the same pixels. Raises
     :class:`BadInput` for a file that cannot be used, with the reason in words and GDAL's message as detail.
     """
-    return SceneReader(root, ref, max_pixels, grey, max_scene_pixels, max_scene_bytes)
+    return SceneReader(root, ref, max_pixels, grey, max_scene_pixels, max_scene_bytes, window_rows,
+                       stream_min_pixels)

@@ -137,6 +137,29 @@ def read_bytes(root: Path, rel: str, limit: int | None = None) -> bytes:
     return data
 
 
+@contextlib.contextmanager
+def open_stream(root: Path, rel: str):
+    """A binary stream of a scene file or archive member, read as it goes (a context manager): for a format
+    decoded piece by piece (:mod:`rs4m.png_stream`). Opening errors are a :class:`BadInput`."""
+    split = split_archive(root, rel)
+    with contextlib.ExitStack() as stack:
+        try:
+            if split is None:
+                fh = stack.enter_context(open_regular(Path(root) / rel))
+            elif archive.archive_kind(split[0]) == archive.ZIP:
+                zf = stack.enter_context(zipfile.ZipFile(stack.enter_context(open_regular(split[0]))))
+                fh = stack.enter_context(zf.open(split[1]))
+            else:
+                tf = stack.enter_context(tarfile.open(fileobj=stack.enter_context(open_regular(split[0])), mode="r:*"))
+                member = tf.extractfile(tf.getmember(split[1]))
+                if member is None:
+                    raise KeyError(split[1])
+                fh = stack.enter_context(member)
+        except (OSError, KeyError, zipfile.BadZipFile, tarfile.TarError, EOFError) as err:
+            raise BadInput("truncated or corrupt image: its bytes cannot be read", f"{rel}: {err}") from None
+        yield fh
+
+
 def _read_member(path: Path, member: str, limit: int | None, cap: int, rel: str) -> bytes:
     """A member's bytes, its size checked from the zip directory or tar header before it is read."""
     if archive.archive_kind(path) == archive.ZIP:

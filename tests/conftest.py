@@ -1,9 +1,12 @@
-"""Shared fixtures: paths to the shared real imagery and a hand-made miniature build output."""
+"""Shared fixtures: paths to the shared real imagery, generated aerial-like sources and a hand-made miniature
+build output."""
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -12,6 +15,9 @@ from PIL import Image
 from rs4m import manifest as mf
 from rs4m.layout import OutputLayout
 from rs4m.shards import ShardWriter
+
+if TYPE_CHECKING:
+    from tests.scenes import Scene
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -37,6 +43,30 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present (the project's shared test imagery)")
     return SHARED_DATA
+
+
+@dataclass(frozen=True)
+class AerialSources:
+    """Generated source folders (shared by a session's tests: read them, never change them)."""
+
+    landsat: Path
+    landsat_scenes: tuple[Scene, ...]
+    dota: Path
+    dota_scenes: tuple[Scene, ...]
+
+    def scene(self, name: str) -> Scene:
+        return next(s for s in self.landsat_scenes + self.dota_scenes if s.name == name)
+
+
+@pytest.fixture(scope="session")
+def aerial_sources(tmp_path_factory) -> AerialSources:
+    """A Landsat-like GeoTIFF folder and a DOTA-like PNG folder (``images``), written here (see tests/scenes.py)."""
+    from tests.scenes import write_dota_like, write_landsat_like
+
+    root = tmp_path_factory.mktemp("aerial")
+    landsat = tuple(write_landsat_like(root / "landsat"))
+    dota = tuple(write_dota_like(root / "images"))
+    return AerialSources(root / "landsat", landsat, root / "images", dota)
 
 
 def _png(rng: np.random.Generator, size: int) -> bytes:

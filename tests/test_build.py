@@ -1,4 +1,5 @@
-"""Scan + tile end to end on real imagery: tile counts, footprints, GSD, filters, determinism, bad input."""
+"""Scan + tile end to end on generated aerial-like GeoTIFFs: tile counts, footprints, GSD, filters, determinism,
+bad input."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from rasterio.warp import transform_bounds
 
 from rs4m import manifest as mf
 from rs4m.cli import get_cli
+from rs4m.config import FilterConfig
 from rs4m.layout import OutputLayout
 from rs4m.shards import ShardReader
 
@@ -37,13 +39,13 @@ def errors_of(out: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def landsat_build(tmp_path_factory, shared_data):
+def landsat_build(tmp_path_factory, aerial_sources):
     out = tmp_path_factory.mktemp("b") / "out"
-    src = shared_data / "real" / "landsat7-rasterio"
+    src = aerial_sources.landsat
     result = run_cli("build", out, "--source", f"folder={src}", "--tile-size", 256, "--workers", 1, "-q",
                      "--keep-dropped")
     assert result.exit_code == 0, result.output
-    return out, src
+    return out, aerial_sources
 
 
 def grid_count(n: int, tile: int) -> int:
@@ -51,61 +53,74 @@ def grid_count(n: int, tile: int) -> int:
 
 
 def test_tile_counts_per_scene(landsat_build):
-    out, src = landsat_build
+    out, sources = landsat_build
     tiles = tiles_of(out).to_pylist()
     per_scene: dict[str, int] = {}
     for t in tiles:
         per_scene[t["scene_path"]] = per_scene.get(t["scene_path"], 0) + 1
     expected = {}
-    for path in sorted(src.glob("*.tif")):
+    for path in sorted(sources.landsat.glob("*.tif")):
         with rasterio.open(path) as ds:
             expected[path.name] = grid_count(ds.width, 256) * grid_count(ds.height, 256)
     assert per_scene == expected
-    assert expected["RGB.byte.tif"] == 12 and expected["rgb-byte-tenth.tif"] == 1
+    main, tenth = sources.scene("scene.tif"), sources.scene("scene-tenth.tif")
+    assert main.width % 256 and main.height % 256  # edge tiles shifted inward on both axes
+    assert expected["scene.tif"] == (main.width // 256 + 1) * (main.height // 256 + 1)
+    assert max(tenth.width, tenth.height) < 256 and expected["scene-tenth.tif"] == 1
 
 
 def test_windows_stay_inside_and_full_size(landsat_build):
-    out, src = landsat_build
+    out, sources = landsat_build
     for t in tiles_of(out).to_pylist():
-        with rasterio.open(src / t["scene_path"]) as ds:
+        with rasterio.open(sources.landsat / t["scene_path"]) as ds:
             assert 0 <= t["x"] and t["x"] + t["width"] <= ds.width
             assert 0 <= t["y"] and t["y"] + t["height"] <= ds.height
             assert t["width"] == min(256, ds.width) and t["height"] == min(256, ds.height)
 
 
 def test_gsd_and_footprints(landsat_build):
-    out, src = landsat_build
-    tiles = [t for t in tiles_of(out).to_pylist() if t["scene_path"] == "RGB.byte.tif"]
-    assert all(t["gsd_m"] == pytest.approx(300.0, rel=0.01) for t in tiles)
-    assert all(t["crs"] == "EPSG:32618" for t in tiles)
-    with rasterio.open(src / "RGB.byte.tif") as ds:
+    out, sources = landsat_build
+    main = sources.scene("scene.tif")
+    tiles = [t for t in tiles_of(out).to_pylist() if t["scene_path"] == main.name]
+    assert all(t["gsd_m"] == pytest.approx(abs(main.transform.a), rel=0.01) for t in tiles)
+    assert all(t["crs"] == main.crs for t in tiles)
+    with rasterio.open(main.path) as ds:
         scene = shapely.box(*transform_bounds(ds.crs, "EPSG:4326", *ds.bounds))
+    tol = 2 * abs(main.transform.a) / 100_000  # two pixels in degrees (a degree is over 100 km there)
     union = shapely.union_all([shapely.from_wkb(t["geometry"]) for t in tiles])
-    # the tiles cover the scene: their union spans the scene's bounds (tolerance: a pixel ≈ 0.003°) ...
-    assert union.bounds == pytest.approx(scene.bounds, abs=0.005)
-    assert scene.buffer(0.005).contains(union)
+    # the tiles cover the scene: their union spans the scene's bounds ...
+    assert union.bounds == pytest.approx(scene.bounds, abs=tol)
+    assert scene.buffer(tol).contains(union)
     # ... and each tile's footprint contains the centre of its window, mapped independently
-    with rasterio.open(src / "RGB.byte.tif") as ds:
+    with rasterio.open(main.path) as ds:
         for t in tiles:
             cx, cy = ds.xy(t["y"] + t["height"] / 2, t["x"] + t["width"] / 2)
             lon, lat = rasterio.warp.transform(ds.crs, "EPSG:4326", [cx], [cy])
             assert shapely.from_wkb(t["geometry"]).contains(shapely.Point(lon[0], lat[0]))
-    scenes = mf.read_table(OutputLayout(out).scenes, mf.SCENES_SCHEMA).to_pylist()
-    row = next(s for s in scenes if s["scene_path"] == "RGB.byte.tif")
-    assert shapely.from_wkb(row["geometry"]).bounds == pytest.approx(scene.bounds, abs=0.005)
-    assert (row["width"], row["height"], row["bands"], row["dtype"]) == (791, 718, 3, "uint8")
+    scenes = {s["scene_path"]: s for s in mf.read_table(OutputLayout(out).scenes, mf.SCENES_SCHEMA).to_pylist()}
+    assert shapely.from_wkb(scenes[main.name]["geometry"]).bounds == pytest.approx(scene.bounds, abs=tol)
+    for s in sources.landsat_scenes:  # uint8 and 16-bit scenes alike
+        row = scenes[s.name]
+        assert (row["width"], row["height"], row["bands"], row["dtype"]) == (s.width, s.height, *s.data.shape[:1],
+                                                                             s.data.dtype.name)
 
 
 def test_nodata_tiles_filtered_with_reason(landsat_build):
-    out, _ = landsat_build
+    out, sources = landsat_build
+    limit = FilterConfig().max_nodata_frac
     tiles = tiles_of(out).to_pylist()
     filtered = [t for t in tiles if t["filter_reason"]]
-    assert filtered, "RGB.byte.tif has nodata corners: some tiles must be filtered"
+    assert filtered, "the scene has nodata corners: some tiles must be filtered"
+    for t in tiles:  # the nodata fraction of each window, from the pixels written
+        frac = sources.scene(t["scene_path"]).nodata_frac(t["x"], t["y"], t["width"], t["height"])
+        assert t["nodata_frac"] == pytest.approx(frac, abs=1e-6)  # stored as float32
+        assert bool(t["filter_reason"]) == (frac > limit)
     for t in filtered:
-        assert t["filter_reason"].startswith("mostly nodata") and t["nodata_frac"] > 0.5
+        assert t["filter_reason"].startswith("mostly nodata") and t["nodata_frac"] > limit
         assert t["shard"] is None and t["sha256"] is None
     kept = [t for t in tiles if not t["filter_reason"]]
-    assert all(t["nodata_frac"] <= 0.5 and t["shard"] for t in kept)
+    assert all(t["nodata_frac"] <= limit and t["shard"] for t in kept)
+    assert any(0 < t["nodata_frac"] for t in kept)  # some nodata is tolerated
 
 
 def test_stored_bytes_and_hashes(landsat_build):
@@ -124,18 +139,18 @@ def test_stored_bytes_and_hashes(landsat_build):
 
 
 def test_verify_passes_and_build_json(landsat_build):
-    out, _ = landsat_build
+    out, sources = landsat_build
     assert run_cli("verify", out).exit_code == 0
     record = json.loads((out / "build.json").read_text())
-    assert record["stages"]["scan"]["scenes"] == 6
+    assert record["stages"]["scan"]["scenes"] == len(sources.landsat_scenes)
     assert record["finished"] and record["versions"]["gdal"]
-    assert record["sources"][0]["source"] == "folder/landsat7-rasterio"
+    assert record["sources"][0]["source"] == f"folder/{sources.landsat.name}"
 
 
 def test_workers_do_not_change_output(landsat_build, tmp_path):
-    out1, src = landsat_build
+    out1, sources = landsat_build
     out2 = tmp_path / "out2"
-    assert run_cli("build", out2, "--source", f"folder={src}", "--tile-size", 256, "--workers", 2, "-q",
+    assert run_cli("build", out2, "--source", f"folder={sources.landsat}", "--tile-size", 256, "--workers", 2, "-q",
                    "--keep-dropped").exit_code == 0
     for name in sorted(p.name for p in (out1 / "shards").glob("*.tar")):
         assert (out1 / "shards" / name).read_bytes() == (out2 / "shards" / name).read_bytes()
@@ -150,10 +165,9 @@ def _png_bomb(path: Path, side: int = 100_000) -> None:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
 
 
-def make_bad_folder(folder: Path, shared: Path) -> dict[str, str]:
-    """Good and bad files side by side; returns {bad file name: expected reason fragment}."""
+def make_bad_folder(folder: Path, good: Path) -> dict[str, str]:
+    """Copies of the GeoTIFF ``good`` and bad files side by side; returns {bad file name: expected reason fragment}."""
     folder.mkdir(parents=True)
-    good = shared / "real" / "landsat7-rasterio" / "rgb-byte-tenth.tif"
     shutil.copy(good, folder / "good.tif")
     shutil.copy(good, folder / "gööd-ünïcode.tif")
     data = good.read_bytes()
@@ -172,9 +186,9 @@ def make_bad_folder(folder: Path, shared: Path) -> dict[str, str]:
             "truncated.jpg": "", "oneband.tif": "band"}
 
 
-def test_bad_input_becomes_error_rows(tmp_path, shared_data):
+def test_bad_input_becomes_error_rows(tmp_path, aerial_sources):
     folder = tmp_path / "mixed"
-    bad = make_bad_folder(folder, shared_data)
+    bad = make_bad_folder(folder, aerial_sources.scene("scene-tenth.tif").path)
     out = tmp_path / "out"
     result = run_cli("build", out, "--source", f"folder={folder}", "--workers", 1, "-q", "--keep-dropped")
     assert result.exit_code == 0, result.output
@@ -203,12 +217,12 @@ def test_unknown_adapter_stops_before_work(tmp_path):
     assert "unknown source adapter 'nosuchadapter'" in result.stderr and "folder" in result.stderr
 
 
-def test_max_images_samples_across_folders(tmp_path, shared_data):
+def test_max_images_samples_across_folders(tmp_path, aerial_sources):
     src = tmp_path / "classes"
     for cls in ("a", "b", "c", "d"):
         (src / cls).mkdir(parents=True)
         for i in range(6):
-            os.symlink(shared_data / "real" / "landsat7-rasterio" / "rgb-byte-tenth.tif", src / cls / f"{i}.tif")
+            os.symlink(aerial_sources.scene("scene-tenth.tif").path, src / cls / f"{i}.tif")
     recipe = tmp_path / "r.toml"
     recipe.write_text(f'[[sources]]\nname = "folder"\npath = "{src}"\nmax_images = 8\n')
     out = tmp_path / "out"

@@ -97,3 +97,18 @@ def test_train_hints_say_how_to_get_the_cpu_build():
     from rs4m.cli.common import TRAIN_INSTALL
 
     assert "rs4m[train]" in TRAIN_INSTALL and "torch==2.13.0" in TRAIN_INSTALL and "whl/cpu" in TRAIN_INSTALL
+
+
+NEEDS_TORCH = [(["pretrain", "--manifest", "m.parquet", "--run", "r"], "pretraining"),
+               (["eval", "knn", "--random-init", "vit_test", "--data", "d"], "evaluation")]
+
+
+@pytest.mark.parametrize(("args", "what"), NEEDS_TORCH)
+def test_a_command_that_needs_torch_says_how_to_install_it_in_one_line(args, what, monkeypatch, tmp_path):
+    monkeypatch.setitem(__import__("sys").modules, "torch", None)  # as if PyTorch were not installed
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d").mkdir()
+    result = CliRunner().invoke(get_cli(), args)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code != 0 and len(lines) == 1, result.output
+    assert f"{what} needs PyTorch" in lines[0] and "torch==2.13.0" in lines[0] and "whl/cpu" in lines[0]

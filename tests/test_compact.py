@@ -26,11 +26,12 @@ def run_cli(*args):
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, shared_data) -> Path:
-    """Landsat (duplicates and filtered tiles, one shard) and DOTA PNGs (no duplicates, its own shard)."""
+def built(tmp_path_factory, aerial_sources) -> Path:
+    """Landsat-like GeoTIFFs (duplicates and filtered tiles, one shard) and DOTA-like PNGs (no duplicates, its own
+    shard)."""
     out = tmp_path_factory.mktemp("compact") / "out"
-    result = run_cli("build", out, "--source", f"folder={shared_data / 'real' / 'landsat7-rasterio'}",
-                     "--source", f"folder={shared_data / 'real' / 'dota-devkit' / 'images'}",
+    result = run_cli("build", out, "--source", f"folder={aerial_sources.landsat}",
+                     "--source", f"folder={aerial_sources.dota}",
                      "--tile-size", 256, "--workers", 1, "-q", "--keep-dropped")
     assert result.exit_code == 0, result.output
     return out

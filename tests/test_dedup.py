@@ -21,6 +21,7 @@ from rs4m.hashing import dihedral, hashes, hashes_with_canonical, pixel_hash
 from rs4m.layout import OutputLayout
 
 from .conftest import read_real
+from .scenes import aerial
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 LANDSAT = ("RGB.byte.tif", "rgb-byte-tenth.tif", "rgb1.tif", "rgb2.tif", "rgb3.tif", "rgb4.tif")
@@ -172,34 +173,44 @@ def test_exact_edges_star_to_first_member():
 # ---------------------------------------------------------------- geo
 
 
-@pytest.fixture(scope="module")
-def landsat_footprints() -> list[bytes]:
+@pytest.fixture(scope="module", params=["generated", "real"])
+def landsat_footprints(request) -> tuple[list[bytes], np.ndarray]:
+    """Footprints and pixel sizes of a scene, its tenth-resolution copy and its four quadrants (in that order):
+    the generated Landsat-like ones, and the real Landsat files where the shared data is present."""
     import rasterio
     from rasterio.warp import transform_bounds
 
-    out = []
-    for name in LANDSAT:
-        read_real(f"landsat7-rasterio/{name}")  # skips when the shared data is absent
-        with rasterio.open(REAL / "landsat7-rasterio" / name) as ds:
-            out.append(shapely.to_wkb(shapely.box(*transform_bounds(ds.crs, "EPSG:4326", *ds.bounds))))
-    return out
+    if request.param == "real":
+        read_real(f"landsat7-rasterio/{LANDSAT[0]}")  # skips when the shared data is absent
+        paths = [REAL / "landsat7-rasterio" / name for name in LANDSAT]
+    else:
+        sources = request.getfixturevalue("aerial_sources")
+        paths = [sources.scene(name).path for name in ("scene.tif", "scene-tenth.tif", "q1.tif", "q2.tif",
+                                                       "q3.tif", "q4.tif")]
+    footprints, gsd = [], []
+    for path in paths:
+        with rasterio.open(path) as ds:
+            footprints.append(shapely.to_wkb(shapely.box(*transform_bounds(ds.crs, "EPSG:4326", *ds.bounds))))
+            gsd.append(abs(ds.transform.a))
+    return footprints, np.array(gsd)
 
 
 def test_quadrants_group_with_full_scene_by_containment(landsat_footprints):
-    gsd = np.array([300.0, 3004.0, 300.0, 300.0, 300.0, 300.0])
+    footprints, gsd = landsat_footprints
+    assert gsd[1] / gsd[0] > 9 and (gsd[2:] == gsd[0]).all()
     scenes = [f"scene{k}" for k in range(6)]
-    edges = dd.geo_edges(landsat_footprints, scenes, gsd)
+    edges = dd.geo_edges(footprints, scenes, gsd)
     # the tenth-resolution copy is 10x coarser: not a geo duplicate (it is a near one)
     assert _edges_set(edges) == {(0, 2), (0, 3), (0, 4), (0, 5)}
     np.testing.assert_allclose(edges.distance, 0.0, atol=1e-9)  # each quadrant lies inside the full scene
     labels = dd.connected_components(6, edges.i, edges.j)
     assert (labels[[0, 2, 3, 4, 5]] == 0).all() and labels[1] == 1
     # IoU would not group them (≈ 0.25 each)
-    assert len(dd.geo_edges(landsat_footprints, scenes, gsd, measure="iou")) == 0
+    assert len(dd.geo_edges(footprints, scenes, gsd, measure="iou")) == 0
     # the same scene never pairs with itself, unknown GSD does not block
-    assert len(dd.geo_edges(landsat_footprints, ["s"] * 6, gsd)) == 0
+    assert len(dd.geo_edges(footprints, ["s"] * 6, gsd)) == 0
     # (the tenth copy then also pairs with the full scene and with each quadrant)
-    assert len(dd.geo_edges(landsat_footprints, scenes, np.full(6, np.nan))) == 9
+    assert len(dd.geo_edges(footprints, scenes, np.full(6, np.nan))) == 9
 
 
 def test_touching_or_null_footprints_do_not_pair():
@@ -257,6 +268,25 @@ def test_resolve_reasons_precedence_and_stable_groups():
 # ---------------------------------------------------------------- the stage and the CLI
 
 
+@pytest.fixture(scope="module")
+def scene_tiles() -> list[np.ndarray]:
+    """Non-overlapping 256² grid tiles of generated aerial-like scenes (no two show the same ground)."""
+    tiles = []
+    for seed, kind in enumerate(("mixed", "buildings", "agricultural")):
+        img = aerial(seed, 768, 768, kind).transpose(1, 2, 0)
+        for y in range(0, img.shape[0] - 255, 256):
+            for x in range(0, img.shape[1] - 255, 256):
+                tiles.append(np.ascontiguousarray(img[y : y + 256, x : x + 256]))
+    return tiles
+
+
+def test_distinct_scene_tiles_are_not_grouped(scene_tiles):
+    """What the stage tests below take for granted of the generated tiles."""
+    ph, dh = hashes(scene_tiles)
+    assert len(dd.near_edges(ph, dh, 5, 5)) == 0
+    assert len(dd.exact_edges([pixel_hash(t) for t in scene_tiles])) == 0
+
+
 def _tile_row(tile_id, scene, rgb, source="src", gsd=1.0, geom=None, richness=1.0, filt=None):
     ph, dh = hashes([rgb])
     return {"tile_id": tile_id, "scene_id": scene, "source": source, "scene_path": f"{scene}.tif",
@@ -266,10 +296,10 @@ def _tile_row(tile_id, scene, rgb, source="src", gsd=1.0, geom=None, richness=1.
 
 
 @pytest.fixture()
-def hand_build(tmp_path, distinct_tiles) -> tuple[Path, list[np.ndarray]]:
+def hand_build(tmp_path, scene_tiles) -> tuple[Path, list[np.ndarray]]:
     """Two tiles parts: 5 distinct tiles, an exact copy, a JPEG copy from a preferred source, a filtered
     tile, two overlapping footprints of different scenes, and a flat tile below the richness threshold."""
-    t = distinct_tiles
+    t = scene_tiles
     flat = np.full((64, 64, 3), 90, np.uint8)
     flat[0, 0] = 91
     rows0 = [_tile_row(f"t{k}", f"s{k}", t[k]) for k in range(5)]

@@ -1,6 +1,6 @@
 """Whole-decode scenes (PNG, JPEG, GIF, BMP, WebP): windows read without a full-size copy give exactly the pixels
-of a whole decode, the per-scene memory budget refuses before decoding, and a 16000² PNG builds within a stated
-peak RSS (slow)."""
+of a whole decode, the per-scene memory budget refuses before decoding, and a 16000² PNG, decoded row by row,
+builds within a stated peak RSS (slow)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import simplejpeg
+from click.testing import CliRunner
 from PIL import Image
 
+from rs4m.cli import get_cli
 from rs4m.errors import BadInput
 from rs4m.raster import open_scene
 from rs4m.sources import SceneRef
@@ -95,9 +98,9 @@ def test_windowed_formats_are_not_held_to_the_budget(tmp_path):
         assert r.read_window(0, 0, 64, 64)[0].shape == (64, 64, 3)
 
 
-#: 16000² RGB PNG: Pillow's 4 bytes a pixel (977 MiB) + the file (~400 MiB) + the interpreter and libraries
-#: (~300 MiB); measured 1657 MiB
-LARGE_EDGE, LARGE_PEAK_MIB = 16000, 1900
+#: 16000² RGB PNG, decoded row by row (rs4m.png_stream): the band of rows (2 x (512 + 256) rows x 48000 bytes, 70 MiB)
+#: + the interpreter and libraries (~300 MiB); decoded whole it took 1657 MiB (the file + Pillow's 977 MiB)
+LARGE_EDGE, LARGE_PEAK_MIB = 16000, 600
 
 
 @pytest.mark.slow
@@ -119,3 +122,19 @@ def test_a_16000_square_png_builds_within_its_memory_bound(tmp_path):
     assert done and done.groups() == ("1", str(32 * 32), "0"), out  # 512-px grid, the last row/column shifted in
     print(f"peak RSS {usage.ru_maxrss / 1024:.0f} MiB")
     assert usage.ru_maxrss / 1024 < LARGE_PEAK_MIB, f"peak RSS {usage.ru_maxrss / 1024:.0f} MiB"
+
+
+def test_max_scene_bytes_flag_makes_an_over_budget_scene_a_tile_error_row(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.fromarray(noise(100, 100)).save(src / "a.png")
+    Image.fromarray(noise(60, 60)).save(src / "b.jpg")
+    need_b = (src / "b.jpg").stat().st_size + DECODED_BYTES_PER_PIXEL["JPEG"] * 60 * 60
+    result = CliRunner().invoke(get_cli(), ["build", str(tmp_path / "out"), "--source", f"folder={src}", "--workers",
+                                            "1", "-q", "--max-scene-bytes", str(need_b)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    errors = pq.read_table(tmp_path / "out" / "errors.parquet").to_pylist()
+    assert [(e["path"], e["stage"]) for e in errors] == [("a.png", "tile")]  # the scan decodes nothing: no check
+    assert "max_scene_bytes" in errors[0]["reason"]
+    tiles = pq.read_table(tmp_path / "out" / "manifest.parquet", columns=["scene_path"]).to_pylist()
+    assert {t["scene_path"] for t in tiles} == {"b.jpg"}

@@ -15,27 +15,31 @@ from click.testing import CliRunner
 from PIL import Image
 
 from rs4m.cli import get_cli
+from rs4m.config import FilterConfig
 from rs4m.report import compute_stats, format_stats
+from rs4m.tiling import grid_windows
 
 
 def run_cli(*args):
     return CliRunner().invoke(get_cli(), [str(a) for a in args])
 
 
+TILE_PX = 256
+
+
 @pytest.fixture(scope="module")
-def build(tmp_path_factory, shared_data) -> Path:
-    """Two sources: Landsat quadrants (nodata-filtered tiles, exact and geo duplicates) plus two broken files
-    (error rows), and two DOTA PNGs."""
+def build(tmp_path_factory, aerial_sources) -> Path:
+    """Two sources: a Landsat-like scene and its quadrants (nodata-filtered tiles, exact and geo duplicates) plus
+    two broken files (error rows), and two DOTA-like PNGs."""
     root = tmp_path_factory.mktemp("report")
     landsat = root / "landsat"
-    shutil.copytree(shared_data / "real" / "landsat7-rasterio", landsat)
-    data = (landsat / "RGB.byte.tif").read_bytes()
+    shutil.copytree(aerial_sources.landsat, landsat)
+    data = (landsat / "scene.tif").read_bytes()
     (landsat / "truncated.tif").write_bytes(data[: len(data) // 3])
     (landsat / "text.tif").write_bytes(b"this is not an image\n" * 20)
     out = root / "out"
-    result = run_cli("build", out, "--source", f"folder={landsat}",
-                     "--source", f"folder={shared_data / 'real' / 'dota-devkit' / 'images'}",
-                     "--tile-size", 256, "--workers", 1, "-q", "--keep-dropped")
+    result = run_cli("build", out, "--source", f"folder={landsat}", "--source", f"folder={aerial_sources.dota}",
+                     "--tile-size", TILE_PX, "--workers", 1, "-q", "--keep-dropped")
     assert result.exit_code == 0, result.output
     return out
 
@@ -67,14 +71,21 @@ def test_totals_match_parquet(build):
     assert s["tiles_kept"] == statuses["kept"]
 
 
-def test_reasons_match_parquet(build):
+def mostly_nodata_windows(sources) -> int:
+    """How many grid windows of the scenes hold more nodata than the filter allows, from the pixels written."""
+    limit = FilterConfig().max_nodata_frac
+    return sum(scene.nodata_frac(*win) > limit for scene in sources.landsat_scenes + sources.dota_scenes
+               for win in grid_windows(scene.width, scene.height, TILE_PX))
+
+
+def test_reasons_match_parquet(build, aerial_sources):
     s = compute_stats(build)
     dup = dict(sql("SELECT dup_reason, count(*) FROM {dedup} WHERE dup_of IS NOT NULL AND dup_reason <> 'leak' "
                    "GROUP BY 1", build))
     assert s["duplicates"]["by_reason"] == dup and set(dup) >= {"exact", "geo"}
     filt = dict(sql("SELECT regexp_replace(filter_reason, ' \\(.*\\)$', ''), count(*) FROM {tiles} "
                     "WHERE filter_reason IS NOT NULL GROUP BY 1", build))
-    assert s["filtered"]["by_reason"] == filt == {"mostly nodata": 4}
+    assert s["filtered"]["by_reason"] == filt == {"mostly nodata": mostly_nodata_windows(aerial_sources)}
     errors = sql("SELECT stage, reason, count(*) FROM {errors} GROUP BY 1, 2", build)
     assert s["errors"]["total"] == sum(n for *_, n in errors) >= 2
     for stage, reason, n in errors:

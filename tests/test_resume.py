@@ -9,8 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from rs4m import manifest as mf
 from rs4m.layout import OutputLayout
+from tests.adversarial import write_tif
 
 
 def recipe(tmp_path: Path, src: Path) -> Path:
@@ -46,12 +49,23 @@ def kill_when(cmd: list[str], ready, timeout: float = 60.0) -> None:
     proc.wait()
 
 
-def test_kill_and_resume_equals_uninterrupted(tmp_path, shared_data):
-    src = tmp_path / "src"
+def aerial_scenes(src: Path) -> None:
+    """Five aerial-looking GeoTIFF scenes (one 16-bit, one single-byte-range) and a PNG, made here."""
+    from rs4m.demo import synthetic_scene
+
+    rng = np.random.default_rng(7)
     src.mkdir()
-    for name in ("rgb1.tif", "rgb2.tif", "rgb3.tif", "rgb4.tif", "rgb-byte-tenth.tif"):
-        os.symlink(shared_data / "real" / "landsat7-rasterio" / name, src / name)
-    os.symlink(shared_data / "real" / "dota-devkit" / "images" / "P1888.png", src / "P1888.png")
+    for i, (w, h, kind) in enumerate([(520, 400, "mixed"), (384, 384, "buildings"), (450, 610, "agricultural"),
+                                      (300, 520, "river"), (640, 256, "forest")]):
+        rgb = np.asarray(synthetic_scene(rng, w, h, kind)).transpose(2, 0, 1)
+        data = (rgb.astype(np.uint16) * 40) if i == 0 else (rgb // 10 if i == 3 else rgb)
+        write_tif(src / f"scene{i}.tif", data)
+    synthetic_scene(rng, 700, 560).save(src / "P0001.png")
+
+
+def test_kill_and_resume_equals_uninterrupted(tmp_path):
+    src = tmp_path / "src"
+    aerial_scenes(src)
     rec = recipe(tmp_path, src)
 
     ref = tmp_path / "ref"

@@ -14,6 +14,7 @@ import sys
 import time
 import zipfile
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +29,12 @@ from rs4m.cli import get_cli
 from rs4m.engines import get_engine
 from rs4m.errors import BadInput
 from rs4m.layout import OutputLayout
+from rs4m.plan import plan_from_record
 from rs4m.raster import open_scene
+from rs4m.record import BuildRecord
 from rs4m.shards import ShardWriter, file_sha256, list_members
 from rs4m.sources import SceneRef
 from rs4m.stages import tile as tile_stage
-from rs4m.stages.build import filters_of, read_record, tile_configs
 from rs4m.whole_decode import read_bytes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -202,12 +204,17 @@ def test_any_exception_of_a_scene_is_its_error_row(tmp_path, monkeypatch, exc):
         return real(root, ref, **kw)
 
     monkeypatch.setattr(tile_stage, "open_scene", flaky)
-    record = read_record(out)
-    counts = tile_stage.run_tile(out, tile_configs(record), filters_of(record), get_engine("local", workers=1))
+    counts = tile_alone(out, get_engine("local", workers=1))
     assert counts["units_failed"] == []
     errors = errors_of(out)
     assert [(e["path"], e["stage"]) for e in errors] == [("b.tif", "tile")] and errors[0]["reason"]
     assert {t["scene_path"] for t in tiles_of(out)} == {"a.tif", "c.tif"}
+
+
+def tile_alone(out, engine) -> dict:
+    """The tile stage of a scanned build run by itself, with the settings its build.json records."""
+    plan = plan_from_record(BuildRecord.load(out))
+    return tile_stage.run_tile(out, {s: asdict(t) for s, t in plan.tile_configs().items()}, plan.filters, engine)
 
 
 def test_a_unit_that_fails_is_an_error_row_naming_its_part(tmp_path, monkeypatch):
@@ -221,9 +228,8 @@ def test_a_unit_that_fails_is_an_error_row_naming_its_part(tmp_path, monkeypatch
             raise RuntimeError("the disk is on fire")
 
     monkeypatch.setattr(tile_stage, "ShardWriter", Broken)
-    record = read_record(out)
     def run():
-        return tile_stage.run_tile(out, tile_configs(record), filters_of(record), get_engine("local", workers=1))
+        return tile_alone(out, get_engine("local", workers=1))
     assert len(run()["units_failed"]) == 1
     rows = [e for e in errors_of(out) if e["stage"] == "unit"]
     assert len(rows) == 1 and rows[0]["path"] == "tiles/part-00000.parquet"
@@ -255,8 +261,7 @@ def test_a_scene_that_kills_its_worker_takes_only_itself_down(tmp_path):
         write_tif(src / f"{name}.tif", noise(64, 64, len(name)))
     out = tmp_path / "out"
     assert run_cli("scan", out, "--source", f"folder={src}", "--tile-size", 64, "--workers", 1, "-q").exit_code == 0
-    record = read_record(out)
-    counts = tile_stage.run_tile(out, tile_configs(record), filters_of(record), SegfaultingEngine())
+    counts = tile_alone(out, SegfaultingEngine())
     assert counts["units_failed"] == []
     errors = errors_of(out)
     assert [(e["path"], e["stage"]) for e in errors] == [("crash.tif", "tile")] and "crashed" in errors[0]["reason"]

@@ -69,7 +69,7 @@ def test_verify_missing_folder_is_one_line(tmp_path):
     assert result.stderr.strip().count("\n") == 0 and "is not a folder" in result.stderr
 
 
-# ---- deeper checks on a real build: manifest vs tiles parts, decoding, kept tiles only, build.json ----------
+# ---- deeper checks on a build of aerial-like scenes: manifest vs tiles parts, decoding, kept tiles only, build.json
 
 import hashlib  # noqa: E402
 import shutil  # noqa: E402
@@ -81,9 +81,9 @@ from rs4m.shards import file_sha256  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def real_build(tmp_path_factory, shared_data):
+def scene_build(tmp_path_factory, aerial_sources):
     out = tmp_path_factory.mktemp("verify") / "out"
-    src = shared_data / "real" / "landsat7-rasterio"
+    src = aerial_sources.landsat
     result = CliRunner().invoke(get_cli(), ["build", str(out), "--source", f"folder={src}", "--tile-size", "256",
                                             "--workers", "1", "-q", "--keep-dropped"])
     assert result.exit_code == 0, result.output
@@ -91,9 +91,9 @@ def real_build(tmp_path_factory, shared_data):
 
 
 @pytest.fixture()
-def real(real_build, tmp_path):
+def built(scene_build, tmp_path):
     copy = tmp_path / "out"
-    shutil.copytree(real_build, copy)
+    shutil.copytree(scene_build, copy)
     return copy
 
 
@@ -116,102 +116,102 @@ def _where(report):
     return [(p["shard"], p["tile_id"]) for p in report["problems"]]
 
 
-def test_real_build_verifies(real):
-    code, report = _verify(real)
-    rows = mf.read_table(real / "manifest.parquet", mf.MANIFEST_SCHEMA).num_rows
+def test_sound_build_verifies(built):
+    code, report = _verify(built)
+    rows = mf.read_table(built / "manifest.parquet", mf.MANIFEST_SCHEMA).num_rows
     assert code == 0 and report["problems"] == [] and report["rows_checked"] == rows > 0
 
 
-def test_manifest_row_differing_from_tiles_part(real):
+def test_manifest_row_differing_from_tiles_part(built):
     def bump(rows):
         rows[2]["richness"] += 1.0
         rows[2]["scene_path"] = "elsewhere.tif"
-    rows = _rewrite_manifest(real, bump)
-    code, report = _verify(real)
+    rows = _rewrite_manifest(built, bump)
+    code, report = _verify(built)
     assert code == 1 and _where(report) == [(rows[2]["shard"], rows[2]["tile_id"])]
     assert "scene_path, " in report["problems"][0]["problem"] and "richness" in report["problems"][0]["problem"]
 
 
-def test_tile_that_does_not_decode(real):
+def test_tile_that_does_not_decode(built):
     """Garbage of the right length in a tile's data, with every hash updated so only decoding can tell."""
-    rows = mf.read_table(real / "manifest.parquet", mf.MANIFEST_SCHEMA).to_pylist()
+    rows = mf.read_table(built / "manifest.parquet", mf.MANIFEST_SCHEMA).to_pylist()
     victim = rows[3]
-    path = real / "shards" / victim["shard"]
+    path = built / "shards" / victim["shard"]
     data = bytearray(path.read_bytes())
     garbage = bytes((k * 37) % 251 for k in range(victim["length"]))
     data[victim["offset"]:victim["offset"] + victim["length"]] = garbage
     path.write_bytes(bytes(data))
-    shards = mf.read_table(real / "shards.parquet", mf.SHARDS_SCHEMA).to_pylist()
+    shards = mf.read_table(built / "shards.parquet", mf.SHARDS_SCHEMA).to_pylist()
     for s in shards:
-        s["sha256"] = file_sha256(real / "shards" / s["shard"])
-    mf.write_table(mf.table_from_rows(shards, mf.SHARDS_SCHEMA), real / "shards.parquet")
+        s["sha256"] = file_sha256(built / "shards" / s["shard"])
+    mf.write_table(mf.table_from_rows(shards, mf.SHARDS_SCHEMA), built / "shards.parquet")
     digest = hashlib.sha256(garbage).hexdigest()
 
     def rehash(rows):
         for r in rows:
             if r["tile_id"] == victim["tile_id"]:
                 r["sha256"] = digest
-    _rewrite_manifest(real, rehash)
-    _rewrite_tiles(real, rehash)
-    code, report = _verify(real)
+    _rewrite_manifest(built, rehash)
+    _rewrite_tiles(built, rehash)
+    code, report = _verify(built)
     assert code == 1 and _where(report) == [(victim["shard"], victim["tile_id"])]
     assert "does not decode as jpg" in report["problems"][0]["problem"]
-    fast = CliRunner().invoke(get_cli(), ["verify", str(real), "--json", "--no-decode"])
+    fast = CliRunner().invoke(get_cli(), ["verify", str(built), "--json", "--no-decode"])
     assert fast.exit_code == 0
 
 
-def test_wrong_recorded_size(real):
-    victim = mf.read_table(real / "manifest.parquet", mf.MANIFEST_SCHEMA).to_pylist()[0]
+def test_wrong_recorded_size(built):
+    victim = mf.read_table(built / "manifest.parquet", mf.MANIFEST_SCHEMA).to_pylist()[0]
 
     def shrink(rows):
         for r in rows:
             if r["tile_id"] == victim["tile_id"]:
                 r["out_width"], r["out_height"] = 128, 128
-    _rewrite_manifest(real, shrink)
-    _rewrite_tiles(real, shrink)
-    code, report = _verify(real)
+    _rewrite_manifest(built, shrink)
+    _rewrite_tiles(built, shrink)
+    code, report = _verify(built)
     assert code == 1 and _where(report) == [(victim["shard"], victim["tile_id"])]
     assert report["problems"][0]["problem"] == (
         f"decodes to {victim['width']}x{victim['height']}, recorded size is 128x128")
 
 
-def test_manifest_holding_a_duplicate(real):
-    dups = mf.read_table(real / "dedup.parquet", mf.DEDUP_SCHEMA).to_pylist()
+def test_manifest_holding_a_duplicate(built):
+    dups = mf.read_table(built / "dedup.parquet", mf.DEDUP_SCHEMA).to_pylist()
     dup = next(d for d in dups if d["dup_of"] is not None)
-    tiles = {r["tile_id"]: r for r in mf.read_parts(OutputLayout(real).tile_parts(), mf.TILES_SCHEMA).to_pylist()}
+    tiles = {r["tile_id"]: r for r in mf.read_parts(OutputLayout(built).tile_parts(), mf.TILES_SCHEMA).to_pylist()}
     row = dict(tiles[dup["tile_id"]], dup_group=dup["dup_group"], dup_of=None, dup_reason=None)
-    _rewrite_manifest(real, lambda rows: rows.append(row))
-    update = json.loads((real / "build.json").read_text())
+    _rewrite_manifest(built, lambda rows: rows.append(row))
+    update = json.loads((built / "build.json").read_text())
     update["stages"]["catalog"]["tiles_kept"] += 1
-    (real / "build.json").write_text(json.dumps(update))
-    code, report = _verify(real)
+    (built / "build.json").write_text(json.dumps(update))
+    code, report = _verify(built)
     assert code == 1 and _where(report) == [(row["shard"], row["tile_id"])]
     assert f"is a duplicate of {dup['dup_of']} (dedup.parquet" in report["problems"][0]["problem"]
 
 
-def test_filtered_tile_in_manifest(real):
-    tiles = mf.read_parts(OutputLayout(real).tile_parts(), mf.TILES_SCHEMA).to_pylist()
+def test_filtered_tile_in_manifest(built):
+    tiles = mf.read_parts(OutputLayout(built).tile_parts(), mf.TILES_SCHEMA).to_pylist()
     filtered = next(r for r in tiles if r["filter_reason"])
-    _rewrite_manifest(real, lambda rows: rows.append(dict(filtered)))
-    code, report = _verify(real)
+    _rewrite_manifest(built, lambda rows: rows.append(dict(filtered)))
+    code, report = _verify(built)
     problems = {p["problem"] for p in report["problems"] if p["tile_id"] == filtered["tile_id"]}
     assert code == 1 and any(p.startswith("is filtered (mostly nodata") for p in problems)
     assert any("no stored bytes" in p for p in problems)
 
 
-def test_wrong_build_json_count(real):
-    record = json.loads((real / "build.json").read_text())
+def test_wrong_build_json_count(built):
+    record = json.loads((built / "build.json").read_text())
     kept = record["stages"]["catalog"]["tiles_kept"]
     record["stages"]["catalog"]["tiles_kept"] = kept + 3
-    (real / "build.json").write_text(json.dumps(record))
-    code, report = _verify(real)
+    (built / "build.json").write_text(json.dumps(record))
+    code, report = _verify(built)
     assert code == 1 and len(report["problems"]) == 1
     assert f"tiles_kept is {kept + 3} but manifest.parquet has {kept} rows" in report["problems"][0]["problem"]
 
 
-def test_kept_tile_missing_from_manifest_is_reported(tmp_path, shared_data):
+def test_kept_tile_missing_from_manifest_is_reported(tmp_path, aerial_sources):
     out = tmp_path / "out"
-    src = shared_data / "real" / "dota-devkit" / "images"
+    src = aerial_sources.dota
     assert CliRunner().invoke(get_cli(), ["build", str(out), "--source", f"folder={src}", "--tile-size", "256",
                                           "--workers", "1", "-q"]).exit_code == 0
     assert _verify(out)[0] == 0

@@ -12,7 +12,8 @@ from rs4m.cli.common import Bars, echo_build, echo_plan
 from rs4m.config import FORMATS, MODES
 from rs4m.engines import ENGINES
 
-TILE_FLAGS = ("tile_size", "stride", "mode", "format", "out_size", "crop_min", "crop_max", "quality", "max_pixels")
+TILE_FLAGS = ("tile_size", "stride", "mode", "format", "out_size", "crop_min", "crop_max", "quality", "max_pixels",
+              "max_scene_bytes")
 
 
 def source_options(fn: Callable) -> Callable:
@@ -35,6 +36,8 @@ def source_options(fn: Callable) -> Callable:
         click.option("--quality", type=click.IntRange(1, 100), help="JPEG quality (default 95)."),
         click.option("--max-pixels", type=click.IntRange(1),
                      help="Refuse whole-decode images (PNG, JPEG) larger than this (default 400e6)."),
+        click.option("--max-scene-bytes", type=click.IntRange(1),
+                     help="Refuse a scene whose decode would need more memory than this (default 4 GiB)."),
         click.option("--workers", type=click.IntRange(1), help="Worker processes (default: all cores)."),
         click.option("--engine", type=click.Choice(list(ENGINES)), default="local", show_default=True),
         click.option("--ray-address", help="Ray cluster address (with --engine ray; default: start a local one)."),

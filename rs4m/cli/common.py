@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from rs4m.errors import ConfigError, Rs4mError
+from rs4m.errors import ConfigError, DependencyError, Rs4mError
 
 #: causes of a failed write or read that the user can fix, in their words
 OS_CAUSES = {
@@ -36,6 +36,16 @@ TRAIN_INSTALL = ("pip install 'rs4m[train]' (on a machine without a GPU first `p
                  "--index-url https://download.pytorch.org/whl/cpu`, the CPU build, to skip the multi-GB CUDA one)")
 #: files whose frames in a traceback mean a checkpoint or weights file was being read
 _CHECKPOINT_READERS = ("torch/serialization.py", "safetensors/")
+
+
+def require_torch(what: str) -> None:
+    """Raise :class:`DependencyError` with the install line when PyTorch or safetensors (the train extra) is
+    missing; ``what`` names the command for the message."""
+    try:
+        import safetensors  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError:
+        raise DependencyError(f"{what} needs PyTorch and safetensors: {TRAIN_INSTALL}") from None
 
 
 def debug_enabled(ctx: click.Context) -> bool:

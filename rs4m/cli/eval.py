@@ -9,18 +9,7 @@ from typing import Any
 
 import click
 
-from rs4m.cli.common import TRAIN_INSTALL, Rs4mGroup, checkpoint_errors, echo_json
-from rs4m.errors import DependencyError
-
-TRAIN_EXTRA = f"install the train extra: {TRAIN_INSTALL}"
-
-
-def require_torch() -> None:
-    """Raise :class:`DependencyError` with the install line when torch (the train extra) is missing."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise DependencyError(f"this command needs PyTorch; {TRAIN_EXTRA}") from None
+from rs4m.cli.common import Rs4mGroup, checkpoint_errors, echo_json, require_torch
 
 
 def _eval_options(func: Callable) -> Callable:
@@ -51,7 +40,7 @@ def _eval_options(func: Callable) -> Callable:
 
 
 def _run(task: str, as_json: bool, device: str, **flags: Any) -> None:
-    require_torch()
+    require_torch("evaluation")
     import torch
 
     from pretrain.eval import EvalConfig, run_eval

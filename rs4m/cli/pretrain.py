@@ -13,18 +13,8 @@ from typing import Any
 
 import click
 
-from rs4m.cli.common import TRAIN_INSTALL, Rs4mGroup, checkpoint_errors
-from rs4m.errors import ConfigError, DependencyError
-
-
-def require_torch() -> None:
-    """Raise :class:`DependencyError` with the install line when PyTorch is missing."""
-    try:
-        import safetensors  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError:
-        raise DependencyError(f"pretraining needs PyTorch and safetensors: {TRAIN_INSTALL}") from None
-
+from rs4m.cli.common import Rs4mGroup, checkpoint_errors, require_torch
+from rs4m.errors import ConfigError
 
 _TYPES = {"int": int, "float": float, "str": str}
 
@@ -33,8 +23,8 @@ def _option(f: dataclasses.Field) -> click.Option:
     """The click option of one ``TrainConfig`` field (its help, choices and default from the field)."""
     flag = "--" + f.name.replace("_", "-")
     help_text = f.metadata.get("help", "")
-    if f.type == "bool":
-        return click.Option([flag], is_flag=True, default=f.default, help=help_text)
+    if f.type == "bool":  # an on/off pair: --infobatch / --no-infobatch
+        return click.Option([f"{flag}/--no-{flag[2:]}"], default=f.default, help=help_text)
     if f.name in ("manifest", "run"):  # required by the command, not by --help or a subcommand
         return click.Option([flag], type=click.Path(path_type=Path, dir_okay=f.name == "run",
                                                     file_okay=f.name == "manifest"), help=help_text)
@@ -69,7 +59,7 @@ def pretrain(ctx: click.Context, **flags: Any) -> None:
         return
     if flags["manifest"] is None or flags["run"] is None:
         raise ConfigError("rs4m pretrain needs --manifest and --run (see rs4m pretrain --help)")
-    require_torch()
+    require_torch("pretraining")
     from pretrain.config import TrainConfig
     from pretrain.train import train
 
@@ -89,7 +79,7 @@ def pretrain(ctx: click.Context, **flags: Any) -> None:
 @click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
 def export(checkpoint: Path, out: Path) -> None:
     """Write the encoder of CHECKPOINT to OUT (.safetensors, timm ViT key names)."""
-    require_torch()
+    require_torch("pretraining")
     from pretrain.checkpoint import export_encoder
 
     meta = export_encoder(checkpoint, out)  # a file that is not a checkpoint: one-line OutputError

@@ -74,16 +74,6 @@ def read_record(out: Path) -> dict[str, Any]:
     return BuildRecord.load(Path(out)).data
 
 
-def tile_configs(record: dict[str, Any]) -> dict[str, dict]:
-    """source → its TileConfig fields, from a ``build.json`` dict (for tools that run a stage function alone)."""
-    return {s["source"]: s["tile"] for s in record.get("sources", [])}
-
-
-def filters_of(record: dict[str, Any]) -> FilterConfig:
-    """The filters of a ``build.json`` dict."""
-    return FilterConfig(**record.get("filters", {}))
-
-
 def check_out_folder(out: Path, roots: list[Path]) -> None:
     """Refuse an OUT that overlaps a source root, or that is a non-empty folder holding no rs4m build.
 
@@ -204,7 +194,7 @@ class _Run:
 
     def refilter(self) -> None:
         """Bring the existing tiles parts to the plan's filters (:func:`rs4m.stages.grow.refilter`)."""
-        from rs4m.config import FilterConfig, from_mapping
+        from rs4m.config import from_mapping
         from rs4m.stages.grow import refilter
 
         made_with = self.record.data.get("tiles_filters")

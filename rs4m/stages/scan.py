@@ -76,8 +76,8 @@ def probe_scene(task: ProbeTask, ref: SceneRef) -> tuple[dict, int]:
     size, sha = _file_facts(root, ref)
     if size == 0:
         raise BadInput("empty file (0 bytes)")
-    with open_scene(root, ref, max_pixels=task.max_pixels, grey=task.grey,
-                    max_scene_pixels=task.max_scene_pixels) as reader:
+    with open_scene(root, ref, max_pixels=task.max_pixels, grey=task.grey, max_scene_pixels=task.max_scene_pixels,
+                    max_scene_bytes=None) as reader:  # no pixels are decoded: the tile stage checks the budget
         info, pages = reader.info, reader.page_count()
     if reader.grey_replicated:  # the tile stage reads band 1 as R, G and B; bands stays 1 in the manifest
         ref = replace(ref, rgb_bands=(1, 1, 1))

@@ -1,6 +1,8 @@
 """Tile stage: each work unit (a batch of scenes of one source) → one tar shard + one tiles part.
 
-Pixels are decoded once per window: while a tile is in memory the stage measures nodata and blankness,
+Pixels are decoded once per window (a PNG of 64 MP or more row by row, holding only the band of rows its windows
+need: :mod:`rs4m.png_stream`; its windows are then tiled and stored by top row, which reorders random crops, not
+grid tiles, and changes no tile's bytes): while a tile is in memory the stage measures nodata and blankness,
 computes the richness score, encodes it, hashes the stored bytes and the pixels (sha256, pHash, dHash) and
 appends it to the unit's shard. Filtered tiles are rows with a ``filter_reason`` and no bytes.
 
@@ -31,6 +33,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from operator import attrgetter
 from pathlib import Path
 
 import numpy as np
@@ -171,9 +174,13 @@ def tile_scene(scene: dict, task: UnitTask, writer: ShardWriter, shard: str,
     rows: list[dict] = []
     batch: list[tuple[dict, np.ndarray]] = []
     check_unchanged(scene)
-    with open_scene(root, ref, max_pixels=cfg.max_pixels, max_scene_pixels=cfg.max_scene_pixels) as reader:
+    windows = scene_windows(scene, cfg)
+    window_rows = max((win.height for win in windows), default=0)
+    with open_scene(root, ref, max_pixels=cfg.max_pixels, max_scene_pixels=cfg.max_scene_pixels,
+                    max_scene_bytes=cfg.max_scene_bytes, window_rows=window_rows) as reader:
         _check_size(scene, reader)
-        windows = scene_windows(scene, cfg)
+        if reader.row_ordered:  # a large PNG decoded row by row: its windows by top row (grid ones already are)
+            windows = sorted(windows, key=attrgetter("y"))
         for win in windows:
             if reader.window_is_empty(*win):  # a sparse file stores nothing there: no pixels, no row
                 continue
