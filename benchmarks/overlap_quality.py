@@ -15,7 +15,11 @@ All crops form one pool searched as a corpus (candidate search, then verificatio
 every pair of the pool can be a false positive; the truth of any pair is the shared ground of their windows
 (zero across scenes).
 
-    python benchmarks/overlap_quality.py [--pairs 60] [--write]
+    python benchmarks/overlap_quality.py [--pairs 60] [--keypoints K] [--work-px PX] [--mirrored-only] [--write]
+
+``--keypoints`` and ``--work-px`` set the extraction (keypoints kept per orientation, the side the image is
+reduced to before detection) so that cheaper features can be checked; ``--mirrored-only`` skips the
+section without mirrored features (what the build stores: both orientations of every tile).
 """
 
 from __future__ import annotations
@@ -227,6 +231,7 @@ class Found:
     frac_j: float    # estimated, over j's area
     true: float      # true, over the smaller image
     true_j: float
+    spread: float    # inliers' hull over the overlap (rs4m.overlap.verify.Match.spread)
 
 
 def search(feats: list, mirrors: list | None, rows_a: np.ndarray, rows_b: np.ndarray | None,
@@ -260,13 +265,14 @@ def verify_all(pool: Pool, feats: list, mirrors: list | None, i: np.ndarray, j: 
         m = verify(feats[a], feats[b], mirrors[b] if mirrors else None, min_inliers=5)
         if m is not None:
             t = truth(pool, a, b)
-            out.append(Found(a, b, m.inliers, m.overlap_frac, m.frac_b, max(t), t[1]))
+            out.append(Found(a, b, m.inliers, m.overlap_frac, m.frac_b, max(t), t[1], m.spread))
     return out
 
 
-MIN_INLIERS = (6, 8, 10, 12, 15, 20)
-PAIR_THRESHOLDS = (0.3, 0.4, 0.45, 0.5)
-LEAK_THRESHOLDS = (0.15, 0.2, 0.25)
+MIN_INLIERS = (5, 6, 7, 8, 10, 12, 15, 20)
+MIN_SPREAD = (0.0, 0.02, 0.05)
+PAIR_THRESHOLDS = (0.4, 0.5)
+LEAK_THRESHOLDS = (0.2, 0.25)
 
 
 def _pct(x: float) -> str:
@@ -275,21 +281,22 @@ def _pct(x: float) -> str:
 
 def pair_sweep(pool: Pool, found: list[Found]) -> tuple[list[dict], dict]:
     """Recall of designed pairs (true overlap ≥ 0.5, and 0.25–0.5) and precision of everything reported, per
-    (min inliers, overlap threshold); the default is the best recall ≥ 0.5 among precision ≥ 0.99."""
+    (min inliers, min spread of the inliers, overlap threshold); the default is the best recall ≥ 0.5 among
+    precision ≥ 0.99."""
     rows = []
     big = {(a, b) for a, b, _, t in pool.designed if t >= 0.5}
     mid = {(a, b) for a, b, _, t in pool.designed if 0.25 <= t < 0.5}
-    for mi in MIN_INLIERS:
-        for thr in PAIR_THRESHOLDS:
-            rep = [f for f in found if f.inliers >= mi and f.frac >= thr]
-            keys = {(f.i, f.j) for f in rep}
-            wrong = [f for f in rep if f.true <= 0]
-            rows.append({"min_inliers": mi, "overlap_frac": thr, "reported": len(rep), "false": len(wrong),
-                         "precision": 1 - len(wrong) / max(len(rep), 1),
-                         "recall_50": len(big & keys) / max(len(big), 1),
-                         "recall_25_50": len(mid & keys) / max(len(mid), 1)})
+    for mi, sp, thr in ((mi, sp, thr) for mi in MIN_INLIERS for sp in MIN_SPREAD for thr in PAIR_THRESHOLDS):
+        rep = [f for f in found if f.inliers >= mi and f.spread >= sp and f.frac >= thr]
+        keys = {(f.i, f.j) for f in rep}
+        wrong = [f for f in rep if f.true <= 0]
+        rows.append({"min_inliers": mi, "min_spread": sp, "overlap_frac": thr, "reported": len(rep),
+                     "false": len(wrong), "precision": 1 - len(wrong) / max(len(rep), 1),
+                     "recall_50": len(big & keys) / max(len(big), 1),
+                     "recall_25_50": len(mid & keys) / max(len(mid), 1)})
     ok = [r for r in rows if r["precision"] >= 0.99] or rows
-    return rows, max(ok, key=lambda r: (round(r["recall_50"], 3), r["min_inliers"], r["overlap_frac"]))
+    return rows, max(ok, key=lambda r: (round(r["recall_50"], 3), r["min_inliers"], r["min_spread"],
+                                         r["overlap_frac"]))
 
 
 def _recall(group: list, rep: dict) -> float:
@@ -298,7 +305,8 @@ def _recall(group: list, rep: dict) -> float:
 
 def pair_breakdown(pool: Pool, found: list[Found], default: dict) -> list[str]:
     """Recall per transform (true ≥ 0.5) and per overlap bin at the default thresholds; fraction error."""
-    rep = {(f.i, f.j): f for f in found if f.inliers >= default["min_inliers"] and f.frac >= default["overlap_frac"]}
+    rep = {(f.i, f.j): f for f in found if f.inliers >= default["min_inliers"] and f.spread >= default["min_spread"]
+           and f.frac >= default["overlap_frac"]}
     bins = " | ".join(f"recall {lo:.2f}–{min(hi, 1):.2f}" for lo, hi in BINS)
     lines = ["| transform | pairs ≥ 0.5 | recall ≥ 0.5 | " + bins + " |",
              "|---|---|---|" + "---|" * len(BINS)]
@@ -337,22 +345,24 @@ def leak_sweep(pool: Pool, found: list[Found], true_share: dict[int, float]) -> 
     is ≥ 0.25, precision over flagged images (correct when the tile matched truly shares its ground)."""
     leaking = {q for q, s in true_share.items() if s >= 0.25}
     rows = []
-    for mi in MIN_INLIERS:
-        for thr in LEAK_THRESHOLDS:
-            best: dict[int, Found] = {}
-            for f in found:
-                if f.inliers >= mi and f.frac_j >= thr and (f.j not in best or f.frac_j > best[f.j].frac_j):
-                    best[f.j] = f
-            wrong = sum(f.true_j <= 0 for f in best.values())
-            rows.append({"min_inliers": mi, "leak_overlap": thr, "flagged": len(best), "false": wrong,
-                         "precision": 1 - wrong / max(len(best), 1),
-                         "recall_25": len(leaking & set(best)) / max(len(leaking), 1)})
+    for mi, sp, thr in ((mi, sp, thr) for mi in MIN_INLIERS for sp in MIN_SPREAD for thr in LEAK_THRESHOLDS):
+        best: dict[int, Found] = {}
+        for f in found:
+            if f.inliers >= mi and f.spread >= sp and f.frac_j >= thr and \
+                    (f.j not in best or f.frac_j > best[f.j].frac_j):
+                best[f.j] = f
+        wrong = sum(f.true_j <= 0 for f in best.values())
+        rows.append({"min_inliers": mi, "min_spread": sp, "leak_overlap": thr, "flagged": len(best), "false": wrong,
+                     "precision": 1 - wrong / max(len(best), 1),
+                     "recall_25": len(leaking & set(best)) / max(len(leaking), 1)})
     ok = [r for r in rows if r["precision"] >= 0.99] or rows
-    return rows, max(ok, key=lambda r: (round(r["recall_25"], 3), r["min_inliers"], r["leak_overlap"]))
+    return rows, max(ok, key=lambda r: (round(r["recall_25"], 3), r["min_inliers"], r["min_spread"],
+                                         r["leak_overlap"]))
 
 
 def leak_breakdown(pool: Pool, found: list[Found], true_share: dict[int, float], default: dict) -> list[str]:
-    flagged = {f.j for f in found if f.inliers >= default["min_inliers"] and f.frac_j >= default["leak_overlap"]}
+    flagged = {f.j for f in found if f.inliers >= default["min_inliers"] and f.spread >= default["min_spread"]
+               and f.frac_j >= default["leak_overlap"]}
     lines = ["| benchmark image made by | leaking images (true share ≥ 0.25) | recall |", "|---|---|---|"]
     for kind in TRANSFORMS + ("all",):
         group = [q for q, s in true_share.items() if s >= 0.25 and kind in ("all", pool.images[q].kind)]
@@ -389,10 +399,11 @@ def tile_tile(pool: Pool, feats: list, mirrors: list | None, params: dict) -> tu
              f"Candidates: {len(i):,} ({len(i) / len(pool.images):.1f} per image) in {cand_s:.1f} s; they include "
              f"{cand_recall:.3f} of the designed pairs ≥ 0.5. Verification: {ver_s:.1f} s "
              f"({ver_s / max(len(i), 1) * 1e3:.2f} ms per candidate)."), "",
-             *_table(sweep, ["min_inliers", "overlap_frac", "reported", "false", "precision", "recall_50",
+             *_table(sweep, ["min_inliers", "min_spread", "overlap_frac", "reported", "false", "precision", "recall_50",
                              "recall_25_50"]), "",
              (f"Default from the sweep (best recall ≥ 0.5 with precision ≥ 0.99): min_inliers "
-             f"{default['min_inliers']}, overlap_frac {default['overlap_frac']}. At the default:"), "",
+             f"{default['min_inliers']}, min_spread {default['min_spread']}, overlap_frac {default['overlap_frac']}. "
+             "At the default:"), "",
              *pair_breakdown(pool, found, default)]
     return lines, default
 
@@ -406,8 +417,10 @@ def leakage(pool: Pool, feats: list, mirrors: list, params: dict) -> tuple[list[
     share = leak_truth(pool, tiles, queries)
     sweep, default = leak_sweep(pool, found, share)
     lines = [f"{len(queries)} benchmark images against {len(tiles)} tiles; {len(i):,} candidates.", "",
-             *_table(sweep, ["min_inliers", "leak_overlap", "flagged", "false", "precision", "recall_25"]), "",
+             *_table(sweep, ["min_inliers", "min_spread", "leak_overlap", "flagged", "false", "precision",
+                             "recall_25"]), "",
              (f"Default from the sweep (best recall with precision ≥ 0.99): min_inliers {default['min_inliers']}, "
+              f"min_spread {default['min_spread']}, "
              f"leak_overlap {default['leak_overlap']}. At the default:"), "",
              *leak_breakdown(pool, found, share, default)]
     return lines, default
@@ -415,24 +428,42 @@ def leakage(pool: Pool, feats: list, mirrors: list, params: dict) -> tuple[list[
 
 def main() -> None:
     from rs4m.overlap import candidates as cand
-    from rs4m.overlap.features import extract
+    from rs4m.overlap.features import LEVELS, SCALE_FACTOR, extract_both
+    from rs4m.overlap.store import KEYPOINTS, WORK_PX
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=1, help="designed pairs per scene, transform and bin")
+    parser.add_argument("--keypoints", type=int, default=KEYPOINTS, help="keypoints per orientation")
+    parser.add_argument("--work-px", type=int, default=WORK_PX, help="longer side reduced to this before detection")
+    parser.add_argument("--work-frac", type=float, default=None,
+                        help="detect at this fraction of each image's longer side instead (0.5: as a 512² tile "
+                             "detected at 256 px)")
+    parser.add_argument("--levels", type=int, default=LEVELS, help="levels of the detection pyramid")
+    parser.add_argument("--scale-factor", type=float, default=SCALE_FACTOR, help="scale between pyramid levels")
+    parser.add_argument("--mirrored-only", action="store_true", help="skip the section without mirrored features")
+    parser.add_argument("--section", default="overlap_quality", help="RESULTS.md section written with --write")
     parser.add_argument("--write", action="store_true", help="write the figures into benchmarks/RESULTS.md")
     args = parser.parse_args()
     params = {"tables": cand.TABLES, "bits": cand.BITS, "min_votes": cand.MIN_VOTES, "max_bucket": cand.MAX_BUCKET}
     pool = build_pool(args.pairs)
     print(f"pool: {len(pool.images)} images", file=sys.stderr)
     start = time.perf_counter()
-    feats = [extract(im.pixels) for im in pool.images]
-    mirrors = [extract(np.ascontiguousarray(im.pixels[:, ::-1])) for im in pool.images]
-    extract_ms = (time.perf_counter() - start) / (2 * len(pool.images)) * 1e3
+    def work_px(im) -> int:
+        return args.work_px if args.work_frac is None else max(1, round(max(im.pixels.shape[:2]) * args.work_frac))
+
+    both = [extract_both(im.pixels, args.keypoints, work_px(im), args.levels, args.scale_factor)  # as the build
+            for im in pool.images]
+    feats, mirrors = [f for f, _ in both], [m for _, m in both]
+    extract_ms = (time.perf_counter() - start) / len(pool.images) * 1e3
     sizes = np.array([f.nbytes for f in feats])
-    body = [(f"Features: ORB, {sizes.mean():.0f} bytes per image on average (max {sizes.max()}), {extract_ms:.1f} ms "
-            f"per image (256–384 px). Candidate search: {params}."), ""]
-    for title, mir in (("Tile–tile, each tile's features and its mirror's indexed", mirrors),
-                       ("Tile–tile, original features only (4 KB per tile)", None)):
+    where = f"≤ {args.work_px} px" if args.work_frac is None else f"{args.work_frac:g} of each image's side"
+    body = [(f"Features: ORB, {args.keypoints} keypoints per orientation, detected at {where} over "
+             f"{args.levels} pyramid levels {args.scale_factor:g}× apart; "
+             f"{sizes.mean():.0f} bytes per image and orientation on average (max {sizes.max()}), "
+             f"{extract_ms:.1f} ms per image for both orientations (256–384 px). Candidate search: {params}."), ""]
+    sections = [("Tile–tile, each tile's features and its mirror's indexed", mirrors),
+                ("Tile–tile, original features only", None)]
+    for title, mir in sections[:1] if args.mirrored_only else sections:
         lines, _ = tile_tile(pool, feats, mir, params)
         body += [f"### {title}", "", *lines, ""]
     lines, _ = leakage(pool, feats, mirrors, params)
@@ -442,7 +473,7 @@ def main() -> None:
     if args.write:
         from results import write_section
 
-        write_section("overlap_quality", "python benchmarks/overlap_quality.py " + " ".join(sys.argv[1:]), text)
+        write_section(args.section, "python benchmarks/overlap_quality.py " + " ".join(sys.argv[1:]), text)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,21 @@
 """Cost of overlap search: feature extraction beside the tile stage's per-tile work, the candidate search on
 synthetic features with planted matches, and verification per candidate.
 
-Tile stage per-tile work (the same calls the tile stage makes, without the tar write, so a lower bound of
-its time): windowed read of a 512² tile from a real JPEG-compressed COG, richness, pHash + dHash with
-canonical (dihedral) hashes, JPEG encoding, sha256. Search: N tiles of 224 random 128-bit descriptors, of
-which ``--planted`` tiles copy 112 descriptors of another tile with 6 % of bits flipped; each N in a fresh
-process so that its peak RSS is its own. Random descriptors are uniform, which real ORB descriptors are not
-(their unrelated-pair collisions are far more frequent, see overlap_quality), so candidate counts here are a
-lower bound.
+Tile stage, end to end and side by side: the same scan of real scenes (DOTA, aerial COG, Landsat 7 from
+../shared/data/real; 512² tiles at stride 256) tiled by the tile stage in this process with overlap search off
+and on (features of both orientations, :mod:`rs4m.overlap.store`), fastest of ``--rounds`` each; the
+difference per stored tile is what the features cost. Extraction variants (keypoints per orientation, the
+side a tile is reduced to before detection) are timed on the same 512² tiles.
 
-    python benchmarks/overlap_speed.py [--n 30000 100000] [--write]
+Per-tile work without IO (the calls the tile stage makes, without reading the scene or writing the tar):
+windowed read of a 512² tile from a real JPEG-compressed COG, richness, pHash + dHash with canonical (dihedral)
+hashes, JPEG encoding, sha256. Search: N tiles of 224 random 128-bit descriptors (112 per orientation, as the
+build indexes them), of which ``--planted`` tiles copy 112 descriptors of another tile with 6 % of bits
+flipped; each N in a fresh process so that its peak RSS is its own. Random descriptors are uniform, which real
+ORB descriptors are not (their unrelated-pair collisions are far more frequent, see overlap_quality), so
+candidate counts here are a lower bound.
+
+    python benchmarks/overlap_speed.py [--n 30000 100000] [--rounds 3] [--write]
 """
 
 from __future__ import annotations
@@ -40,27 +46,45 @@ def planted_features(n: int, planted: int, per_tile: int = 224, seed: int = 0) -
     return desc.reshape(-1, 16), np.stack([src, dst], 1)
 
 
-def one(n: int, planted: int) -> dict:
-    from rs4m.overlap.candidates import candidate_pairs, lsh_keys
+def one(n: int, planted: int, mode: str) -> dict:
+    """The candidate search over ``n`` planted tiles: ``all-keys`` makes every table's keys first and sorts
+    each table whole (the baseline), ``by-table`` makes each table's keys when it is searched and sorts them in
+    slices of their range (what the build does)."""
+    from rs4m.overlap.candidates import (
+        BITS,
+        TABLES,
+        byte_columns,
+        candidate_pairs,
+        candidate_pairs_by_table,
+        lsh_keys,
+        table_keys,
+    )
 
     desc, pairs = planted_features(n, planted)
     owner = np.repeat(np.arange(n), len(desc) // n)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
-    keys = lsh_keys(desc)
-    keys_s = time.perf_counter() - start
-    i, j, _ = candidate_pairs(keys, owner, n)
+    if mode == "all-keys":
+        keys = lsh_keys(desc)
+        keys_s = time.perf_counter() - start
+        i, j, _ = candidate_pairs(keys, owner, n, slices=1)  # each table sorted whole, as before
+    else:
+        keys_s = float("nan")  # made inside the search, table by table
+        i, j, _ = candidate_pairs_by_table((table_keys(desc, c) for c in byte_columns(TABLES, BITS)), owner, n)
     seconds = time.perf_counter() - start
     found = set(zip(i.tolist(), j.tolist(), strict=True))
     hit = sum((min(a, b), max(a, b)) in found for a, b in pairs.tolist())
-    return {"n": n, "seconds": round(seconds, 1), "keys_s": round(keys_s, 1), "candidates": len(i),
+    return {"n": n, "mode": mode, "seconds": round(seconds, 1), "keys_s": round(keys_s, 1), "candidates": len(i),
             "planted": planted, "planted_found": hit, "input_mb": round(desc.nbytes / 2**20),
             "rss_before_mb": round(rss_before),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
-def run_one(n: int, planted: int) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--one", str(n), "--planted", str(planted)],
+MODES = ("all-keys", "by-table")
+
+
+def run_one(n: int, planted: int, mode: str) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--one", str(n), "--planted", str(planted), "--mode", mode],
                           capture_output=True, text=True, check=True)
     result = json.loads(proc.stdout)
     print(result, file=sys.stderr)
@@ -85,6 +109,7 @@ def tile_vs_features(count: int = 24) -> dict:
     from rs4m.codec import encode
     from rs4m.hashing import hashes_with_canonical
     from rs4m.overlap.features import extract, extract_both
+    from rs4m.overlap.store import KEYPOINTS, WORK_PX
     from rs4m.richness import tile_richness
 
     path = REAL / "aerial-cog/cogeo.tif"
@@ -102,8 +127,66 @@ def tile_vs_features(count: int = 24) -> dict:
 
         tiles = [read(xy) for xy in offsets]
         extract(tiles[0])  # imports and first-call set-up stay out of the timing
-        return {"stage_ms": _best_ms(stage, offsets), "features_ms": _best_ms(extract, tiles),
-                "both_ms": _best_ms(extract_both, tiles)}
+        return {"stage_ms": _best_ms(stage, offsets), "features_ms": _best_ms(lambda t: extract(t, KEYPOINTS, WORK_PX),
+                                                                               tiles),
+                "both_ms": _best_ms(lambda t: extract_both(t, KEYPOINTS, WORK_PX), tiles)}
+
+
+STAGE_SCENES = ("dota-devkit/images/P0706.png", "dota-devkit/images/P1888.png", "dota-mmrotate/demo.jpg",
+                "dota-mmrotate/dota_demo.jpg", "aerial-cog/cogeo.tif", "landsat7-rasterio/RGB.byte.tif")
+
+
+def tile_stage(rounds: int) -> dict:
+    """Seconds of the tile stage (in-process engine) over the same scanned scenes without and with features,
+    fastest of ``rounds`` each, interleaved so that load changes hit both alike; and the stored tiles."""
+    import tempfile
+    from dataclasses import asdict
+
+    from rs4m.engines import get_engine
+    from rs4m.plan import plan_from_flags
+    from rs4m.stages.build import run_build
+    from rs4m.stages.tile import run_tile
+
+    with tempfile.TemporaryDirectory(prefix="rs4m-overlap-speed-") as tmp:
+        src = Path(tmp) / "src"
+        src.mkdir()
+        for rel in STAGE_SCENES:
+            (src / Path(rel).name).symlink_to((REAL / rel).resolve())
+        out = Path(tmp) / "out"
+        plan = plan_from_flags([f"folder={src}"], {"tile_size": 512, "stride": 256})
+        run_build(out, plan, ("scan",))
+        tiling = {k: asdict(v) for k, v in plan.tile_configs().items()}
+        engine = get_engine("local", workers=1)
+        times: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(rounds):
+            for features in (False, True):
+                counts = run_tile(out, tiling, plan.filters, engine, force=True, features=features)
+                times[features].append(counts["seconds"])
+        return {"tiles": counts["kept"], "off_s": min(times[False]), "on_s": min(times[True])}
+
+
+#: (keypoints per orientation, px detected at, pyramid levels, scale between levels)
+VARIANTS = ((112, 512, 8, 1.2), (112, 384, 8, 1.2), (112, 256, 8, 1.2), (64, 256, 8, 1.2), (112, 512, 6, 1.26),
+            (112, 512, 5, 1.32))
+
+
+def extraction_variants(count: int = 16) -> dict:
+    """ms per 512² tile for both orientations under each setting of :data:`VARIANTS`."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from rs4m.overlap.features import extract, extract_both
+
+    rng = np.random.default_rng(2)
+    with rasterio.open(REAL / "aerial-cog/cogeo.tif") as ds:
+        tiles = [np.ascontiguousarray(np.moveaxis(ds.read([1, 2, 3], window=Window(int(x), int(y), 512, 512)), 0, -1))
+                 for x, y in rng.integers(0, 512, (count, 2))]
+    extract_both(tiles[0])
+    out = {v: _best_ms(lambda t, v=v: extract_both(t, *v), tiles) for v in VARIANTS}
+    # the baseline: each orientation detected on its own (what extract_both did before it shared the detection)
+    out["separate"] = _best_ms(lambda t: (extract(t, *VARIANTS[0]), extract(np.ascontiguousarray(t[:, ::-1]),
+                                                                             *VARIANTS[0])), tiles)
+    return out
 
 
 def verify_ms(count: int = 40) -> dict:
@@ -111,40 +194,57 @@ def verify_ms(count: int = 40) -> dict:
     import rasterio
 
     from rs4m.overlap.features import extract, extract_both
+    from rs4m.overlap.store import KEYPOINTS, WORK_PX
     from rs4m.overlap.verify import verify
 
     with rasterio.open(REAL / "aerial-cog/cogeo.tif") as ds:
         scene = np.ascontiguousarray(np.moveaxis(ds.read([1, 2, 3]), 0, -1))
     rng = np.random.default_rng(1)
     xy = rng.integers(0, 1024 - 384 - 128, (count, 2))
-    a = [extract(scene[y : y + 384, x : x + 384]) for x, y in xy]
-    b = [extract_both(np.ascontiguousarray(scene[y + 96 : y + 480, x + 128 : x + 512])) for x, y in xy]
+    a = [extract(scene[y : y + 384, x : x + 384], KEYPOINTS, WORK_PX) for x, y in xy]
+    b = [extract_both(np.ascontiguousarray(scene[y + 96 : y + 480, x + 128 : x + 512]), KEYPOINTS, WORK_PX)
+         for x, y in xy]
     related = _best_ms(lambda k: verify(a[k], *b[k]), range(count))
     unrelated = _best_ms(lambda k: verify(a[k], *b[(k + count // 2) % count]), range(count))
     return {"related_ms": related, "unrelated_ms": unrelated}
 
 
-def report(results: list[dict], cost: dict, ver: dict) -> str:
-    lines = [(f"Per 512² tile (one core, fastest of 3 rounds of 24 real 0.6 m aerial tiles): tile stage per-tile work "
-             f"{cost['stage_ms']:.1f} ms; ORB features {cost['features_ms']:.1f} ms "
-             f"({cost['features_ms'] / cost['stage_ms']:.0%} of it; target ≤ 25 %); features of both orientations "
-             f"{cost['both_ms']:.1f} ms ({cost['both_ms'] / cost['stage_ms']:.0%})."), "",
-             (f"Verification per candidate (with the mirrored side): {ver['related_ms']:.2f} ms for overlapping pairs, "
-             f"{ver['unrelated_ms']:.2f} ms for unrelated ones."), "",
-             "Candidate search (16 tables × 32-bit keys, ≥ 4 votes, 224 keypoints per tile):", "",
-             "| N tiles | keys s | total s | candidates | planted found | descriptors MB | peak RSS MB |",
-             "|---|---|---|---|---|---|---|"]
+def report(results: list[dict], cost: dict, ver: dict, stage: dict, variants: dict) -> str:
+    per_off, per_on = stage["off_s"] / stage["tiles"] * 1e3, stage["on_s"] / stage["tiles"] * 1e3
+    lines = [(f"Tile stage, end to end ({stage['tiles']} stored 512² tiles of 6 real scenes, in-process, fastest of "
+              f"the rounds): {per_off:.1f} ms a tile with overlap search off, {per_on:.1f} ms on: the features "
+              f"cost {per_on - per_off:.1f} ms a tile, {(per_on - per_off) / per_off:.0%} of the tile stage's "
+              f"per-tile time (target ≤ 25 %)."), "",
+             (f"Per-tile work without IO (one core, fastest of 3 rounds of 24 real 0.6 m aerial tiles): "
+              f"{cost['stage_ms']:.1f} ms; ORB features of one orientation {cost['features_ms']:.1f} ms "
+              f"({cost['features_ms'] / cost['stage_ms']:.0%} of it), of both (what the build stores) "
+              f"{cost['both_ms']:.1f} ms ({cost['both_ms'] / cost['stage_ms']:.0%})."), "",
+             "Extraction variants, both orientations of a 512² tile (quality of each: overlap_quality):", "",
+             "| keypoints per orientation | detected at px | pyramid | ms per tile | bytes per tile | × no-IO work |",
+             "|---|---|---|---|---|---|"]
+    for key, ms in variants.items():
+        k, px, levels, factor = VARIANTS[0] if key == "separate" else key
+        how = " (each orientation detected on its own: the baseline)" if key == "separate" else ""
+        lines.append(f"| {k}{how} | {px} | {levels} × {factor:g} | {ms:.1f} | {2 * k * 18} | "
+                     f"{ms / cost['stage_ms']:.0%} |")
+    lines += ["", (f"Verification per candidate (with the mirrored side): {ver['related_ms']:.2f} ms for overlapping "
+                   f"pairs, {ver['unrelated_ms']:.2f} ms for unrelated ones."), "",
+              "Candidate search (16 tables × 32-bit keys, ≥ 4 votes, 224 keypoints per tile; all-keys: every "
+              "table's keys made first and each table sorted whole, the baseline; by-table: each table's keys made "
+              "when it is searched and sorted in 8 slices of their range, as the build does):", "",
+              "| N tiles | keys | keys s | total s | candidates | planted found | descriptors MB | peak RSS MB |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r['n']:,} | {r['keys_s']} | {r['seconds']} | {r['candidates']:,} | "
+        lines.append(f"| {r['n']:,} | {r['mode']} | {r['keys_s']} | {r['seconds']} | {r['candidates']:,} | "
                      f"{r['planted_found']}/{r['planted']} | {r['input_mb']} | {r['peak_rss_mb']} |")
-    big = max(results, key=lambda r: r["n"])
-    for target in (1_000_000, 4_000_000):
-        f = target / big["n"]
-        lines.append("")
-        lines.append(f"Extrapolated linearly from N = {big['n']:,} (sorts grow as N log N, so this is optimistic) to "
-                     f"{target:,}: ~{big['seconds'] * f / 60:.0f} min; the keys alone would take "
-                     f"{target * 224 * 16 * 4 / 2**30:.1f} GB ({target * 224 * 16 / 2**30:.1f} GB of descriptors), so "
-                     f"without streaming the keys table by table from the feature files the 4 GB budget is not met.")
+    big_n = max(r["n"] for r in results)
+    for r in (r for r in results if r["n"] == big_n):
+        for target in (1_000_000, 4_000_000):
+            f = target / big_n
+            lines += ["", (f"{r['mode']}, extrapolated linearly from N = {big_n:,} (sorts grow as N log N, so this is "
+                           f"optimistic) to {target:,}: ~{r['seconds'] * f / 60:.0f} min and "
+                           f"~{r['peak_rss_mb'] * f / 1024:.1f} GB peak RSS "
+                           f"({target * 224 * 16 / 2**30:.1f} GB of it descriptors).")]
     return "\n".join(lines)
 
 
@@ -152,14 +252,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, nargs="+", default=[30_000, 100_000])
     parser.add_argument("--planted", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3, help="tile-stage rounds without and with features")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=MODES, default="by-table", help=argparse.SUPPRESS)
     parser.add_argument("--write", action="store_true", help="write the figures into benchmarks/RESULTS.md")
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one(args.one, args.planted)))
+        print(json.dumps(one(args.one, args.planted, args.mode)))
         return
-    results = [run_one(n, args.planted) for n in args.n]
-    body = report(results, tile_vs_features(), verify_ms())
+    results = [run_one(n, args.planted, mode) for n in args.n for mode in MODES]
+    body = report(results, tile_vs_features(), verify_ms(), tile_stage(args.rounds), extraction_variants())
     print(body)
     if args.write:
         sys.path.insert(0, str(Path(__file__).resolve().parent))

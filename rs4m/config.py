@@ -149,6 +149,13 @@ class DedupConfig:
     ``geo_iou`` is the overlap threshold, measured as ``geo_measure`` says (see :mod:`rs4m.dedup`).
     ``dihedral`` is on: overhead imagery has no "up", so a flipped or rotated copy is a copy; the canonical
     hashes it searches are stored for every tile anyway, and precision stays 1.0 at 5 bits in that benchmark.
+
+    ``overlap`` turns on the search for partial overlaps without georeference (crops at any offset, 0.5–2×
+    scale, any flip or rotation; :mod:`rs4m.overlap`): the tile stage stores local features of every tile and
+    dedup groups tiles of different scenes sharing at least ``overlap_frac`` of the smaller one's ground;
+    leakage reports benchmark images sharing at least ``leak_overlap`` of their area with a tile. Off by
+    default: extracting the features costs more than the rest of the tile stage (``benchmarks/RESULTS.md``,
+    overlap_speed). The thresholds are the defaults chosen on ``benchmarks/overlap_quality.py``.
     """
 
     radius_bits: int = 5
@@ -160,9 +167,16 @@ class DedupConfig:
     gsd_ratio: float = 2.0
     min_richness: float = 0.0
     source_priority: tuple[str, ...] = ()
+    overlap: bool = False
+    overlap_frac: float = 0.5
+    leak_overlap: float = 0.2
 
     def __post_init__(self) -> None:
         check_types(self)
+        for name in ("overlap_frac", "leak_overlap"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be within (0, 1] (a fraction of the smaller image's area), "
+                                  f"not {getattr(self, name)}")
         for name in ("radius_bits", "dhash_radius_bits"):
             if not 0 <= getattr(self, name) <= 16:
                 raise ConfigError(f"{name} must be within 0..16 bits, not {getattr(self, name)}")

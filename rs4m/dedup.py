@@ -14,6 +14,9 @@ Definitions:
   *containment*, area(A ∩ B) / min(area A, area B): a quadrant of a scene is contained in it (1.0) although
   their IoU is only 0.25, while tiles that merely touch score 0. ``measure="iou"`` uses IoU instead.
   Distance: 1 − overlap.
+* **overlap**: two tiles of different scenes showing the same ground without georeference (local features
+  and a verified similarity transform, :mod:`rs4m.overlap`; found by :mod:`rs4m.stages.overlap`).
+  Distance: 1 − the shared ground over the smaller tile's area.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from rs4m.hamming import hamming_pairs, hamming_pairs_between, hamming_pairs_on
 from rs4m.hashing import dhash_dihedral, phash_dihedral
 
 #: edge reasons, strongest first: a tile joined by several kinds of edge reports the strongest
-REASONS = ("exact", "near", "geo")
+REASONS = ("exact", "near", "overlap", "geo")
 LEAK = "leak"
 GEO_MEASURES = ("containment", "iou")
 

@@ -60,6 +60,25 @@ class OutputLayout:
         """Per-unit error parts written by the tile stage; merged into ``errors.parquet``."""
         return self.root / "tiles" / "errors"
 
+    @property
+    def features_dir(self) -> Path:
+        """Per-unit local features of the stored tiles (written with overlap search on)."""
+        return self.root / "features"
+
+    def feature_part(self, unit: int) -> Path:
+        return self.features_dir / f"part-{unit:05d}.parquet"
+
+    def feature_parts(self) -> list[Path]:
+        """Features parts, sorted by unit."""
+        if not self.features_dir.is_dir():
+            return []
+        return sorted(self.features_dir.glob("part-[0-9][0-9][0-9][0-9][0-9].parquet"))
+
+    def unit_files(self, unit: int) -> tuple[Path, ...]:
+        """Every file of one work unit, its tiles part first: removing them in this order undoes the unit
+        before anything else of it goes."""
+        return self.tile_part(unit), self.shard(unit), self.unit_errors(unit), self.feature_part(unit)
+
     def tile_part(self, unit: int) -> Path:
         return self.tiles_dir / f"part-{unit:05d}.parquet"
 
@@ -87,6 +106,7 @@ OWNED_NAMES: dict[str, re.Pattern[str]] = {
                     r"|manifest\.parquet|errors\.parquet|compact\.json)"),
     "tiles": re.compile(r"part-\d{5}\.parquet"),
     "tiles/errors": re.compile(r"part-\d{5}\.parquet"),
+    "features": re.compile(r"part-\d{5}\.parquet"),
     "shards": re.compile(r"rs4m-\d{5}\.tar|wids-index\.json"),
 }
 SHARD_NAME = re.compile(r"rs4m-\d{5}\.tar")

@@ -101,6 +101,35 @@ DEDUP_SCHEMA = pa.schema(
     ]
 )
 
+#: what an overlap match adds to ``dedup.parquet`` (written only by builds with overlap search on, so that the
+#: files of builds without it stay as they were): the shared ground over the smaller tile's area, this tile's
+#: pixel size in the matched tile's pixels, and the rotation (degrees, counter-clockwise) onto the matched tile
+OVERLAP_FIELDS = [
+    pa.field("overlap_frac", pa.float32()),
+    pa.field("overlap_scale", pa.float32()),
+    pa.field("overlap_rotation", pa.float32()),
+]
+
+DEDUP_OVERLAP_SCHEMA = pa.schema(list(DEDUP_SCHEMA) + OVERLAP_FIELDS)
+
+#: per-tile local features written by the tile stage with overlap search on (``OUT/features/part-NNNNN``):
+#: one row per stored tile; ``desc`` is ``K × 16`` bytes of binary descriptors, ``xy`` ``K × 2`` bytes of
+#: positions (fractions of ``width`` / ``height`` times 255), ``mirror_*`` the same of the tile mirrored
+#: left-right; a tile whose features failed has null features and a ``feature_error``
+FEATURES_SCHEMA = pa.schema(
+    [
+        pa.field("tile_id", pa.string(), nullable=False),
+        pa.field("scene_id", pa.string(), nullable=False),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("desc", pa.binary()),
+        pa.field("xy", pa.binary()),
+        pa.field("mirror_desc", pa.binary()),
+        pa.field("mirror_xy", pa.binary()),
+        pa.field("feature_error", pa.string()),
+    ]
+)
+
 SHARDS_SCHEMA = pa.schema(
     [
         pa.field("shard", pa.string(), nullable=False),
@@ -132,6 +161,11 @@ LEAKAGE_SCHEMA = pa.schema(
     ]
 )
 
+#: ``leakage.parquet`` of a run with overlap search: kind ``overlap`` rows carry the share of the benchmark
+#: image's area the tile shows (``overlap_frac``), the benchmark image's pixel size in the tile's pixels
+#: (``overlap_scale``) and the rotation onto the tile; the other kinds have nulls there
+LEAKAGE_OVERLAP_SCHEMA = pa.schema(list(LEAKAGE_SCHEMA) + OVERLAP_FIELDS)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "scenes": SCENES_SCHEMA,
     "tiles": TILES_SCHEMA,
@@ -140,6 +174,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "shards": SHARDS_SCHEMA,
     "errors": ERRORS_SCHEMA,
     "leakage": LEAKAGE_SCHEMA,
+    "features": FEATURES_SCHEMA,
 }
 
 

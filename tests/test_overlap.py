@@ -137,3 +137,305 @@ def test_candidates_find_a_planted_noisy_copy_among_random_tiles():
     i, j, _ = candidate_pairs(lsh_keys(desc.reshape(-1, 16)), owner, 500)
     assert (3, 7) in set(zip(i.tolist(), j.tolist(), strict=True))
     assert len(i) <= 5  # random 128-bit descriptors almost never share a 20-bit key twice
+
+
+# --- in a build: features in the tile stage, overlap duplicates in dedup, overlap leakage -------------------------
+
+import json  # noqa: E402
+import os  # noqa: E402
+
+from rs4m import manifest as mf  # noqa: E402
+from tests.tiny import run, run_proc  # noqa: E402
+
+#: ground of scene A (pixels of the canvas): 512², tiled 256² at stride 128, so A's own tiles overlap each other
+A_GROUND = (0, 0, 512)
+#: scene B: the canvas's (96..416, 64..384) ground, 320² shrunk to 256² (1.25× coarser) and rotated by 90°
+B_GROUND = (96, 64, 320)
+
+
+@pytest.fixture(scope="module")
+def canvas() -> np.ndarray:
+    from rs4m.demo import synthetic_scene
+
+    # dense roofs: the self-similar texture that makes adjacent ground hard to tell from overlapping ground
+    return np.asarray(synthetic_scene(np.random.default_rng(4), 1024, 1024, "buildings"))
+
+
+def _save(path: Path, rgb: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(rgb)).save(path)
+
+
+@pytest.fixture(scope="module")
+def scenes(canvas, tmp_path_factory) -> Path:
+    """A (nine overlapping grid tiles: 256² at stride 128), B (a rescaled, rotated crop of A's ground), C
+    (ground 8 px below A's, not overlapping it)."""
+    src = tmp_path_factory.mktemp("overlap") / "src"
+    _save(src / "a.png", canvas[:512, :512])
+    x, y, side = B_GROUND
+    _save(src / "b.png", np.rot90(_crop(canvas, x, y, side, 256)))
+    _save(src / "c.png", canvas[520:776, :256])
+    return src
+
+
+def _recipe(tmp: Path, src: Path, overlap: bool) -> Path:
+    path = tmp / f"overlap-{overlap}.toml"
+    path.write_text(f'[build]\ntile_size = 256\nstride = 128\nscenes_per_unit = 1\nformat = "png"\n'
+                    f'[dedup]\noverlap = {str(overlap).lower()}\n'
+                    f'[[sources]]\nname = "folder"\npath = "{src}"\n')
+    return path
+
+
+def _build(out: Path, recipe: Path, *flags) -> None:
+    result = run("build", out, "--recipe", recipe, "--workers", 1, "-q", "--keep-dropped", *flags)
+    assert result.exit_code == 0, result.output
+
+
+@pytest.fixture(scope="module")
+def overlap_build(scenes, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("build") / "out"
+    _build(out, _recipe(out.parent, scenes, True))
+    return out
+
+
+def _dedup_rows(out: Path) -> list[dict]:
+    return mf.read_table(out / "dedup.parquet", mf.DEDUP_OVERLAP_SCHEMA).to_pylist()
+
+
+def test_build_finds_a_rescaled_rotated_crop_of_another_scene(overlap_build):
+    rows = _dedup_rows(overlap_build)
+    scene = {r["tile_id"]: r["scene_path"] for r in rows}
+    dups = [r for r in rows if r["dup_reason"] == "overlap"]
+    assert len(dups) == 1, dups  # B and the A tile it shows most of; nothing else
+    dup = dups[0]
+    assert {scene[dup["tile_id"]], scene[dup["dup_of"]]} == {"a.png", "b.png"}
+    # B's pixel is 1.25 of A's; seen from the A tile, 0.8
+    assert dup["overlap_scale"] == pytest.approx(1.25 if scene[dup["tile_id"]] == "b.png" else 0.8, rel=0.05)
+    assert abs(abs(dup["overlap_rotation"]) - 90) < 3
+    # the A tile at (128, 128) lies wholly inside B's ground: all of the smaller tile is shared
+    a_tile = dup["dup_of"] if scene[dup["dup_of"]] == "a.png" else dup["tile_id"]
+    tiles = {r["tile_id"]: r for r in mf.read_parts(sorted((overlap_build / "tiles").glob("part-*.parquet")),
+                                                    mf.TILES_SCHEMA).to_pylist()}
+    assert (tiles[a_tile]["x"], tiles[a_tile]["y"]) == (128, 128)
+    assert dup["overlap_frac"] == pytest.approx(1.0, abs=0.05)
+    assert dup["distance"] == pytest.approx(1 - dup["overlap_frac"], abs=1e-6)
+
+
+def test_adjacent_ground_and_same_scene_tiles_are_not_paired(overlap_build):
+    rows = _dedup_rows(overlap_build)
+    grouped = [r for r in rows if r["dup_group"] is not None]
+    assert all(r["scene_path"] != "c.png" for r in rows if r["dup_group"] is not None)  # 8 px away: no pair
+    # A's nine tiles overlap each other by a quarter to a half, yet at most one of them is in a group (with B)
+    assert sum(r["scene_path"] == "a.png" for r in grouped) == 1
+    report = json.loads((overlap_build / "dedup.json").read_text())
+    assert report["overlap"]["features"] == 11 and report["overlap"]["pairs"] == 1
+    assert report["pairs_by_source"] == {"folder/src | folder/src": {"overlap": 1}}
+
+
+def test_features_are_compact_and_one_row_per_stored_tile(overlap_build):
+    parts = sorted((overlap_build / "features").glob("part-*.parquet"))
+    assert len(parts) == 3  # one per unit (one scene each)
+    feats = mf.read_parts(parts, mf.FEATURES_SCHEMA).to_pylist()
+    assert len(feats) == 11 and not any(f["feature_error"] for f in feats)
+    sizes = [len(f["desc"]) + len(f["xy"]) + len(f["mirror_desc"]) + len(f["mirror_xy"]) for f in feats]
+    assert max(sizes) <= 4096 and min(sizes) > 2000
+
+
+def test_overlap_off_writes_no_features_and_the_same_outputs(overlap_build, scenes, tmp_path):
+    out = tmp_path / "off"
+    _build(out, _recipe(tmp_path, scenes, False))
+    assert not (out / "features").exists()
+    assert mf.read_table(out / "dedup.parquet").schema.names == mf.DEDUP_SCHEMA.names
+    assert not [r for r in mf.read_table(out / "dedup.parquet").to_pylist() if r["dup_group"] is not None]
+    for name in ("a", "b", "c"):  # the shards do not depend on the features
+        shard = f"shards/rs4m-{'abc'.index(name):05d}.tar"
+        assert (out / shard).read_bytes() == (overlap_build / shard).read_bytes()
+    # the same build turned on later computes the features of its done units, and finds the same
+    _build(out, _recipe(tmp_path, scenes, False), "--overlap")
+    assert _dedup_rows(out) == _dedup_rows(overlap_build)
+
+
+def _unit_rows(out: Path) -> dict[str, list]:
+    read = {"tiles": mf.TILES_SCHEMA, "features": mf.FEATURES_SCHEMA}
+    return {k: sorted(mf.read_parts(sorted((out / k).glob("part-*.parquet")), schema).to_pylist(),
+                      key=lambda r: r["tile_id"]) for k, schema in read.items()}
+
+
+def test_killed_after_a_features_part_resumes_consistent(overlap_build, scenes, tmp_path):
+    out, recipe = tmp_path / "killed", _recipe(tmp_path, scenes, True)
+    env = {**os.environ, "RS4M_KILL_AT": "tile:features#2"}
+    killed = run_proc("build", out, "--recipe", recipe, "--workers", 1, "-q", "--keep-dropped", env=env)
+    assert killed.returncode == -9
+    assert (out / "features/part-00001.parquet").exists() and not (out / "tiles/part-00001.parquet").exists()
+    (out / "features/part-00000.parquet").write_bytes(b"garbled")  # a damaged features part: its unit is redone
+    _build(out, recipe)
+    assert _unit_rows(out) == _unit_rows(overlap_build)
+    assert _dedup_rows(out) == _dedup_rows(overlap_build)
+
+
+def test_leakage_reports_a_rescaled_flipped_crop(overlap_build, canvas, tmp_path):
+    bench = tmp_path / "bench"
+    crop = _crop(canvas, 120, 120, 280, 200)  # 280² of A's ground shrunk to 200² (1.4× coarser), then flipped
+    _save(bench / "test/leak.png", np.ascontiguousarray(np.rot90(crop[:, ::-1])))
+    _save(bench / "test/other.png", canvas[700:940, 600:840])  # ground no tile shows
+    hashes_only = run("leakage", overlap_build, "--against", f"bench={bench}", "--no-overlap", "--json")
+    assert hashes_only.exit_code == 0, hashes_only.output
+    assert json.loads(hashes_only.stdout)["leaked_tiles"] == 0  # a rescaled crop escapes the hashes
+    result = run("leakage", overlap_build, "--against", f"bench={bench}", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["by_benchmark"]["bench"]["by_kind"]["overlap"] >= 1
+    leaks = mf.read_table(overlap_build / "leakage.parquet", mf.LEAKAGE_OVERLAP_SCHEMA).to_pylist()
+    assert leaks and {r["benchmark_image"] for r in leaks} == {"test/leak.png"}
+    assert {r["kind"] for r in leaks} == {"overlap"}
+    tiles = {r["tile_id"]: r for r in mf.read_parts(sorted((overlap_build / "tiles").glob("part-*.parquet")),
+                                                    mf.TILES_SCHEMA).to_pylist()}
+    by_tile = {(tiles[r["tile_id"]]["scene_path"], tiles[r["tile_id"]]["x"], tiles[r["tile_id"]]["y"]): r
+               for r in leaks}
+    # A's tile at (128, 128) shows 256² of the image's 280² of ground, at 1.4 of its pixels per image pixel
+    assert by_tile["a.png", 128, 128]["overlap_frac"] == pytest.approx(256**2 / 280**2, abs=0.05)
+    assert by_tile["a.png", 128, 128]["overlap_scale"] == pytest.approx(1.4, rel=0.05)
+    # B (1.25 canvas pixels a pixel) shows 280 × 264 of them
+    assert by_tile["b.png", 0, 0]["overlap_frac"] == pytest.approx(264 / 280, abs=0.05)
+    assert by_tile["b.png", 0, 0]["overlap_scale"] == pytest.approx(1.4 / 1.25, rel=0.05)
+    assert all(r["overlap_frac"] >= 0.2 for r in leaks)
+    stats = json.loads(run("stats", overlap_build, "--json").stdout)
+    assert stats["leaked"]["by_benchmark_source"] == {"bench | folder/src": {"overlap": len(leaks)}}
+    assert stats["duplicates"]["by_source_pair"] == {"folder/src | folder/src": {"overlap": 1}}
+    assert stats["duplicates"]["by_reason"] == {"overlap": 1}
+
+
+def test_inspect_dups_outlines_the_shared_ground_on_both_tiles(overlap_build, tmp_path):
+    from rs4m.report.inspect import OUTLINE, PAD_PX
+
+    sheet_path = tmp_path / "dups.png"
+    result = run("inspect", overlap_build, "--dups", "--grid", sheet_path, "--thumb", 128, "--json")
+    assert result.exit_code == 0, result.output
+    (group,) = json.loads(result.stdout)["groups"]
+    kept, dup = group["tiles"]
+    assert dup["dup_reason"] == "overlap" and dup["overlap_scale"] is not None
+    sheet = np.asarray(Image.open(sheet_path).convert("RGB"))
+    red = (sheet == OUTLINE).all(axis=-1)
+    cells = [red[PAD_PX : PAD_PX + 128, x : x + 128].sum() for x in (PAD_PX, 2 * PAD_PX + 128)]
+    # the A tile lies wholly inside B's ground: its whole border is outlined; on B, a 256/320 square turned 90°
+    assert cells[0] > 300 and cells[1] > 300, cells
+
+
+def test_a_tile_whose_features_fail_is_a_row_without_features(scenes, tmp_path, monkeypatch):
+    from rs4m.overlap import features as feats
+
+    real, b_pixels = feats.extract_both, np.asarray(Image.open(scenes / "b.png").convert("RGB"))
+
+    def fails_on_b(rgb, *args):
+        if np.array_equal(rgb, b_pixels):
+            raise RuntimeError("extractor crashed")
+        return real(rgb, *args)
+
+    monkeypatch.setattr(feats, "extract_both", fails_on_b)
+    out = tmp_path / "out"
+    result = run("build", out, "--recipe", _recipe(tmp_path, scenes, True), "--workers", 1, "--keep-dropped")
+    assert result.exit_code == 0 and "tiles without features 1" in result.stderr
+    rows = _unit_rows(out)
+    failed = [r for r in rows["features"] if r["feature_error"]]
+    assert len(failed) == 1 and "extractor crashed" in failed[0]["feature_error"] and failed[0]["desc"] is None
+    assert len(rows["features"]) == len(rows["tiles"]) == 11  # the tile and its scene stay in the build
+    assert not [r for r in _dedup_rows(out) if r["dup_reason"] == "overlap"]  # B had no features to match
+
+
+def test_overlap_settings_are_checked_and_missing_features_named(scenes, tmp_path):
+    from rs4m.config import DedupConfig, from_mapping
+    from rs4m.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="overlap_frac must be within"):
+        from_mapping(DedupConfig, {"overlap": True, "overlap_frac": 1.5}, "[dedup]")
+    with pytest.raises(ConfigError, match="overlap must be bool"):
+        from_mapping(DedupConfig, {"overlap": "yes"}, "[dedup]")
+    out = tmp_path / "plain"
+    _build(out, _recipe(tmp_path, scenes, False))
+    result = run("dedup", out, "--overlap")
+    assert result.exit_code != 0 and "rs4m build" in result.output and "--overlap" in result.output
+
+
+def test_verify_accepts_and_force_removes_the_features(scenes, tmp_path):
+    out = tmp_path / "out"
+    _build(out, _recipe(tmp_path, scenes, True))
+    assert run("verify", out).exit_code == 0
+    _build(out, _recipe(tmp_path, scenes, False), "--force")
+    assert not (out / "features").exists()
+
+
+@pytest.mark.parametrize("bits", [8, 16, 24, 32])
+def test_lsh_keys_are_the_sampled_bytes_high_first(bits):
+    from rs4m.overlap.candidates import byte_columns
+
+    desc = np.random.default_rng(5).integers(0, 256, (50, 16), dtype=np.uint8)
+    keys = lsh_keys(desc, tables=6, bits=bits)
+    for t, cols in enumerate(byte_columns(6, bits, 16)):
+        want = [int.from_bytes(bytes(row[cols].tolist()), "big") for row in desc]
+        assert keys[:, t].tolist() == want
+
+
+def test_in_memory_dedup_writes_what_the_bounded_one_writes(overlap_build, tmp_path):
+    import shutil
+
+    from rs4m.config import DedupConfig
+    from rs4m.stages.dedup import run_dedup
+
+    out = tmp_path / "copy"
+    shutil.copytree(overlap_build, out)
+    (out / "leakage.parquet").unlink(missing_ok=True)
+    config = DedupConfig(overlap=True)
+    run_dedup(out, config, bounded=True)
+    bounded = _dedup_rows(out)
+    run_dedup(out, config, bounded=False)
+    assert _dedup_rows(out) == bounded and [r for r in bounded if r["dup_reason"] == "overlap"]
+
+
+def test_python_api_plan_takes_the_overlap_switch(scenes, tmp_path):
+    import rs4m
+
+    assert rs4m.make_plan(sources=[f"folder={scenes}"], overlap=True).dedup.overlap is True
+    assert rs4m.make_plan(sources=[f"folder={scenes}"]).dedup.overlap is False
+    recipe = _recipe(tmp_path, scenes, True)
+    assert rs4m.make_plan(recipe).dedup.overlap is True
+    assert rs4m.make_plan(recipe, overlap=False).dedup.overlap is False  # --no-overlap wins over the recipe
+
+
+def test_votes_taken_a_key_slice_at_a_time_are_the_same():
+    from rs4m.overlap.candidates import _table_votes
+
+    rng = np.random.default_rng(0)
+    key = rng.integers(0, 2**32, 1 << 17, dtype=np.uint64).astype(np.uint32)
+    key[: 1 << 15] = key[1 << 16 : (1 << 16) + (1 << 15)]  # a quarter of the keys shared by two keypoints
+    owner = rng.integers(0, 5000, len(key))
+    whole, sliced = _table_votes(key, owner, 5000, 32, slices=1), _table_votes(key, owner, 5000, 32, slices=8)
+    assert len(whole) > 30000 and np.array_equal(np.sort(whole), np.sort(sliced))
+
+
+def test_inliers_on_a_line_span_no_area_of_the_overlap(scene):
+    import shapely
+
+    from rs4m.overlap.verify import _spread
+
+    box = shapely.box(0, 0, 100, 100)
+    assert _spread(np.array([[0.0, 0.0], [10, 10], [50, 50], [90, 90]]), box) == 0.0
+    assert _spread(np.array([[0.0, 0.0], [100, 0], [100, 100], [0, 100]]), box) == pytest.approx(1.0)
+    a = np.ascontiguousarray(scene[100:420, 100:420])
+    m = verify(extract(a), extract(np.ascontiguousarray(scene[140:460, 160:480])))
+    assert m is not None and m.spread > 0.2  # a real overlap: matches all over the shared ground
+
+
+def test_excluded_overlap_leaks_leave_the_manifest(overlap_build, canvas, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(overlap_build, out)
+    bench = tmp_path / "bench"
+    _save(bench / "leak.png", np.rot90(_crop(canvas, 120, 120, 280, 200)))
+    assert run("leakage", out, "--against", f"bench={bench}", "--overlap", "--exclude").exit_code == 0
+    leaked = {r["tile_id"] for r in mf.read_table(out / "leakage.parquet", mf.LEAKAGE_SCHEMA).to_pylist()}
+    assert leaked
+    assert run("dedup", out).exit_code == 0 and run("catalog", out).exit_code == 0
+    reasons = {r["tile_id"]: r["dup_reason"] for r in _dedup_rows(out)}
+    assert all(reasons[t] == "leak" for t in leaked)
+    kept = set(mf.read_table(out / "manifest.parquet", mf.MANIFEST_SCHEMA)["tile_id"].to_pylist())
+    assert kept and not kept & leaked

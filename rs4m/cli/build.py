@@ -50,11 +50,12 @@ def source_options(fn: Callable) -> Callable:
 
 
 def _plan(recipe: Path | None, root: Path | None, sources: tuple[str, ...], strict: bool, workers: int | None,
-          engine: str, ray_address: str | None, tile_flags: dict[str, Any], keep_dropped: bool = False):
+          engine: str, ray_address: str | None, tile_flags: dict[str, Any], keep_dropped: bool = False,
+          overlap: bool | None = None):
     from rs4m.plan import EngineSettings, plan_from_cli
 
     plan = plan_from_cli(recipe, root, sources, strict, tile_flags, EngineSettings(engine, workers, ray_address),
-                         keep_dropped)
+                         keep_dropped, overlap)
     echo_plan(plan)
     return plan
 
@@ -65,12 +66,18 @@ def _plan(recipe: Path | None, root: Path | None, sources: tuple[str, ...], stri
 @click.option("--keep-dropped", is_flag=True,
               help="Leave duplicates and leaked tiles in the shards (default: the shards end holding exactly the "
                    "manifest's tiles; recipe: [output] keep_dropped).")
-def build(out, recipe, root, sources, strict, workers, engine, ray_address, force, quiet, keep_dropped, **tile_flags):
+@click.option("--overlap/--no-overlap", default=None,
+              help="Find partial overlaps without georeference (crops at any offset, scale 0.5-2x, flips and "
+                   "rotations): the tile stage stores local features of every tile, dedup groups overlapping "
+                   "tiles of different scenes. Off by default (it costs more than the rest of the tile stage); "
+                   "recipe: [dedup] overlap.")
+def build(out, recipe, root, sources, strict, workers, engine, ray_address, force, quiet, keep_dropped, overlap,
+          **tile_flags):
     """Build a corpus in OUT: scan, tile, dedup, catalog, then compact the shards to the manifest's tiles.
     Re-run to resume a killed build, or to grow it with new sources, new files or new settings."""
     from rs4m.stages.build import run_build
 
-    plan = _plan(recipe, root, sources, strict, workers, engine, ray_address, tile_flags, keep_dropped)
+    plan = _plan(recipe, root, sources, strict, workers, engine, ray_address, tile_flags, keep_dropped, overlap)
     with Bars(quiet) as bars:
         report = run_build(out, plan, force=force, progress=bars)
     echo_build(report)

@@ -143,6 +143,8 @@ def summary_line(counts: dict, seconds: float) -> str:
     errors = counts.get("errors", tile.get("errors", 0))
     parts = [f"scenes {scenes}" if scenes is not None else "scenes (scanned before)",
              f"tiles {tile.get('tiles', 0)}", f"filtered {tile.get('filtered', 0)}"]
+    if tile.get("feature_errors"):  # overlap search on, and some tiles have no features
+        parts.append(f"tiles without features {tile['feature_errors']}")
     if "dedup" in counts:
         parts.append(f"duplicates {counts['dedup'].get('duplicates', 0)}")
     if "catalog" in counts:

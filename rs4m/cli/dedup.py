@@ -27,15 +27,21 @@ def _plan(out: Path, **dedup_flags):
               help="dHash radius in bits (default: the recipe's, else 5).")
 @click.option("--geo/--no-geo", default=None, help="Group overlapping footprints of different scenes.")
 @click.option("--dihedral/--no-dihedral", default=None, help="Count flipped and rotated copies as duplicates.")
+@click.option("--overlap/--no-overlap", default=None,
+              help="Group tiles of different scenes that overlap without georeference (needs the features a "
+                   "build with --overlap stores).")
+@click.option("--overlap-frac", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
+              help="Shared ground over the smaller tile's area that makes an overlap duplicate (default: the "
+                   "recipe's, else 0.5).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def dedup(out: Path, radius_bits: int | None, dhash_radius_bits: int | None, geo: bool | None,
-          dihedral: bool | None, as_json: bool) -> None:
-    """Find exact, near-duplicate, geo-overlapping and leaked tiles in OUT; write OUT/dedup.parquet."""
+          dihedral: bool | None, overlap: bool | None, overlap_frac: float | None, as_json: bool) -> None:
+    """Find exact, near-duplicate, overlapping and leaked tiles in OUT; write OUT/dedup.parquet."""
     from rs4m.stages.build import run_build
     from rs4m.stages.dedup import DedupReport
 
     plan, record = _plan(out, radius_bits=radius_bits, dhash_radius_bits=dhash_radius_bits, geo=geo,
-                         dihedral=dihedral)
+                         dihedral=dihedral, overlap=overlap, overlap_frac=overlap_frac)
     report = DedupReport(**run_build(out, plan, ("dedup",), record=record, command="dedup").counts["dedup"])
     if as_json:
         echo_json(report.to_dict())
@@ -62,14 +68,21 @@ def _parse_against(values: tuple[str, ...]) -> dict[str, Path]:
 @click.option("--against", "against", multiple=True, required=True, metavar="NAME=DIR",
               help="A benchmark's image folder (repeatable).")
 @click.option("--exclude", is_flag=True, help="Make the next `rs4m dedup` drop the leaked tiles.")
+@click.option("--overlap/--no-overlap", default=None,
+              help="Also report tiles that show part of a benchmark image at any offset, scale, flip or rotation "
+                   "(needs the features a build with --overlap stores; default: the build's setting).")
+@click.option("--leak-overlap", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
+              help="Share of a benchmark image's area a tile must show to leak it (default: the recipe's, else 0.2).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def leakage(out: Path, against: tuple[str, ...], exclude: bool, as_json: bool) -> None:
-    """Find tiles of OUT that copy benchmark images (whole, flipped/rotated, or cropped); write
-    OUT/leakage.parquet."""
+def leakage(out: Path, against: tuple[str, ...], exclude: bool, overlap: bool | None, leak_overlap: float | None,
+            as_json: bool) -> None:
+    """Find tiles of OUT that copy benchmark images (whole, flipped/rotated, cropped, or with --overlap any part
+    at any scale); write OUT/leakage.parquet."""
     from rs4m.stages.build import writing
     from rs4m.stages.leakage import run_leakage
 
-    benchmarks, config = _parse_against(against), _plan(out)[0].dedup
+    benchmarks = _parse_against(against)
+    config = _plan(out, overlap=overlap, leak_overlap=leak_overlap)[0].dedup
     with writing(out, "leakage"):
         report = run_leakage(out, benchmarks, exclude=exclude, config=config)
     if as_json:

@@ -15,6 +15,8 @@ descriptor bits, which is what ``bits`` trades against recall.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 #: keypoints of each tile that enter the index (strongest first within the spread order of extraction)
@@ -37,6 +39,14 @@ def byte_columns(tables: int = TABLES, bits: int = BITS, desc_bytes: int = 16) -
     return np.stack([np.sort(rng.choice(desc_bytes, bits // 8, replace=False)) for _ in range(tables)])
 
 
+def table_keys(desc: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """One table's keys of binary descriptors ``uint8 [M, B]``: the bytes ``cols`` (at most 4) read as a
+    big-endian integer, ``uint32 [M]`` (the first column is the high byte)."""
+    picked = np.zeros((len(desc), 4), np.uint8)
+    picked[:, 4 - len(cols) :] = desc[:, cols]  # one gather of the key's bytes
+    return picked.view(">u4").reshape(-1).astype(np.uint32)
+
+
 def lsh_keys(desc: np.ndarray, tables: int = TABLES, bits: int = BITS) -> np.ndarray:
     """Keys of binary descriptors ``uint8 [M, B]`` → ``uint32 [M, tables]`` (``bits`` of 8, 16, 24 or 32)."""
     if bits not in (8, 16, 24, 32):
@@ -44,8 +54,7 @@ def lsh_keys(desc: np.ndarray, tables: int = TABLES, bits: int = BITS) -> np.nda
     desc = np.asarray(desc, np.uint8)
     out = np.zeros((len(desc), tables), np.uint32)
     for t, cols in enumerate(byte_columns(tables, bits, desc.shape[1])):
-        for c in cols:
-            out[:, t] = (out[:, t] << np.uint32(8)) | desc[:, c]
+        out[:, t] = table_keys(desc, cols)
     return out
 
 
@@ -59,8 +68,27 @@ def _runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return values[starts], np.diff(np.append(starts, len(values)))
 
 
-def _table_votes(key: np.ndarray, owner: np.ndarray, n_tiles: int, max_bucket: int) -> np.ndarray:
-    """Pair codes ``i * n_tiles + j`` (``i < j``) of distinct tiles sharing a key of one table, one per run."""
+#: a table's keys are sorted in this many slices by their top bits (equal keys share a slice), which divides the
+#: sort's working memory (~40 bytes a keypoint) by as much
+SLICES = 8
+
+
+def _table_votes(key: np.ndarray, owner: np.ndarray, n_tiles: int, max_bucket: int, slices: int = SLICES,
+                 key_bits: int = 32) -> np.ndarray:
+    """Pair codes ``i * n_tiles + j`` (``i < j``) of distinct tiles sharing a key of one table, one per run;
+    the keys are taken a slice of their value range at a time (the same pairs, in slice order)."""
+    if slices <= 1 or len(key) < 1 << 16:
+        return _slice_votes(key, owner, n_tiles, max_bucket)
+    shift = np.uint64(max(key_bits - (slices - 1).bit_length(), 0))
+    top = (key.astype(np.uint64) >> shift).astype(np.int64)
+    out = []
+    for s in range(slices):
+        mine = top == s
+        out.append(_slice_votes(key[mine], owner[mine], n_tiles, max_bucket))
+    return np.concatenate(out)
+
+
+def _slice_votes(key: np.ndarray, owner: np.ndarray, n_tiles: int, max_bucket: int) -> np.ndarray:
     id_bits = max(1, int(n_tiles - 1).bit_length())
     packed, _ = _runs(np.sort((key.astype(np.uint64) << np.uint64(id_bits)) | owner.astype(np.uint64)))
     keys, rows = packed >> np.uint64(id_bits), (packed & np.uint64((1 << id_bits) - 1)).astype(np.int64)
@@ -79,16 +107,27 @@ def _table_votes(key: np.ndarray, owner: np.ndarray, n_tiles: int, max_bucket: i
 
 
 def candidate_pairs(keys: np.ndarray, owner: np.ndarray, n_tiles: int, min_votes: int = MIN_VOTES,
-                    max_bucket: int = MAX_BUCKET) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    max_bucket: int = MAX_BUCKET, slices: int = SLICES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tile pairs sharing keys in at least ``min_votes`` (table, key) runs.
 
     ``keys uint [M, L]`` from :func:`lsh_keys` (key bits + ``log2(n_tiles)`` ≤ 64), ``owner int [M]`` the tile
     row of each keypoint (``< n_tiles``).
     Returns ``i int64 [P]``, ``j int64 [P]`` (``i < j``) and ``votes int64 [P]``, sorted by ``(i, j)``.
     """
+    return candidate_pairs_by_table((keys[:, t] for t in range(keys.shape[1])), owner, n_tiles, min_votes,
+                                    max_bucket, slices)
+
+
+def candidate_pairs_by_table(tables: Iterable[np.ndarray], owner: np.ndarray, n_tiles: int,
+                             min_votes: int = MIN_VOTES, max_bucket: int = MAX_BUCKET,
+                             slices: int = SLICES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`candidate_pairs` with the keys given one table at a time (``uint32 [M]`` each, e.g. made from the
+    descriptors as they are needed), so that only one table's keys are ever held; each table is sorted in
+    ``slices`` slices of its key range."""
     owner = np.asarray(owner, np.int64)
-    votes = [_table_votes(keys[:, t], owner, n_tiles, max_bucket) for t in range(keys.shape[1])]
-    counted, counts = _runs(np.sort(np.concatenate(votes)))
+    votes = [_table_votes(key, owner, n_tiles, max_bucket, slices) for key in tables]
+    counted, counts = _runs(np.sort(np.concatenate(votes))) if votes else (np.zeros(0, np.uint64), np.zeros(0))
     keep = counts >= min_votes
     code = counted[keep]
-    return (code // np.uint64(n_tiles)).astype(np.int64), (code % np.uint64(n_tiles)).astype(np.int64), counts[keep]
+    return (code // np.uint64(n_tiles)).astype(np.int64), (code % np.uint64(n_tiles)).astype(np.int64), \
+        counts[keep].astype(np.int64)

@@ -23,6 +23,9 @@ MAX_KEYPOINTS = 224
 DESC_BYTES = 16
 #: the longer side is reduced to this before detection: features of a 512² tile, bounded cost for larger ones
 WORK_PX = 512
+#: the detection pyramid: 8 levels a factor 1.2 apart span 3.6×, so scales 0.5–2× between two images stay in it
+LEVELS = 8
+SCALE_FACTOR = 1.2
 _Q = 255
 
 
@@ -46,14 +49,28 @@ class Features:
         return int(self.desc.nbytes + self.xy_q.nbytes)
 
 
+def _stretch_u8(grey: np.ndarray) -> np.ndarray:
+    """``uint8`` grey stretched so its 1st–99th percentiles span 0–255 (a histogram and a lookup table)."""
+    import cv2
+
+    cdf = np.cumsum(np.bincount(grey.ravel(), minlength=256)) / max(grey.size, 1)
+    lo, hi = float(np.searchsorted(cdf, 0.01)), float(np.searchsorted(cdf, 0.99))
+    lut = np.clip((np.arange(256, dtype=np.float32) - lo) * (255.0 / max(hi - lo, 1e-6)), 0, 255)
+    return cv2.LUT(grey, lut.astype(np.uint8))
+
+
 def _grey(rgb: np.ndarray) -> np.ndarray:
-    """``uint8 [H, W]`` luminance of ``[H, W, 3]`` or ``[H, W]`` pixels of any dtype (stretched to 8 bits)."""
+    """``uint8 [H, W]`` luminance of ``[H, W, 3]`` or ``[H, W]`` pixels of any dtype, stretched so that its
+    1st–99th percentiles span 8 bits (contrast and brightness changes then move few keypoints)."""
     img = np.asarray(rgb)
+    if img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 and img.size:
+        import cv2
+
+        return _stretch_u8(cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY))  # ~10× the float path
     if img.ndim == 3:
         img = img[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    if img.dtype != np.uint8:
-        lo, hi = np.percentile(img, [1, 99]) if img.size else (0.0, 1.0)
-        img = np.clip((img.astype(np.float32) - lo) * (255.0 / max(float(hi - lo), 1e-6)), 0, 255)
+    lo, hi = np.percentile(img, [1, 99]) if img.size else (0.0, 1.0)
+    img = np.clip((img.astype(np.float32) - lo) * (255.0 / max(float(hi - lo), 1e-6)), 0, 255)
     return np.ascontiguousarray(img.astype(np.uint8))
 
 
@@ -72,13 +89,8 @@ def _spread(points: np.ndarray, response: np.ndarray, octave: np.ndarray, size: 
     return order[np.lexsort((-response[order], rank))][:k]
 
 
-def extract(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS, work_px: int = WORK_PX) -> Features:
-    """ORB features of one image ``[H, W, 3]`` (or ``[H, W]``), any dtype; see :class:`Features`.
-
-    The image is reduced so its longer side is at most ``work_px``; 4 × ``max_keypoints`` candidates are
-    detected over an 8-level pyramid (factor 1.2, so scales 0.5–2× between two images stay within it) and
-    ``max_keypoints`` kept, spread over the image.
-    """
+def _reduced_grey(rgb: np.ndarray, work_px: int) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """Grey pixels with the longer side at most ``work_px``, the reduction factor and the original (w, h)."""
     import cv2
 
     grey = _grey(rgb)
@@ -86,22 +98,66 @@ def extract(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS, work_px: int = 
     factor = min(1.0, work_px / max(h, w, 1))
     if factor < 1.0:
         grey = cv2.resize(grey, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
-    orb = cv2.ORB.create(nfeatures=4 * max_keypoints, scaleFactor=1.2, nlevels=8, edgeThreshold=31, patchSize=31,
-                         fastThreshold=10)
-    keypoints, desc = orb.detectAndCompute(grey, None)
-    if desc is None or not keypoints:
-        return Features(np.zeros((0, DESC_BYTES), np.uint8), np.zeros((0, 2), np.uint8), int(w), int(h))
+    return grey, factor, (int(w), int(h))
+
+
+def _detect(grey: np.ndarray, factor: float, size: tuple[int, int], max_keypoints: int, levels: int = LEVELS,
+            scale_factor: float = SCALE_FACTOR):
+    """The ORB detector and ``≤ max_keypoints`` of its keypoints, spread over the image (:func:`_spread`)."""
+    import cv2
+
+    orb = cv2.ORB.create(nfeatures=4 * max_keypoints, scaleFactor=scale_factor, nlevels=levels, edgeThreshold=31,
+                         patchSize=31, fastThreshold=10)
+    keypoints = orb.detect(grey, None)
+    if not keypoints:
+        return orb, []
     pts = np.array([kp.pt for kp in keypoints], np.float32) / factor
     keep = _spread(pts, np.array([kp.response for kp in keypoints], np.float32),
-                   np.array([kp.octave for kp in keypoints], np.int64), (w, h), max_keypoints)
-    frac = pts[keep] / np.array([w, h], np.float32)
+                   np.array([kp.octave for kp in keypoints], np.int64), size, max_keypoints)
+    return orb, [keypoints[k] for k in keep.tolist()]
+
+
+def _describe(orb, grey: np.ndarray, keypoints: list, factor: float, size: tuple[int, int]) -> Features:
+    """Descriptors of ``keypoints`` (only those: describing every detected candidate costs 4×) → Features;
+    OpenCV drops keypoints it cannot describe, so positions come from what it returns."""
+    w, h = size
+    described, desc = orb.compute(grey, keypoints) if keypoints else ((), None)
+    if desc is None or not described:
+        return Features(np.zeros((0, DESC_BYTES), np.uint8), np.zeros((0, 2), np.uint8), w, h)
+    frac = np.array([kp.pt for kp in described], np.float32) / factor / np.array([w, h], np.float32)
     xy_q = np.clip(np.rint(frac * _Q), 0, _Q).astype(np.uint8)
-    return Features(np.ascontiguousarray(desc[keep, :DESC_BYTES]), xy_q, int(w), int(h))
+    return Features(np.ascontiguousarray(desc[:, :DESC_BYTES]), xy_q, w, h)
 
 
-def extract_both(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS,
-                 work_px: int = WORK_PX) -> tuple[Features, Features]:
+def extract(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS, work_px: int = WORK_PX, levels: int = LEVELS,
+            scale_factor: float = SCALE_FACTOR) -> Features:
+    """ORB features of one image ``[H, W, 3]`` (or ``[H, W]``), any dtype; see :class:`Features`.
+
+    The image is reduced so its longer side is at most ``work_px``; 4 × ``max_keypoints`` candidates are
+    detected over a ``levels``-level pyramid (8 a factor 1.2 apart by default, so scales 0.5–2× between two
+    images stay within it) and
+    ``max_keypoints`` kept, spread over the image, and described.
+    """
+    grey, factor, size = _reduced_grey(rgb, work_px)
+    orb, keypoints = _detect(grey, factor, size, max_keypoints, levels, scale_factor)
+    return _describe(orb, grey, keypoints, factor, size)
+
+
+def extract_both(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS, work_px: int = WORK_PX, levels: int = LEVELS,
+                 scale_factor: float = SCALE_FACTOR) -> tuple[Features, Features]:
     """Features of the image and of its left-right mirror: with both on one side of a comparison, ORB's
-    rotation invariance covers all 8 flips and rotations."""
-    img = np.asarray(rgb)
-    return extract(img, max_keypoints, work_px), extract(np.ascontiguousarray(img[:, ::-1]), max_keypoints, work_px)
+    rotation invariance covers all 8 flips and rotations.
+
+    The keypoints are detected once: the mirror's are the same keypoints mirrored (``x ↦ w − 1 − x``, angle
+    ``θ ↦ 180° − θ``; FAST, the Harris score and the intensity centroid are mirror-symmetric), described on
+    the mirrored pixels, which costs a description, not a second detection.
+    """
+    import cv2
+
+    grey, factor, size = _reduced_grey(rgb, work_px)
+    orb, keypoints = _detect(grey, factor, size, max_keypoints, levels, scale_factor)
+    feats = _describe(orb, grey, keypoints, factor, size)
+    last = grey.shape[1] - 1
+    mirrored = [cv2.KeyPoint(last - kp.pt[0], kp.pt[1], kp.size, (180.0 - kp.angle) % 360.0, kp.response, kp.octave,
+                             kp.class_id) for kp in keypoints]
+    return feats, _describe(orb, np.ascontiguousarray(grey[:, ::-1]), mirrored, factor, size)

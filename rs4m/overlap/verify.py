@@ -23,6 +23,9 @@ RATIO = 0.9
 #: RANSAC reprojection threshold as a fraction of image ``a``'s longer side (6 px at 512 px; positions are
 #: stored to 1/255 of the image)
 RANSAC_FRAC = 0.012
+#: a transform scaling by more than this (or less than its inverse) is no match: overlaps are searched at
+#: 0.5–2× relative scale, and chance alignments of unrelated keypoints often have extreme scales
+MAX_SCALE = 2.5
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,7 @@ class Match:
     """A verified overlap: ``inliers`` consistent correspondences, the transform ``b → a``, the overlap polygon in
     ``a``'s pixels, its area as a fraction of the smaller image (and of ``a``'s, of ``b``'s), the scale of ``b``
     relative to ``a`` (``b`` pixel = ``scale`` ``a`` pixels), the rotation in degrees (counter-clockwise in image
-    axes) and whether ``b`` is mirrored."""
+    axes), whether ``b`` is mirrored and how much of the overlap the inliers span (``spread``)."""
 
     inliers: int
     transform: np.ndarray
@@ -41,6 +44,8 @@ class Match:
     scale: float
     rotation_deg: float
     mirrored: bool
+    #: area of the inliers' convex hull (in ``a``) over the overlap polygon's
+    spread: float = 0.0
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -70,17 +75,26 @@ def correspondences(a: np.ndarray, b: np.ndarray, max_distance: int = MAX_DISTAN
     return np.stack([rows[keep], best_b[keep]], 1)
 
 
-def _similarity(pts_b: np.ndarray, pts_a: np.ndarray, ransac_px: float) -> tuple[np.ndarray | None, int]:
+def _similarity(pts_b: np.ndarray, pts_a: np.ndarray, ransac_px: float) -> tuple[np.ndarray | None, np.ndarray]:
+    """The RANSAC similarity ``b → a`` and its inlier mask ``bool [M]`` (None and no inliers when none)."""
     import cv2
 
+    none = np.zeros(len(pts_a), bool)
     if len(pts_a) < 3:
-        return None, 0
+        return None, none
     m, inl = cv2.estimateAffinePartial2D(pts_b.reshape(-1, 1, 2), pts_a.reshape(-1, 1, 2), method=cv2.RANSAC,
                                          ransacReprojThreshold=ransac_px, maxIters=300, confidence=0.99,
                                          refineIters=10)
     if m is None:
-        return None, 0
-    return m, int(inl.sum())
+        return None, none
+    return m, inl.reshape(-1).astype(bool)
+
+
+def _spread(points: np.ndarray, polygon: shapely.Polygon) -> float:
+    """Area of the inliers' convex hull over the overlap's: chance alignments bunch up on a line or a spot."""
+    if polygon.is_empty or polygon.area <= 0 or len(points) < 3:
+        return 0.0
+    return float(min(1.0, shapely.MultiPoint(points).convex_hull.area / polygon.area))
 
 
 def _rect(width: float, height: float) -> np.ndarray:
@@ -104,11 +118,11 @@ def _compose(m: np.ndarray, f: np.ndarray) -> np.ndarray:
 
 
 def verify(a: Features, b: Features, b_mirror: Features | None = None, min_inliers: int = 8,
-           ransac_frac: float = RANSAC_FRAC) -> Match | None:
+           ransac_frac: float = RANSAC_FRAC, max_scale: float = MAX_SCALE) -> Match | None:
     """The overlap between ``a`` and ``b`` if a similarity transform with ≥ ``min_inliers`` inliers explains
-    their matched keypoints, else None. ``b_mirror``: features of ``b`` mirrored left-right, tried too so that
-    the 8 flips and rotations are all covered; the one with more inliers wins. Rotation and scale are those
-    of ``b`` (mirrored first, if so) onto ``a``."""
+    their matched keypoints at a scale within ``1 / max_scale … max_scale``, else None. ``b_mirror``: features
+    of ``b`` mirrored left-right, tried too so that the 8 flips and rotations are all covered; the one with more
+    inliers wins. Rotation and scale are those of ``b`` (mirrored first, if so) onto ``a``."""
     best: Match | None = None
     for feats, mirrored in ((b, False), (b_mirror, True)):
         if feats is None:
@@ -116,15 +130,28 @@ def verify(a: Features, b: Features, b_mirror: Features | None = None, min_inlie
         pairs = correspondences(a.desc, feats.desc)
         if len(pairs) < max(3, min_inliers):
             continue
-        m, inliers = _similarity(feats.xy()[pairs[:, 1]].astype(np.float64),
-                                 a.xy()[pairs[:, 0]].astype(np.float64),
-                                 ransac_frac * max(a.width, a.height))
+        pts_a = a.xy()[pairs[:, 0]].astype(np.float64)
+        m, mask = _similarity(feats.xy()[pairs[:, 1]].astype(np.float64), pts_a, ransac_frac * max(a.width, a.height))
+        inliers = int(mask.sum())
         if m is None or inliers < min_inliers or (best is not None and inliers <= best.inliers):
             continue
         scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+        if not 1.0 / max_scale <= scale <= max_scale:
+            continue
         rotation = float(np.degrees(np.arctan2(m[1, 0], m[0, 0])))
         if mirrored:  # b's own frame → its mirror (x ↦ width − x) → a
             m = _compose(m, np.array([[-1.0, 0.0, b.width], [0.0, 1.0, 0.0]]))
         poly, frac_a, frac_b = overlap(m, (a.width, a.height), (b.width, b.height))
-        best = Match(inliers, m, poly, max(frac_a, frac_b), frac_a, frac_b, scale, rotation, mirrored)
+        best = Match(inliers, m, poly, max(frac_a, frac_b), frac_a, frac_b, scale, rotation, mirrored,
+                     _spread(pts_a[mask], poly))
     return best
+
+
+def outlines(match: Match) -> tuple[np.ndarray, np.ndarray]:
+    """The shared ground's outline in ``a``'s pixels and in ``b``'s, ``float64 [V, 2]`` each (closed: the
+    first vertex repeats last; empty when the images share no area)."""
+    if match.polygon.is_empty or match.polygon.geom_type != "Polygon":
+        return np.zeros((0, 2)), np.zeros((0, 2))
+    in_a = np.asarray(match.polygon.exterior.coords, np.float64)
+    inverse = np.linalg.inv(np.vstack([match.transform, [0.0, 0.0, 1.0]]))[:2]
+    return in_a, in_a @ inverse[:, :2].T + inverse[:, 2]

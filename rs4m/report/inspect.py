@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from rs4m import manifest as mf
 from rs4m.errors import ConfigError, OutputError
@@ -44,8 +45,11 @@ def all_tiles(out: Path) -> pd.DataFrame:
     columns = [n for n in mf.TILES_SCHEMA.names if n != mf.GEOMETRY]
     tiles = mf.read_parts(layout.tile_parts(), mf.TILES_SCHEMA, columns).to_pandas(types_mapper=NULLABLE.get)
     status = read_tiles_with_status(layout)
-    groups = read_optional(layout.dedup, mf.DEDUP_SCHEMA, ["tile_id", "dup_group"])
-    status = status.merge(groups, on="tile_id", how="left")[_STATUS_COLUMNS]
+    overlap = [f.name for f in mf.OVERLAP_FIELDS]
+    if not layout.dedup.exists() or not set(overlap) <= set(pq.read_schema(layout.dedup).names):
+        overlap = []  # a build without overlap search
+    groups = read_optional(layout.dedup, mf.DEDUP_OVERLAP_SCHEMA, ["tile_id", "dup_group", *overlap])
+    status = status.merge(groups, on="tile_id", how="left")[_STATUS_COLUMNS + overlap]
     return tiles.merge(status, on="tile_id", how="left")
 
 
@@ -71,7 +75,8 @@ def select_tiles(out: Path, tile_id: str | None = None, source: str | None = Non
 
 def duplicate_groups(out: Path, n_groups: int, source: str | None = None) -> list[list[dict]]:
     """The first ``n_groups`` duplicate groups (by kept tile id), each as rows with the kept tile first and its
-    duplicates after (by tile id). Leak-only groups, which keep no tile, are left out."""
+    duplicates after (by tile id). Leak-only groups, which keep no tile, are left out. With overlap search,
+    an overlap duplicate's row carries ``overlap_frac``, ``overlap_scale`` and ``overlap_rotation``."""
     tiles = all_tiles(out)
     grouped = tiles[tiles["dup_group"].notna() & (tiles["dup_reason"] != "leak")]
     if source is not None:
@@ -137,13 +142,55 @@ def _label(row: Mapping[str, Any], dups: bool, chars: int) -> list[str]:
     return [first[:chars], source if len(source) <= chars else "…" + source[1 - chars:]]
 
 
-def _draw_cell(sheet, draw, font, reader, row, x: int, y: int, thumb: int, dups: bool) -> None:
+#: colour of the shared-ground outline drawn on both tiles of an overlap duplicate
+OUTLINE = (255, 40, 40)
+
+
+def overlap_outlines(reader, line: Sequence[Mapping[str, Any]]) -> dict[int, list[np.ndarray]]:
+    """Per cell of a duplicate group's line (kept tile first), the outlines ``float [V, 2]`` (in that tile's
+    pixels) of the ground it shares with the line's overlap duplicates, matched again from their pixels
+    (a duplicate joined to the kept tile only through another tile has no direct match: no outline)."""
+    found: dict[int, list[np.ndarray]] = {}
+    kept = line[0] if line else {}
+    if not any(r.get("dup_reason") == "overlap" for r in line[1:]) or kept.get("shard") is None:
+        return found
+    try:
+        from rs4m.overlap import extract, extract_both, verify
+        from rs4m.overlap.search import MIN_INLIERS, MIN_SPREAD
+        from rs4m.overlap.verify import outlines
+
+        kept_features = extract(reader.decode_row(kept))
+    except ImportError:  # the overlap extra (OpenCV) is not installed: the sheet has no outlines
+        return found
+    for k, row in enumerate(line[1:], 1):
+        if row.get("dup_reason") != "overlap" or row.get("shard") is None:
+            continue
+        match = verify(kept_features, *extract_both(reader.decode_row(row)), min_inliers=MIN_INLIERS)
+        if match is not None and match.spread >= MIN_SPREAD:
+            in_kept, in_dup = outlines(match)
+            found.setdefault(0, []).append(in_kept)
+            found.setdefault(k, []).append(in_dup)
+    return found
+
+
+def _draw_outline(draw, poly: np.ndarray, origin: tuple[int, int], factor: float) -> None:
+    if len(poly) >= 2:
+        points = [(origin[0] + px * factor, origin[1] + py * factor) for px, py in poly.tolist()]
+        draw.line(points, fill=OUTLINE, width=2)
+
+
+def _draw_cell(sheet, draw, font, reader, row, x: int, y: int, thumb: int, dups: bool,
+               outlines: Sequence[np.ndarray] = ()) -> None:
     img = _thumbnail(reader, row, thumb)
     if img is None:
         draw.rectangle([x, y, x + thumb - 1, y + thumb - 1], fill=(90, 90, 90))
         draw.text((x + 4, y + thumb // 2 - 6), "no stored bytes", fill=(230, 230, 230), font=font)
     else:
-        sheet.paste(img, (x + (thumb - img.width) // 2, y + (thumb - img.height) // 2))
+        origin = (x + (thumb - img.width) // 2, y + (thumb - img.height) // 2)
+        sheet.paste(img, origin)
+        width = row.get("out_width") or row.get("width") or img.width
+        for poly in outlines:
+            _draw_outline(draw, poly, origin, img.width / width)
     line_h = getattr(font, "size", 10) + 2
     for k, text in enumerate(_label(row, dups, max(8, thumb // 6))):
         draw.text((x, y + thumb + 2 + k * line_h), text, fill=(20, 20, 20), font=font)
@@ -155,7 +202,8 @@ def contact_sheet(out: Path, rows: Sequence[Mapping[str, Any]] | Sequence[Sequen
 
     ``rows`` is either a flat list of tile rows (a grid of ``columns`` columns, default ⌈√N⌉) or a list of
     duplicate groups from :func:`duplicate_groups` (the ``dups`` layout: one group per line, kept tile first,
-    each labelled "kept" or with the reason it left). Each cell is a ``thumb``-px thumbnail with the tile id
+    each labelled "kept" or with the reason it left; an overlap duplicate and the kept tile have the ground
+    they share outlined in red, matched again from their pixels). Each cell is a ``thumb``-px thumbnail with the tile id
     prefix and source under it; the sheet is ``cols·(thumb+4)+4`` px wide and ``lines·(thumb+label+4)+4``
     px high.
     """
@@ -175,9 +223,10 @@ def contact_sheet(out: Path, rows: Sequence[Mapping[str, Any]] | Sequence[Sequen
     draw = ImageDraw.Draw(sheet)
     with ShardReader(OutputLayout(Path(out)).shards_dir) as reader:
         for r, line in enumerate(lines):
+            shared = overlap_outlines(reader, line) if dups else {}
             for c, row in enumerate(line):
                 x, y = PAD_PX + c * (thumb + PAD_PX), PAD_PX + r * (thumb + label_h + PAD_PX)
-                _draw_cell(sheet, draw, font, reader, row, x, y, thumb, dups)
+                _draw_cell(sheet, draw, font, reader, row, x, y, thumb, dups, shared.get(c, ()))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path, format="PNG")

@@ -59,6 +59,20 @@ def _dup_block(tiles: pd.DataFrame, dedup_report: Mapping[str, Any]) -> dict:
             "by_source_pair": dict(dedup_report.get("pairs_by_source", {}))}
 
 
+def _leak_block(tiles: pd.DataFrame, layout: OutputLayout) -> dict:
+    """Leaked tiles (left the manifest) and, from ``leakage.parquet``, the tiles leaking each benchmark by
+    source and kind (``overlap``, ``crop``, ...), excluded or not."""
+    block: dict[str, Any] = {"total": int((tiles["status"] == "leaked").sum())}
+    if layout.leakage.exists():
+        leaks = read_frame(layout.leakage, mf.LEAKAGE_SCHEMA, ["tile_id", "source", "benchmark", "kind"])
+        pairs: dict[str, dict[str, int]] = {}
+        distinct = leaks.drop_duplicates(["tile_id", "benchmark", "kind"])
+        for (bench, source, kind), n in distinct.groupby(["benchmark", "source", "kind"]).size().items():
+            pairs.setdefault(f"{bench} | {source}", {})[str(kind)] = int(n)
+        block["by_benchmark_source"] = dict(sorted(pairs.items()))
+    return block
+
+
 def _error_block(errors: pd.DataFrame) -> dict:
     by_stage_reason: dict[str, dict[str, int]] = {}
     for (stage, reason), n in errors.groupby(["stage", "reason"]).size().items():
@@ -87,7 +101,9 @@ def compute_stats(out: Path, by: str = "source") -> dict:
     """Counts, sizes and distributions of the build in ``out`` (see the module doc for the rules).
 
     Returns a JSON-ready dict: ``scenes``, ``tiles_total``, ``tiles_kept``, ``filtered`` / ``duplicates`` /
-    ``leaked`` (``total`` and ``by_reason``; duplicates also ``by_source_pair`` from ``dedup.json``),
+    ``leaked`` (``total`` and ``by_reason``; duplicates also ``by_source_pair`` from ``dedup.json``, the pairs
+    of each reason, ``overlap`` included; leaked also ``by_benchmark_source`` from ``leakage.parquet``: tiles
+    leaking each benchmark per source and kind),
     ``errors`` (``total``, ``by_stage``, ``by_reason``), ``shards``, ``bytes``, ``distributions`` (quantiles
     of the kept tiles' ``width``, ``height``, ``gsd_m``, ``richness``) and the per-key object named by
     :data:`BY_KEYS` (``sources``, ``licences`` or ``formats``) with the same counts per key.
@@ -110,7 +126,7 @@ def compute_stats(out: Path, by: str = "source") -> dict:
         "filtered": {"total": int(len(filtered)),
                      "by_reason": _counts(filtered["filter_reason"].str.replace(DETAIL_RE, "", regex=True))},
         "duplicates": _dup_block(tiles, dedup_report),
-        "leaked": {"total": int((tiles["status"] == "leaked").sum())},
+        "leaked": _leak_block(tiles, layout),
         "errors": _error_block(errors),
         "shards": int(len(shards)),
         "bytes": {"shards": int(shards["bytes"].sum()), "stored": int(tiles["length"].fillna(0).sum()),
@@ -166,6 +182,9 @@ def format_stats(stats: Mapping[str, Any]) -> str:
     pairs = {f"{pair}: {reason}": n for pair, reasons in stats["duplicates"]["by_source_pair"].items()
              for reason, n in reasons.items()}
     lines += _reason_lines("duplicate pairs by source pair", pairs)
+    leaks = {f"{pair}: {kind}": n for pair, kinds in stats["leaked"].get("by_benchmark_source", {}).items()
+             for kind, n in kinds.items()}
+    lines += _reason_lines("leaking tiles by benchmark and source", leaks)
     lines += _reason_lines("errors by stage and reason", {
         f"{stage}: {reason}": n for stage, reasons in stats["errors"]["by_stage_reason"].items()
         for reason, n in reasons.items()})

@@ -294,31 +294,39 @@ def find_edges_bounded(tiles: Tiles, config, searchable: np.ndarray, engine=None
 
 
 def write_dedup_bounded(layout: OutputLayout, tiles: Tiles, groups: dd.Groups,
-                        dedup_table: Callable[[pa.Table, dd.Groups], pa.Table]) -> None:
+                        dedup_table: Callable[..., pa.Table], overlap: dict[str, np.ndarray] | None = None) -> None:
     """``dedup.parquet`` part by part, byte-identical to ``dedup_table`` (the in-memory table builder of
-    :mod:`rs4m.stages.dedup`) of all rows at once."""
+    :mod:`rs4m.stages.dedup`) of all rows at once; ``overlap``: the overlap columns ``[N]`` when searched."""
     base = 0
-    with ParquetStream(layout.dedup, mf.DEDUP_SCHEMA) as out:
+    with ParquetStream(layout.dedup, mf.DEDUP_SCHEMA if overlap is None else mf.DEDUP_OVERLAP_SCHEMA) as out:
         for part, n in zip(tiles.parts, tiles.rows_per_part, strict=True):
             table = _part_columns(part, ["tile_id", "source", "scene_path"])
             piece = dd.Groups(*(getattr(groups, f)[base : base + n] for f in dd.Groups.__dataclass_fields__))
-            out.write(dedup_table(table, piece))
+            cols = None if overlap is None else {k: v[base : base + n] for k, v in overlap.items()}
+            out.write(dedup_table(table, piece, cols))
             base += n
 
 
 def dedup_groups(layout: OutputLayout, config, engine=None):
-    """The build's tiles, edges, dihedral method, searchable mask and groups (as the in-memory dedup)."""
+    """The build's tiles, edges, dihedral method, searchable mask, groups (as the in-memory dedup) and the
+    overlap edges with their transforms (None without overlap search)."""
     tiles = load_tiles(layout)
     has_hash = tiles.valid["phash"] & tiles.valid["dhash"]
     searchable = has_hash & ~(tiles.richness < config.min_richness)  # NaN richness stays searchable
     edges, method = find_edges_bounded(tiles, config, searchable, engine)
+    found = None
+    if config.overlap:
+        from rs4m.stages.overlap import overlap_edges
+
+        found = overlap_edges(layout, tiles.ids, searchable, config)
+        edges.append(found.edges)
     order, id_rank = _id_order(tiles.ids)
     leak_distance, leak_edges = read_leaks_bounded(layout, tiles.ids, order)
     rank = dd.keep_rank_codes(tiles.source_codes, tiles.source_names, config.source_priority, tiles.gsd_m,
                               tiles.area_px, id_rank)
     # resolve only indexes and compares the ids: an array of str serves as the Sequence[str] it declares
     groups = dd.resolve(tiles.ids, edges, rank, leak_distance, leak_edges)  # type: ignore[arg-type]
-    return tiles, edges, method, searchable, groups
+    return tiles, edges, method, searchable, groups, found
 
 
 @dataclass

@@ -107,14 +107,14 @@ def remove_build(layout: OutputLayout) -> int:
 
     A build folder that is a symlink is refused: what it points at is outside OUT, so ``--force`` cannot
     tell the build's files there from anyone else's."""
-    for folder in (layout.tiles_dir, layout.unit_errors_dir, layout.shards_dir):
+    for folder in (layout.tiles_dir, layout.unit_errors_dir, layout.shards_dir, layout.features_dir):
         if folder.is_symlink():
             raise ConfigError(f"{folder} is a symlink; --force deletes only inside {layout.root}, so remove "
                               "the link (or rebuild into a new OUT folder)")
     files = owned_files(layout.root)
     for path in files:
         path.unlink(missing_ok=True)
-    for folder in (layout.unit_errors_dir, layout.tiles_dir, layout.shards_dir):
+    for folder in (layout.unit_errors_dir, layout.tiles_dir, layout.shards_dir, layout.features_dir):
         if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
             folder.rmdir()
     return len(files)
@@ -221,7 +221,8 @@ class _Run:
         self.progress(Tick("tile", done, total=len(pc.unique(units))))
         tiling = {source: asdict(tile) for source, tile in self.plan.tile_configs().items()}
         counts = run_tile(self.out, tiling, self.plan.filters, self.engine, force=self.retile,
-                          progress=lambda r: self.progress(Tick("tile", 1, info={"tiles": r["kept"]})))
+                          progress=lambda r: self.progress(Tick("tile", 1, info={"tiles": r["kept"]})),
+                          features=self.plan.dedup.overlap)
         self.record_stage("tile", counts)
         self.report.counts["errors"] = error_count(self.layout)
         return not counts["units_failed"] or bool(self.layout.tile_parts())
@@ -253,10 +254,10 @@ class _Run:
         if not units:
             return
         for unit in units:  # the part first: the unit is undone
-            for path in (self.layout.tile_part(unit), self.layout.shard(unit), self.layout.unit_errors(unit)):
+            for path in self.layout.unit_files(unit):
                 path.unlink(missing_ok=True)
         tiling = {source: asdict(tile) for source, tile in self.plan.tile_configs().items()}
-        counts = run_tile(self.out, tiling, self.plan.filters, self.engine)
+        counts = run_tile(self.out, tiling, self.plan.filters, self.engine, features=self.plan.dedup.overlap)
         self.report.notes.append(f"{len(units)} units tiled again: dedup keeps tiles of theirs whose bytes "
                                  "a compaction had dropped")
         if counts["units_failed"]:

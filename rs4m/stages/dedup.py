@@ -1,7 +1,8 @@
 """The dedup stage: tiles parts → ``dedup.parquet`` + ``dedup.json`` (benchmark leakage: :mod:`rs4m.stages.leakage`).
 
 ``run_dedup`` reads every ``OUT/tiles/part-*.parquet`` (rows with a ``filter_reason`` take no part), finds
-exact, near-duplicate and geo-overlap pairs (:mod:`rs4m.dedup`), adds the leaked tiles of a previous
+exact, near-duplicate and geo-overlap pairs (:mod:`rs4m.dedup`) and, with ``overlap`` on, overlaps without
+georeference (:mod:`rs4m.stages.overlap`), adds the leaked tiles of a previous
 ``run_leakage(..., exclude=True)``, groups them and writes one row per tile. Re-running replaces the results.
 A tile leaves the manifest when its ``dup_of`` is set (a duplicate of the kept tile) or its ``dup_reason`` is
 ``leak``.
@@ -29,6 +30,8 @@ from rs4m.config import DedupConfig  # noqa: F401 - the [dedup] settings; re-exp
 from rs4m.errors import OutputError
 from rs4m.killpoints import kill_point
 from rs4m.layout import OutputLayout
+from rs4m.stages.overlap import overlap_columns, overlap_edges
+from rs4m.tablestream import fixed_width
 
 TILE_COLUMNS = ["tile_id", "scene_id", "source", "scene_path", "sha256", "pixel_sha256", "phash", "dhash",
                 "richness", "gsd_m", "width", "height", "geometry", "filter_reason"]
@@ -48,6 +51,8 @@ class DedupReport:
     tiles_by_reason: dict[str, int] = field(default_factory=dict)
     groups_by_reason: dict[str, int] = field(default_factory=dict)
     pairs_by_source: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: with overlap search: tiles with features, verified pairs, seconds of the search
+    overlap: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -154,15 +159,23 @@ def _summarise(report: DedupReport, groups: dd.Groups) -> None:
     report.groups_by_reason = dict(sorted(Counter(names[k] for k in strongest.values()).items()))
 
 
-def dedup_table(table: pa.Table, groups: dd.Groups) -> pa.Table:
-    """``DEDUP_SCHEMA`` rows: one per tile of ``table``."""
+def _float_column(values: np.ndarray) -> pa.Array:
+    return pa.array(values.astype(np.float32), pa.float32(), mask=np.isnan(values))
+
+
+def dedup_table(table: pa.Table, groups: dd.Groups, overlap: dict[str, np.ndarray] | None = None) -> pa.Table:
+    """``DEDUP_SCHEMA`` rows: one per tile of ``table``; with ``overlap`` (its columns, NaN for none)
+    ``DEDUP_OVERLAP_SCHEMA``."""
     group = pa.array(groups.dup_group, pa.int64(), mask=groups.dup_group < 0)
-    dist = pa.array(groups.distance.astype(np.float32), pa.float32(), mask=np.isnan(groups.distance))
-    return pa.table({
+    columns = {
         "tile_id": table["tile_id"], "source": table["source"], "scene_path": table["scene_path"],
         "dup_group": group, "dup_of": pa.array(groups.dup_of.tolist(), pa.string()),
-        "dup_reason": pa.array(groups.dup_reason.tolist(), pa.string()), "distance": dist,
-    }, schema=mf.DEDUP_SCHEMA)
+        "dup_reason": pa.array(groups.dup_reason.tolist(), pa.string()), "distance": _float_column(groups.distance),
+    }
+    if overlap is None:
+        return pa.table(columns, schema=mf.DEDUP_SCHEMA)
+    columns.update({name: _float_column(overlap[name]) for name in mf.DEDUP_OVERLAP_SCHEMA.names[len(columns):]})
+    return pa.table(columns, schema=mf.DEDUP_OVERLAP_SCHEMA)
 
 
 def run_dedup(out: Path, config: DedupConfig = DedupConfig(), bounded: bool = True, engine=None) -> DedupReport:
@@ -187,11 +200,13 @@ def run_dedup(out: Path, config: DedupConfig = DedupConfig(), bounded: bool = Tr
 def _dedup_bounded(layout: OutputLayout, config: DedupConfig, engine) -> DedupReport:
     from rs4m.stages import bounded as bd
 
-    tiles, edges, method, searchable, groups = bd.dedup_groups(layout, config, engine)
-    bd.write_dedup_bounded(layout, tiles, groups, dedup_table)
+    tiles, edges, method, searchable, groups, found = bd.dedup_groups(layout, config, engine)
+    cols = None if found is None else overlap_columns(len(tiles), found, groups.dup_reason)
+    bd.write_dedup_bounded(layout, tiles, groups, dedup_table, cols)
     sources = np.array(tiles.source_names, dtype=object)[tiles.source_codes]
     report = DedupReport(tiles=len(tiles), searched=int(searchable.sum()), dihedral=method,
-                         pairs_by_source=_pairs_by_source(sources, [e for e in edges if len(e)]))
+                         pairs_by_source=_pairs_by_source(sources, [e for e in edges if len(e)]),
+                         overlap=found.counts if found is not None else {})
     _summarise(report, groups)
     return report
 
@@ -200,14 +215,21 @@ def _dedup_in_memory(layout: OutputLayout, config: DedupConfig) -> DedupReport:
     table = read_tiles(layout)
     searchable = searchable_rows(table, config.min_richness)
     edges, method = find_edges(table, config, searchable)
+    found = None
+    if config.overlap:
+        found = overlap_edges(layout, fixed_width(table["tile_id"]), searchable, config)
+        edges.append(found.edges)
     tile_ids = table["tile_id"].to_pylist()
     leak_distance, leak_edges = read_leaks(layout, tile_ids)
     sources = np.asarray(table["source"].to_pylist(), dtype=object)
     area = np.nan_to_num(_floats(table, "width") * _floats(table, "height"))
     rank = dd.keep_rank(sources, config.source_priority, _floats(table, "gsd_m"), area, tile_ids)
     groups = dd.resolve(tile_ids, edges, rank, leak_distance, leak_edges)
-    mf.write_table(dedup_table(table, groups), layout.dedup, mf.DEDUP_SCHEMA)
+    cols = None if found is None else overlap_columns(len(tile_ids), found, groups.dup_reason)
+    schema = mf.DEDUP_SCHEMA if cols is None else mf.DEDUP_OVERLAP_SCHEMA
+    mf.write_table(dedup_table(table, groups, cols), layout.dedup, schema)
     report = DedupReport(tiles=len(tile_ids), searched=int(searchable.sum()), dihedral=method,
-                         pairs_by_source=_pairs_by_source(sources, [e for e in edges if len(e)]))
+                         pairs_by_source=_pairs_by_source(sources, [e for e in edges if len(e)]),
+                         overlap=found.counts if found is not None else {})
     _summarise(report, groups)
     return report

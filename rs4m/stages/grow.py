@@ -11,7 +11,8 @@ what the scan saw (``scenes.parquet`` and the scan's error rows):
 * changed ``[filters]`` re-evaluate the facts each tiles part stores (``nodata_frac``, ``richness``, the
   reason a tile was dropped): a tile the new filters drop gets its reason (its shard is untouched), and a unit
   holding a tile the new filters would keep but whose pixels were never stored is tiled again;
-* changed ``[dedup]`` settings need nothing here: dedup and catalog run again on every build.
+* changed ``[dedup]`` settings need nothing here: dedup and catalog run again on every build; turning
+  ``overlap`` on makes the tile stage redo the units that have no features part (:mod:`rs4m.stages.unitfiles`).
 """
 
 from __future__ import annotations
@@ -263,7 +264,7 @@ def refilter(layout: OutputLayout, old: FilterConfig, new: FilterConfig) -> dict
         reasons = [refiltered_reason(r, old, new) for r in rows]
         if any(r is RETILE for r in reasons):
             unit = int(part.stem.split("-")[1])
-            for path in (part, layout.shard(unit), layout.unit_errors(unit)):  # the part first: the unit is undone
+            for path in layout.unit_files(unit):  # the part first: the unit is undone
                 path.unlink(missing_ok=True)
             counts["units_retiled"] += 1
         elif reasons != [r["filter_reason"] for r in rows]:

@@ -13,9 +13,13 @@ size) is such an error. A unit that fails all the same (its worker died: a reade
 alone in a throwaway shard, and runs again with the scenes that crash alone as error rows; a unit that still fails (a
 bug) is an error row of stage ``unit``.
 
-A unit is done when its tiles part (written last, after its shard and its errors part) is readable and its
-shard agrees with the facts the part records (size, and a tar header before every stored tile naming it); a
-restart redoes the others from scratch, so a killed or damaged build resumes with nothing lost or doubled.
+With overlap search on (``features``), the local features of every stored tile are computed from the same pixels
+(:mod:`rs4m.overlap.store`) and written to the unit's features part before its tiles part; a tile whose
+features fail is a features row without features, never a failed scene.
+
+A unit is done when its tiles part (written last, after its shard, its errors part and its features part) is
+readable and its shard agrees with the facts the part records (size, and a tar header before every stored tile
+naming it); a restart redoes the others from scratch, so a killed or damaged build resumes with nothing lost or doubled.
 Windows whose blocks a sparse GeoTIFF does not store are skipped without a row; a scene with no stored block
 at all is an error row. Units are pure functions of their inputs: the output is identical whatever the engine
 or worker count.
@@ -42,6 +46,7 @@ from rs4m.config import FilterConfig, TileConfig
 from rs4m.engines import Engine, UnitFailure
 from rs4m.errors import BadInput
 from rs4m.hashing import hashes_with_canonical, pixel_hash
+from rs4m.killpoints import kill_point
 from rs4m.layout import OutputLayout
 from rs4m.raster import SceneReader, open_scene
 from rs4m.richness import tile_richness
@@ -67,6 +72,8 @@ class UnitTask:
     scenes: tuple[dict, ...]
     #: scene paths that killed their worker when tiled alone: error rows, never read again in this run
     crashed: tuple[str, ...] = ()
+    #: compute and write the local features of every stored tile (overlap search on)
+    features: bool = False
 
 
 def scene_windows(scene: dict, cfg: TileConfig) -> list[Window]:
@@ -164,8 +171,16 @@ def _check_size(scene: dict, reader: SceneReader) -> None:
                        f"{reader.info.width}x{reader.info.height} now); scan again to include it")
 
 
-def tile_scene(scene: dict, task: UnitTask, writer: ShardWriter, shard: str) -> list[dict]:
-    """Cut one scene into tiles, storing the kept ones; returns the rows (kept and filtered).
+def _feature_rows(batch: list[tuple[dict, np.ndarray]]) -> list[dict]:
+    from rs4m.overlap.store import tile_features_row
+
+    return [tile_features_row(row["tile_id"], row["scene_id"], rgb) for row, rgb in batch]
+
+
+def tile_scene(scene: dict, task: UnitTask, writer: ShardWriter, shard: str,
+               features: list[dict] | None = None) -> list[dict]:
+    """Cut one scene into tiles, storing the kept ones; returns the rows (kept and filtered). With
+    ``features`` (a list), the features rows of the stored tiles are appended to it.
 
     Raises :class:`BadInput` (or anything else) with members of the scene possibly stored: the caller rolls
     the shard back.
@@ -205,9 +220,13 @@ def tile_scene(scene: dict, task: UnitTask, writer: ShardWriter, shard: str) -> 
             batch.append((row, rgb))
             if len(batch) == HASH_BATCH:
                 _store_batch(batch, writer, cfg, shard)
+                if features is not None:
+                    features.extend(_feature_rows(batch))
                 batch = []
     if batch:
         _store_batch(batch, writer, cfg, shard)
+        if features is not None:
+            features.extend(_feature_rows(batch))
     if windows and not rows:
         raise BadInput(f"the file declares {scene['width']}x{scene['height']} pixels but stores none of them "
                        "(every block is empty)", scene["scene_path"])
@@ -228,11 +247,13 @@ def scene_error(scene: dict, err: Exception) -> dict:
 
 
 def tile_unit(task: UnitTask) -> dict:
-    """Run one work unit: write its shard, errors part and tiles part (in that order). Returns counts."""
+    """Run one work unit: write its shard, errors part, features part (with ``task.features``) and tiles part
+    (in that order). Returns counts."""
     layout = OutputLayout(Path(task.out))
     shard = layout.shard_name(task.unit)
     rows: list[dict] = []
     errors: list[dict] = []
+    feature_rows: list[dict] = []
     with ShardWriter(layout.shard(task.unit)) as writer:
         for scene in task.scenes:
             if scene["scene_path"] in task.crashed:
@@ -241,8 +262,10 @@ def tile_unit(task: UnitTask) -> dict:
                                          "it is left out", "detail": ""})
                 continue
             mark = writer.mark()
+            scene_features: list[dict] | None = [] if task.features else None
             try:
-                rows.extend(tile_scene(scene, task, writer, shard))
+                rows.extend(tile_scene(scene, task, writer, shard, scene_features))
+                feature_rows.extend(scene_features or ())
             except OutputWriteError as err:
                 raise err.error from None
             except Exception as err:  # noqa: BLE001 - any per-scene failure is that scene's error row
@@ -250,21 +273,28 @@ def tile_unit(task: UnitTask) -> dict:
                 errors.append(scene_error(scene, err))
     info = writer.info
     mf.write_table(mf.table_from_rows(errors, mf.ERRORS_SCHEMA), layout.unit_errors(task.unit), mf.ERRORS_SCHEMA)
+    if task.features:
+        from rs4m.overlap.store import write_features_part
+
+        write_features_part(layout.feature_part(task.unit), feature_rows)
+        kill_point("tile:features")  # a kill here leaves a features part without its tiles part: the unit is redone
     mf.write_table(mf.table_from_rows(rows, mf.TILES_SCHEMA), layout.tile_part(task.unit), mf.TILES_SCHEMA,
                    metadata={"shard": info.__dict__})
     kept = sum(1 for r in rows if r.get("shard"))
-    return {"tiles": len(rows), "kept": kept, "filtered": len(rows) - kept, "errors": len(errors)}
+    return {"tiles": len(rows), "kept": kept, "filtered": len(rows) - kept, "errors": len(errors),
+            "feature_errors": sum(1 for r in feature_rows if r.get("feature_error"))}
 
 
-def unit_tasks(out: Path, recipe_sources: dict[str, dict], filters: FilterConfig) -> list[UnitTask]:
+def unit_tasks(out: Path, recipe_sources: dict[str, dict], filters: FilterConfig,
+               features: bool = False) -> list[UnitTask]:
     """Work units from ``scenes.parquet``; ``recipe_sources`` maps source → its TileConfig fields."""
     layout = OutputLayout(out)
     scenes = mf.read_table(layout.scenes, mf.SCENES_SCHEMA, columns=SCENE_COLUMNS).to_pylist()
     by_unit: dict[int, list[dict]] = {}
     for s in scenes:
         by_unit.setdefault(s["unit"], []).append(s)
-    return [UnitTask(u, str(out), TileConfig(**recipe_sources[rows[0]["source"]]), filters, tuple(rows))
-            for u, rows in sorted(by_unit.items())]
+    return [UnitTask(u, str(out), TileConfig(**recipe_sources[rows[0]["source"]]), filters, tuple(rows),
+                     features=features) for u, rows in sorted(by_unit.items())]
 
 
 def trial_scene(task: UnitTask) -> bool:
@@ -306,35 +336,44 @@ def unit_error(layout: OutputLayout, task: UnitTask, error: str) -> dict:
 
 
 def run_tile(out: Path, recipe_sources: dict[str, dict], filters: FilterConfig, engine: Engine,
-             force: bool = False, progress: Callable[[dict], None] | None = None) -> dict:
-    """Tile every pending unit of ``OUT`` (all with ``force``). Returns counts for the summary."""
+             force: bool = False, progress: Callable[[dict], None] | None = None, features: bool = False) -> dict:
+    """Tile every pending unit of ``OUT`` (all with ``force``). With ``features`` (overlap search on) a unit is
+    pending also when its features part is missing or incomplete. Returns counts for the summary."""
     layout = OutputLayout(Path(out))
     start = time.perf_counter()
-    tasks = unit_tasks(Path(out), recipe_sources, filters)
+    tasks = unit_tasks(Path(out), recipe_sources, filters, features)
     if force:
         for task in tasks:
-            for path in (layout.tile_part(task.unit), layout.shard(task.unit), layout.unit_errors(task.unit)):
+            for path in layout.unit_files(task.unit):
                 path.unlink(missing_ok=True)
-    done = done_units(layout)
+    done = done_units(layout, features)
     clean_partial(layout, done, [t.unit for t in tasks])
     pending = [t for t in tasks if t.unit not in done]
     first_failures = []
+    feature_errors = 0
     for task, result in engine.map_units(tile_unit, pending):
         if isinstance(result, UnitFailure):
             first_failures.append((task, result.error))
-        elif progress:
+            continue
+        feature_errors += result.get("feature_errors", 0)
+        if progress:
             progress(result)
     failed, unit_rows = [], []
     for task, result in rerun_without_crashers(engine, first_failures) if first_failures else ():
         if isinstance(result, UnitFailure):
             failed.append({"unit": task.unit, "error": result.error})
             unit_rows.append(unit_error(layout, task, result.error))
-        elif progress:
+            continue
+        feature_errors += result.get("feature_errors", 0)
+        if progress:
             progress(result)
     write_shards_table(layout)
     errors = merge_unit_errors(layout, unit_rows)
     table = mf.read_parts(layout.tile_parts(), mf.TILES_SCHEMA, columns=["tile_id", "filter_reason"])
     filtered = int(pc.sum(pc.is_valid(table["filter_reason"])).as_py() or 0)
-    return {"units": len(tasks), "units_run": len(pending), "units_failed": failed, "tiles": table.num_rows,
-            "kept": table.num_rows - filtered, "filtered": filtered, "errors": errors,
-            "seconds": time.perf_counter() - start}
+    counts = {"units": len(tasks), "units_run": len(pending), "units_failed": failed, "tiles": table.num_rows,
+              "kept": table.num_rows - filtered, "filtered": filtered, "errors": errors,
+              "seconds": time.perf_counter() - start}
+    if features:  # only then: the counts of a build without overlap search stay as they were
+        counts["feature_errors"] = feature_errors
+    return counts

@@ -1,0 +1,111 @@
+"""Overlap search over a corpus: candidate pairs from the hashed descriptors of every image (both orientations),
+then geometric verification of the candidates only.
+
+Two searches:
+
+* :func:`find_overlaps`, tile–tile: every pair of images of *different* groups (scenes) sharing at least
+  ``min_frac`` of the smaller image's ground; tiles of one scene are never paired (crops of one scene overlap
+  by design, and adjacent tiles of one scene are the hardest negatives).
+* :func:`find_leaks`, benchmark image–tile: every (tile, image) pair where the tile shows at least
+  ``min_share`` of the image's area.
+
+Cost: the candidate search holds the descriptors and, one table at a time, the keys of every indexed keypoint
+(4 bytes each) while it sorts them (:mod:`rs4m.overlap.candidates`); verification costs about a millisecond per
+candidate, in Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from rs4m.overlap.candidates import BITS, TABLES, byte_columns, candidate_pairs_by_table, table_keys
+from rs4m.overlap.features import DESC_BYTES
+from rs4m.overlap.store import FeatureSet
+from rs4m.overlap.verify import Match, verify
+
+#: inliers a similarity transform needs, and the least share of the overlap their convex hull must span (chance
+#: alignments bunch up), chosen together on benchmarks/overlap_quality.py: the best recall at precision ≥ 0.99
+MIN_INLIERS = 5
+MIN_SPREAD = 0.02
+
+
+@dataclass(frozen=True)
+class OverlapPairs:
+    """Verified pairs ``[P]``: image ``b`` (row ``j``) mapped onto image ``a`` (row ``i``); ``frac`` the shared
+    ground over the smaller image's area, ``frac_b`` over ``b``'s, ``scale`` ``b``'s pixel in ``a``'s pixels,
+    ``rotation`` degrees (``b``, mirrored first when ``mirrored``, onto ``a``), ``inliers`` of the transform."""
+
+    i: np.ndarray
+    j: np.ndarray
+    frac: np.ndarray
+    frac_b: np.ndarray
+    scale: np.ndarray
+    rotation: np.ndarray
+    mirrored: np.ndarray
+    inliers: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.i)
+
+    @classmethod
+    def of(cls, found: list[tuple[int, int, Match]]) -> OverlapPairs:
+        def col(values, dtype):
+            return np.array(values, dtype) if values else np.zeros(0, dtype)
+        return cls(col([a for a, _, _ in found], np.int64), col([b for _, b, _ in found], np.int64),
+                   col([m.overlap_frac for *_, m in found], np.float64), col([m.frac_b for *_, m in found], np.float64),
+                   col([m.scale for *_, m in found], np.float64), col([m.rotation_deg for *_, m in found], np.float64),
+                   col([m.mirrored for *_, m in found], bool), col([m.inliers for *_, m in found], np.int64))
+
+
+def _index(sets: list[FeatureSet], mirrored: list[bool]) -> tuple[Iterator[np.ndarray], np.ndarray]:
+    """The keys of the keypoints of ``sets`` (rows numbered through all sets in order; the mirror images'
+    keypoints too where ``mirrored``), one table at a time, and the row owning each keypoint. A table's keys
+    are made from the descriptors when it is searched: only one table's are held (4 bytes a keypoint)."""
+    parts, owner, base = [], [], 0
+    for fs, mirror in zip(sets, mirrored, strict=True):
+        for desc, start in [(fs.desc, fs.start)] + ([(fs.mirror_desc, fs.mirror_start)] if mirror else []):
+            parts.append(desc)
+            owner.append(base + np.repeat(np.arange(len(fs), dtype=np.int64), np.diff(start)))
+        base += len(fs)
+
+    def tables() -> Iterator[np.ndarray]:
+        for cols in byte_columns(TABLES, BITS, DESC_BYTES):
+            yield np.concatenate([table_keys(d, cols) for d in parts])
+
+    return tables(), np.concatenate(owner)
+
+
+def find_overlaps(fs: FeatureSet, min_frac: float, min_inliers: int = MIN_INLIERS) -> OverlapPairs:
+    """Pairs of images of different groups sharing at least ``min_frac`` of the smaller one's ground."""
+    if len(fs) < 2:
+        return OverlapPairs.of([])
+    tables, owner = _index([fs], [True])
+    i, j, _ = candidate_pairs_by_table(tables, owner, len(fs))
+    other = fs.group[i] != fs.group[j]
+    found = []
+    for a, b in zip(i[other].tolist(), j[other].tolist(), strict=True):
+        m = verify(fs.features(a), fs.features(b), fs.features(b, mirrored=True), min_inliers=min_inliers)
+        if m is not None and m.spread >= MIN_SPREAD and m.overlap_frac >= min_frac:
+            found.append((a, b, m))
+    return OverlapPairs.of(found)
+
+
+def find_leaks(tiles: FeatureSet, images: FeatureSet, min_share: float,
+               min_inliers: int = MIN_INLIERS) -> OverlapPairs:
+    """(tile ``i``, image ``j``) pairs where the tile shows at least ``min_share`` of the image's area
+    (``images`` with their mirrors' features, so every flip and rotation of an image is found)."""
+    if not len(tiles) or not len(images):
+        return OverlapPairs.of([])
+    tables, owner = _index([tiles, images], [False, True])
+    n = len(tiles)
+    i, j, _ = candidate_pairs_by_table(tables, owner, n + len(images))
+    cross = (i < n) & (j >= n)  # i < j: a tile and an image
+    found = []
+    for a, b in zip(i[cross].tolist(), (j[cross] - n).tolist(), strict=True):
+        m = verify(tiles.features(a), images.features(b), images.features(b, mirrored=True), min_inliers=min_inliers)
+        if m is not None and m.spread >= MIN_SPREAD and m.frac_b >= min_share:
+            found.append((a, b, m))
+    return OverlapPairs.of(found)
