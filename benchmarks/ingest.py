@@ -93,8 +93,6 @@ from pathlib import Path
 import numpy as np
 from rs4m.codec import encode
 from rs4m.config import FilterConfig
-from PIL import Image
-from rs4m import hashing
 from rs4m.hashing import hashes_with_canonical, pixel_hash
 from rs4m.raster import open_scene
 from rs4m.richness import tile_richness
@@ -105,18 +103,6 @@ folder, tile, batch_size = Path({folder!r}), {tile}, stage.HASH_BATCH
 filters = FilterConfig()  # the defaults of a build: nodata and blank tests on
 # the test the stage makes once richness is known: the richness test alone where the code has it
 second = getattr(stage, "richness_reason", None)
-# where the code shares one Pillow copy of a tile between richness and the grey image, time it that way:
-# the copy in richness, the grey conversion in hashes
-shared = hasattr(hashing, "grey_of")
-def richness_step(rgb):
-    if not shared:
-        return tile_richness(rgb), None
-    image = Image.fromarray(rgb)
-    return tile_richness(rgb, image), image
-def hashes_step(batch):
-    if not shared:
-        return hashes_with_canonical([rgb for rgb, _ in batch])
-    return hashes_with_canonical([rgb for rgb, _ in batch], [hashing.grey_of(im) for _, im in batch])
 t = dict.fromkeys({steps!r}, 0.0)
 n = 0
 tile_richness(np.zeros((8, 8, 3), np.uint8))  # one-off tables outside the step timings
@@ -132,18 +118,18 @@ for path in sorted(folder.iterdir()):
         for w in grid_windows(reader.info.width, reader.info.height, tile, tile):
             rgb, valid = timed("read", reader.read_window, w.x, w.y, w.width, w.height)
             timed("footprint", reader.window_footprint, *w)
-            score, image = timed("richness", richness_step, rgb)
+            score = timed("richness", tile_richness, rgb)
             timed("filters", filters_step, rgb, valid, score)
             data = timed("encode", encode, rgb, "jpg", 95)
             timed("sha256", lambda: hashlib.sha256(data).hexdigest())
             timed("pixel_hash", pixel_hash, rgb)
-            batch.append((rgb, image))
+            batch.append(rgb)
             n += 1
             if len(batch) == batch_size:
-                timed("hashes", hashes_step, batch)
+                timed("hashes", hashes_with_canonical, batch)
                 batch = []
         if batch:
-            timed("hashes", hashes_step, batch)
+            timed("hashes", hashes_with_canonical, batch)
 print(json.dumps({{"tiles": n, "one_off_s": one_off_s, **{{k: v / n * 1e3 for k, v in t.items()}}}}))
 """
 #: steps of the tile stage timed one by one (ms per tile); "filters" runs the default nodata and blank tests

@@ -66,16 +66,7 @@ def _grey(rgb: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(rgb), mode="RGB").convert("L")
 
 
-def grey_of(image: Image.Image) -> np.ndarray:
-    """``uint8 [H, W]``: imagehash's grey image of a tile already in Pillow (``Image.fromarray(rgb)``), for
-    :func:`hashes_with_canonical`'s ``greys`` (a caller that made the Pillow image for something else)."""
-    if image.mode != "RGB":
-        raise ValueError(f"expected an RGB image, got mode {image.mode}")
-    return np.asarray(image.convert("L"))
-
-
-def _thumbnails(rgbs: Sequence[np.ndarray], vertical: bool = False,
-                greys: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, ...]:
+def _thumbnails(rgbs: Sequence[np.ndarray], vertical: bool = False) -> tuple[np.ndarray, ...]:
     """Pillow L + LANCZOS thumbnails, exactly as imagehash makes them: ``[B, 32, 32]`` and ``[B, 8, 9]``
     (and with ``vertical`` the ``[B, 9, 8]`` one that differences along columns need).
 
@@ -89,17 +80,14 @@ def _thumbnails(rgbs: Sequence[np.ndarray], vertical: bool = False,
     shapes = [rgb.shape[:2] for rgb in rgbs]
     counts = Counter(shapes)
     for i, rgb in enumerate(rgbs):
-        gray = np.asarray(_grey(rgb)) if greys is None else greys[i]
+        gray = _grey(rgb)
         shape = shapes[i]
-        if gray.shape != shape:
-            raise ValueError(f"grey image {i} is {gray.shape}, its tile {shape}")
         known = resample.is_probed(shape, sizes)
         orders = resample.pass_orders(shape, sizes) if known or counts[shape] >= PROBE_MIN_TILES else None
         if orders is None:
-            image = Image.fromarray(gray, mode="L")
-            thumbs = [np.asarray(image.resize(size, _LANCZOS)) for size in sizes]
+            thumbs = [np.asarray(gray.resize(size, _LANCZOS)) for size in sizes]
         else:
-            thumbs = resample.resize_all(gray, sizes, orders)
+            thumbs = resample.resize_all(np.asarray(gray), sizes, orders)
         for dest, thumb in zip(out, thumbs, strict=True):
             dest[i] = thumb
     return tuple(out)
@@ -162,11 +150,8 @@ def hashes(rgbs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return phash_from_thumbnails(small), dhash_from_thumbnails(diff)
 
 
-def hashes_with_canonical(rgbs: Sequence[np.ndarray],
-                          greys: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, ...]:
+def hashes_with_canonical(rgbs: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
     """:func:`hashes` plus a flip/rotation-invariant hash pair, for dihedral dedup.
-
-    ``greys`` may pass in the tiles' grey images (:func:`grey_of`) where the caller has them already.
 
     The canonical pair of a tile is the (pHash, dHash) of the one of its 8 flips/rotations whose pHash is
     smallest (then whose dHash is). It is computed from the thumbnails, not from 8 transformed images: a flip
@@ -180,7 +165,7 @@ def hashes_with_canonical(rgbs: Sequence[np.ndarray],
     """
     if len(rgbs) == 0:
         return tuple(np.zeros(0, np.uint64) for _ in range(4))
-    small, diff, diff_v = _thumbnails(rgbs, vertical=True, greys=greys)
+    small, diff, diff_v = _thumbnails(rgbs, vertical=True)
     flat_coef = _low_dct(small)
     ph, dh = phash_from_thumbnails(small, flat_coef), dhash_from_thumbnails(diff)
     coef = flat_coef.reshape(-1, HASH_SIZE, HASH_SIZE)

@@ -173,13 +173,3 @@ def test_batches_of_one_shape_take_the_fast_path_and_equal_imagehash():
     assert resample.is_probed((299, 257), ((32, 32), (9, 8), (8, 9)))
     for slow, quick in zip((p1, d1, cp1, cd1), fast, strict=True):
         assert quick.tolist() == [int(slow[0])] * hs.PROBE_MIN_TILES
-
-
-def test_hashes_from_the_callers_grey_images_are_the_same(real_tiles):
-    greys = [hs.grey_of(Image.fromarray(t)) for t in real_tiles]
-    assert all(g.dtype == np.uint8 and g.shape == t.shape[:2] for g, t in zip(greys, real_tiles, strict=True))
-    for got, want in zip(hs.hashes_with_canonical(real_tiles, greys), hs.hashes_with_canonical(real_tiles),
-                         strict=True):
-        assert got.tolist() == want.tolist()
-    with pytest.raises(ValueError, match="grey image 0"):
-        hs.hashes_with_canonical(real_tiles[:1], [greys[1]])

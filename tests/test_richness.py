@@ -104,10 +104,3 @@ def test_same_score_as_trainer(shape, shared_data):
     ours = patch_scores(rgb)
     theirs = hog_patch_scores(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0)[0].numpy()
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
-
-
-def test_tile_richness_from_the_callers_pillow_image(aerial):
-    tile = np.ascontiguousarray(aerial[:300, :260])
-    assert tile_richness(tile, Image.fromarray(tile)) == tile_richness(tile)
-    with pytest.raises(ValueError, match="not the tile"):
-        tile_richness(tile, Image.fromarray(np.ascontiguousarray(aerial[:200, :260])))

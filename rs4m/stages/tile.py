@@ -39,14 +39,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 import shapely
-from PIL import Image
 
 from rs4m import manifest as mf
 from rs4m.codec import encode
 from rs4m.config import FilterConfig, TileConfig
 from rs4m.engines import Engine, UnitFailure
 from rs4m.errors import BadInput
-from rs4m.hashing import grey_of, hashes_with_canonical, pixel_hash
+from rs4m.hashing import hashes_with_canonical, pixel_hash
 from rs4m.killpoints import kill_point
 from rs4m.layout import OutputLayout
 from rs4m.raster import SceneReader, open_scene
@@ -135,11 +134,10 @@ def _base_row(scene: dict, win: Window) -> dict:
     }
 
 
-def _store_batch(batch: list[tuple[dict, np.ndarray, np.ndarray]], writer: ShardWriter, cfg: TileConfig,
-                 shard: str) -> None:
-    """Encode, hash and append a batch of kept tiles ``(row, rgb, grey)`` (rows are completed in place)."""
-    phashes, dhashes, pcanon, dcanon = hashes_with_canonical([rgb for _, rgb, _ in batch], [g for *_, g in batch])
-    for (row, rgb, _), ph, dh, p_canon, d_canon in zip(batch, phashes, dhashes, pcanon, dcanon, strict=True):
+def _store_batch(batch: list[tuple[dict, np.ndarray]], writer: ShardWriter, cfg: TileConfig, shard: str) -> None:
+    """Encode, hash and append a batch of kept tiles (rows are completed in place)."""
+    phashes, dhashes, pcanon, dcanon = hashes_with_canonical([rgb for _, rgb in batch])
+    for (row, rgb), ph, dh, p_canon, d_canon in zip(batch, phashes, dhashes, pcanon, dcanon, strict=True):
         want = (row.get("out_height") or row["height"], row.get("out_width") or row["width"], 3)
         if rgb.shape != want:  # never store pixels that disagree with their row
             raise BadInput("the decoded tile does not have the size of its window",
@@ -173,10 +171,10 @@ def _check_size(scene: dict, reader: SceneReader) -> None:
                        f"{reader.info.width}x{reader.info.height} now); scan again to include it")
 
 
-def _feature_rows(batch: list[tuple[dict, np.ndarray, np.ndarray]]) -> list[dict]:
+def _feature_rows(batch: list[tuple[dict, np.ndarray]]) -> list[dict]:
     from rs4m.overlap.store import tile_features_row
 
-    return [tile_features_row(row["tile_id"], row["scene_id"], rgb) for row, rgb, _ in batch]
+    return [tile_features_row(row["tile_id"], row["scene_id"], rgb) for row, rgb in batch]
 
 
 def tile_scene(scene: dict, task: UnitTask, writer: ShardWriter, shard: str,
@@ -192,7 +190,7 @@ def tile_scene(scene: dict, task: UnitTask, writer: ShardWriter, shard: str,
                    tuple(scene["rgb_bands"]) if scene["rgb_bands"] else None)
     out_size = (cfg.out_size, cfg.out_size) if cfg.out_size else None
     rows: list[dict] = []
-    batch: list[tuple[dict, np.ndarray, np.ndarray]] = []
+    batch: list[tuple[dict, np.ndarray]] = []
     check_unchanged(scene)
     windows = scene_windows(scene, cfg)
     window_rows = max((win.height for win in windows), default=0)
@@ -212,16 +210,14 @@ def tile_scene(scene: dict, task: UnitTask, writer: ShardWriter, shard: str,
             row["geometry"] = shapely.to_wkb(footprint) if footprint is not None else None
             row["nodata_frac"] = 1.0 - float(valid.mean())
             reason = filter_reason(rgb, valid, None, task.filters)
-            image = None
             if reason is None:  # nodata and blank tests passed: only the richness test is left
-                image = Image.fromarray(rgb)  # one Pillow copy feeds the richness resize and the grey image
-                row["richness"] = tile_richness(rgb, image)
+                row["richness"] = tile_richness(rgb)
                 reason = richness_reason(row["richness"], task.filters)
             rows.append(row)
-            if reason is not None or image is None:
+            if reason is not None:
                 row["filter_reason"] = reason
                 continue
-            batch.append((row, rgb, grey_of(image)))
+            batch.append((row, rgb))
             if len(batch) == HASH_BATCH:
                 _store_batch(batch, writer, cfg, shard)
                 if features is not None:
