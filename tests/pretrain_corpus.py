@@ -31,3 +31,20 @@ def build_corpus(out: Path, seed: int = 0) -> Path:
     result = CliRunner().invoke(get_cli(), args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return out / "manifest.parquet"
+
+
+def run_pretrain(run: Path, args: list[str], ranks: int = 1, port: int = 29517, timeout: float = 600) -> None:
+    """Run ``python -m pretrain`` in a child, on ``ranks`` gloo processes through torchrun when more than one, with
+    one thread each; fail the test with the tail of its stderr when it does not exit 0."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    launch = [sys.executable, "-m", "pretrain", "--run", str(run)]
+    if ranks > 1:
+        launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks), "--master-port",
+                  str(port), "-m", "pretrain", "--run-dir", str(run)]
+    proc = subprocess.run([*launch, *args], cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
