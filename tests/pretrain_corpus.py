@@ -48,3 +48,25 @@ def run_pretrain(run: Path, args: list[str], ranks: int = 1, port: int = 29517, 
     proc = subprocess.run([*launch, *args], cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"},
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def kill_at_first_checkpoint(run: Path, args: list[str], timeout: float = 120) -> int:
+    """Start ``python -m pretrain --run RUN ARGS``, SIGKILL it as soon as its first checkpoint exists; return the
+    step that checkpoint holds."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "pretrain", "--run", str(run), *args], cwd=root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    while not (run / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return int(torch.load(run / "checkpoint.pt", weights_only=True)["step"])

@@ -4,12 +4,7 @@ and a pruned run that is killed and resumed equal to the uninterrupted one."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +18,7 @@ from pretrain.engine import TrainConfig, lr_at, resolve, resume_differences
 from pretrain.infobatch import InfoBatch, InfoBatchStream, LossBuffer
 from pretrain.train import train
 from rs4m.errors import ConfigError
-from tests.pretrain_corpus import build_corpus, run_pretrain
+from tests.pretrain_corpus import build_corpus, kill_at_first_checkpoint, run_pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -339,16 +334,10 @@ def test_stop_and_resume_is_bit_exact(manifest, uninterrupted, tmp_path):
 
 def test_resume_after_sigkill_with_a_prefetching_worker_is_bit_exact(manifest, uninterrupted, tmp_path):
     run = tmp_path / "killed"
-    args = [sys.executable, "-m", "pretrain", "--manifest", str(manifest), "--run", str(run), "--model", "vit_test",
-            "--epochs", "3", "--batch-size", "4", "--workers", "1", "--log-every", "1", "--ckpt-every", "3",
-            "--seed", "3", "--blr", "1e-2", "--warmup-steps", "2", "--device", "cpu", "--infobatch"]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not (run / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    saved = torch.load(run / "checkpoint.pt", weights_only=True)["step"]
+    saved = kill_at_first_checkpoint(run, ["--manifest", str(manifest), "--model", "vit_test", "--epochs", "3",
+                                           "--batch-size", "4", "--workers", "1", "--log-every", "1", "--ckpt-every",
+                                           "3", "--seed", "3", "--blr", "1e-2", "--warmup-steps", "2", "--device",
+                                           "cpu", "--infobatch"])
     assert saved < len(losses(uninterrupted)), "the run finished before it could be killed"
     train(tiny(manifest, run, resume=True, workers=1))
     assert losses(run) == losses(uninterrupted)

@@ -22,7 +22,7 @@ from pretrain import data
 from pretrain.engine import NonFiniteLoss, TrainConfig, lr_at, resolve
 from pretrain.train import train
 from rs4m.errors import ConfigError, OutputError
-from tests.pretrain_corpus import build_corpus, run_pretrain
+from tests.pretrain_corpus import build_corpus, kill_at_first_checkpoint, run_pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,16 +82,10 @@ def test_resume_after_stop_is_bit_exact(manifest, uninterrupted, tmp_path):
 
 def test_resume_after_sigkill_is_bit_exact(manifest, uninterrupted, tmp_path):
     run = tmp_path / "killed"
-    args = [sys.executable, "-m", "pretrain", "--manifest", str(manifest), "--run", str(run), "--model", "vit_test",
-            "--steps", "4", "--batch-size", "4", "--workers", "1", "--log-every", "1", "--ckpt-every", "2",
-            "--seed", "3", "--blr", "1e-2", "--warmup-steps", "2", "--device", "cpu"]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not (run / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    saved = torch.load(run / "checkpoint.pt", weights_only=True)["step"]
+    saved = kill_at_first_checkpoint(run, ["--manifest", str(manifest), "--model", "vit_test", "--steps", "4",
+                                           "--batch-size", "4", "--workers", "1", "--log-every", "1", "--ckpt-every",
+                                           "2", "--seed", "3", "--blr", "1e-2", "--warmup-steps", "2", "--device",
+                                           "cpu"])
     assert saved < 4, "the run finished before it could be killed"
     train(tiny(manifest, run, resume=True, workers=1))  # resumed in this process: same result as a new one
     assert losses(run) == losses(uninterrupted)
