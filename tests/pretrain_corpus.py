@@ -31,3 +31,42 @@ def build_corpus(out: Path, seed: int = 0) -> Path:
     result = CliRunner().invoke(get_cli(), args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return out / "manifest.parquet"
+
+
+def run_pretrain(run: Path, args: list[str], ranks: int = 1, port: int = 29517, timeout: float = 600) -> None:
+    """Run ``python -m pretrain`` in a child, on ``ranks`` gloo processes through torchrun when more than one, with
+    one thread each; fail the test with the tail of its stderr when it does not exit 0."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    launch = [sys.executable, "-m", "pretrain", "--run", str(run)]
+    if ranks > 1:
+        launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks), "--master-port",
+                  str(port), "-m", "pretrain", "--run-dir", str(run)]
+    proc = subprocess.run([*launch, *args], cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def kill_at_first_checkpoint(run: Path, args: list[str], timeout: float = 120) -> int:
+    """Start ``python -m pretrain --run RUN ARGS``, SIGKILL it as soon as its first checkpoint exists; return the
+    step that checkpoint holds."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "pretrain", "--run", str(run), *args], cwd=root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    while not (run / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return int(torch.load(run / "checkpoint.pt", weights_only=True)["step"])

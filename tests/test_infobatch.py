@@ -4,12 +4,7 @@ and a pruned run that is killed and resumed equal to the uninterrupted one."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +18,7 @@ from pretrain.engine import TrainConfig, lr_at, resolve, resume_differences
 from pretrain.infobatch import InfoBatch, InfoBatchStream, LossBuffer
 from pretrain.train import train
 from rs4m.errors import ConfigError
-from tests.pretrain_corpus import build_corpus
+from tests.pretrain_corpus import build_corpus, kill_at_first_checkpoint, run_pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -339,16 +334,10 @@ def test_stop_and_resume_is_bit_exact(manifest, uninterrupted, tmp_path):
 
 def test_resume_after_sigkill_with_a_prefetching_worker_is_bit_exact(manifest, uninterrupted, tmp_path):
     run = tmp_path / "killed"
-    args = [sys.executable, "-m", "pretrain", "--manifest", str(manifest), "--run", str(run), "--model", "vit_test",
-            "--epochs", "3", "--batch-size", "4", "--workers", "1", "--log-every", "1", "--ckpt-every", "3",
-            "--seed", "3", "--blr", "1e-2", "--warmup-steps", "2", "--device", "cpu", "--infobatch"]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not (run / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    saved = torch.load(run / "checkpoint.pt", weights_only=True)["step"]
+    saved = kill_at_first_checkpoint(run, ["--manifest", str(manifest), "--model", "vit_test", "--epochs", "3",
+                                           "--batch-size", "4", "--workers", "1", "--log-every", "1", "--ckpt-every",
+                                           "3", "--seed", "3", "--blr", "1e-2", "--warmup-steps", "2", "--device",
+                                           "cpu", "--infobatch"])
     assert saved < len(losses(uninterrupted)), "the run finished before it could be killed"
     train(tiny(manifest, run, resume=True, workers=1))
     assert losses(run) == losses(uninterrupted)
@@ -383,14 +372,8 @@ def test_torchrun_two_ranks_equal_single_process_accumulation(manifest, tmp_path
     """2 gloo ranks × micro-batch 2 == 1 process × 2 accumulation micro-batches of 2: the same epochs drawn."""
     common = ["--manifest", str(manifest), "--model", "vit_test", "--epochs", "3", "--batch-size", "4",
               "--workers", "0", "--log-every", "1", "--seed", "1", "--blr", "1e-2", "--device", "cpu", "--infobatch"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                          "--master-port", "29519", "-m", "pretrain", "--run-dir", str(tmp_path / "ddp"), *common],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
-    single = subprocess.run([sys.executable, "-m", "pretrain", "--run", str(tmp_path / "single"), "--accum-steps",
-                             "2", *common], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert single.returncode == 0, single.stderr[-3000:]
+    run_pretrain(tmp_path / "ddp", common, ranks=2, port=29519)
+    run_pretrain(tmp_path / "single", ["--accum-steps", "2", *common])
     assert losses(tmp_path / "ddp") == losses(tmp_path / "single")
     assert len(losses(tmp_path / "ddp")) < 12  # pruned
     a = ckpt.load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")
@@ -398,14 +381,8 @@ def test_torchrun_two_ranks_equal_single_process_accumulation(manifest, tmp_path
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert np.array_equal(a["infobatch"]["scores"].numpy(), b["infobatch"]["scores"].numpy(), equal_nan=True)
     # stopped inside epoch 1 by one process, resumed on 2 ranks: each rank loads the losses of the whole epoch
-    first = subprocess.run([sys.executable, "-m", "pretrain", "--run", str(tmp_path / "moved"), "--accum-steps",
-                            "2", "--stop-at", "6", *common], cwd=ROOT, env=env, capture_output=True, text=True,
-                           timeout=600)
-    assert first.returncode == 0, first.stderr[-3000:]
-    moved = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                            "--master-port", "29519", "-m", "pretrain", "--run-dir", str(tmp_path / "moved"),
-                            "--resume", *common], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert moved.returncode == 0, moved.stderr[-3000:]
+    run_pretrain(tmp_path / "moved", ["--accum-steps", "2", "--stop-at", "6", *common])
+    run_pretrain(tmp_path / "moved", ["--resume", *common], ranks=2, port=29519)
     assert losses(tmp_path / "moved") == losses(tmp_path / "single")
 
 

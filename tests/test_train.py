@@ -22,7 +22,7 @@ from pretrain import data
 from pretrain.engine import NonFiniteLoss, TrainConfig, lr_at, resolve
 from pretrain.train import train
 from rs4m.errors import ConfigError, OutputError
-from tests.pretrain_corpus import build_corpus
+from tests.pretrain_corpus import build_corpus, kill_at_first_checkpoint, run_pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,16 +82,10 @@ def test_resume_after_stop_is_bit_exact(manifest, uninterrupted, tmp_path):
 
 def test_resume_after_sigkill_is_bit_exact(manifest, uninterrupted, tmp_path):
     run = tmp_path / "killed"
-    args = [sys.executable, "-m", "pretrain", "--manifest", str(manifest), "--run", str(run), "--model", "vit_test",
-            "--steps", "4", "--batch-size", "4", "--workers", "1", "--log-every", "1", "--ckpt-every", "2",
-            "--seed", "3", "--blr", "1e-2", "--warmup-steps", "2", "--device", "cpu"]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not (run / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    saved = torch.load(run / "checkpoint.pt", weights_only=True)["step"]
+    saved = kill_at_first_checkpoint(run, ["--manifest", str(manifest), "--model", "vit_test", "--steps", "4",
+                                           "--batch-size", "4", "--workers", "1", "--log-every", "1", "--ckpt-every",
+                                           "2", "--seed", "3", "--blr", "1e-2", "--warmup-steps", "2", "--device",
+                                           "cpu"])
     assert saved < 4, "the run finished before it could be killed"
     train(tiny(manifest, run, resume=True, workers=1))  # resumed in this process: same result as a new one
     assert losses(run) == losses(uninterrupted)
@@ -271,14 +265,8 @@ def test_torchrun_two_ranks_equal_single_process_accumulation(manifest, tmp_path
     """2 gloo ranks × micro-batch 4 == 1 process × 2 accumulation micro-batches of 4, same global batch 8."""
     common = ["--manifest", str(manifest), "--model", "vit_test", "--steps", "3", "--batch-size", "8",
               "--workers", "0", "--log-every", "1", "--seed", "1", "--blr", "1e-2", "--device", "cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                          "--master-port", "29517", "-m", "pretrain", "--run-dir", str(tmp_path / "ddp"), *common],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
-    single = subprocess.run([sys.executable, "-m", "pretrain", "--run", str(tmp_path / "single"), "--accum-steps",
-                             "2", *common], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert single.returncode == 0, single.stderr[-3000:]
+    run_pretrain(tmp_path / "ddp", common, ranks=2, port=29517, timeout=300)
+    run_pretrain(tmp_path / "single", ["--accum-steps", "2", *common], timeout=300)
     assert losses(tmp_path / "ddp") == losses(tmp_path / "single")  # bit-exact, see ResumableSampler
     a = ckpt.load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")["model"]
     b = ckpt.load_checkpoint(tmp_path / "single" / "checkpoint.pt")["model"]
