@@ -67,6 +67,28 @@ def test_rescaled_rotated_crop_is_found_with_its_transform(scene):
     assert m.overlap_frac == pytest.approx(220 * 240 / 320**2, abs=0.05)
 
 
+def test_crop_at_twice_the_scale_is_found(scene):
+    """A 256² crop and 512² of ground around it shrunk to 256² (2× coarser): with ORB's 31-px border and no
+    enlarging of images below the working size neither synthetic nor aerial pair is found."""
+    a = np.ascontiguousarray(scene[250:506, 250:506])
+    b = _crop(scene, 150, 130, 512, 256)
+    m = verify(extract(a), *extract_both(b))
+    assert m is not None and m.inliers >= 8
+    assert m.scale == pytest.approx(2.0, rel=0.05)
+    assert m.overlap_frac == pytest.approx(1.0, abs=0.05)  # a lies inside b's ground
+
+
+def test_small_images_are_enlarged_at_most_twice_and_large_ones_reduced():
+    from rs4m.overlap.features import _work_grey
+
+    for side, work in ((100, 200), (256, 512), (400, 512), (1024, 512)):
+        grey, factor, size = _work_grey(np.zeros((side, side, 3), np.uint8), 512)
+        assert grey.shape == (work, work) and factor == pytest.approx(work / side) and size == (side, side)
+    f = extract(_synthetic()[:200, :300])
+    assert (f.width, f.height) == (300, 200) and len(f.desc) > 50
+    assert (f.xy() >= 0).all() and (f.xy()[:, 0] <= 300).all() and (f.xy()[:, 1] <= 200).all()
+
+
 def test_arbitrary_rotation_is_measured(scene):
     import cv2
 

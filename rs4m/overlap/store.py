@@ -23,10 +23,11 @@ from rs4m.overlap.features import DESC_BYTES, Features
 
 #: keypoints kept per orientation (two orientations a tile: 4032 bytes)
 KEYPOINTS = 112
-#: the longer side a tile is reduced to before detection
+#: the longer side a tile is brought to before detection (reduced, or enlarged at most 2×)
 WORK_PX = 512
-#: bumped when the stored features change meaning (extractor, descriptor bytes)
-FEATURES_VERSION = 1
+#: bumped when the stored features change meaning (extractor, descriptor bytes); 2: detection to 19 px of the
+#: border, small tiles enlarged to WORK_PX (features of version 1 are redone when a build resumes)
+FEATURES_VERSION = 2
 
 
 def settings() -> dict:
