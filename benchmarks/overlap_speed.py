@@ -60,11 +60,12 @@ def one(n: int, planted: int, mode: str) -> dict:
         candidate_pairs,
         candidate_pairs_by_table,
         lsh_keys,
+        owner_dtype,
         table_keys,
     )
 
     desc, pairs = planted_features(n, planted)
-    owner = np.repeat(np.arange(n), len(desc) // n)
+    owner = np.repeat(np.arange(n, dtype=owner_dtype(n)), len(desc) // n)  # as the build makes it
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
     if mode == "all-keys":
@@ -73,7 +74,9 @@ def one(n: int, planted: int, mode: str) -> dict:
         i, j, _ = candidate_pairs(keys, owner, n, slices=1)  # each table sorted whole, as before
     else:
         keys_s = float("nan")  # made inside the search, table by table
-        i, j, _ = candidate_pairs_by_table((table_keys(desc, c) for c in byte_columns(TABLES, BITS)), owner, n)
+        buffer = np.empty(len(desc), np.uint32)  # one buffer every table's keys are made into, as the build does
+        i, j, _ = candidate_pairs_by_table((table_keys(desc, c, buffer) for c in byte_columns(TABLES, BITS)), owner,
+                                           n)
     seconds = time.perf_counter() - start
     found = set(zip(i.tolist(), j.tolist(), strict=True))
     hit = sum((min(a, b), max(a, b)) in found for a, b in pairs.tolist())

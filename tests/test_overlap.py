@@ -433,6 +433,26 @@ def test_votes_taken_a_key_slice_at_a_time_are_the_same():
     assert len(whole) > 30000 and np.array_equal(np.sort(whole), np.sort(sliced))
 
 
+def test_keys_made_in_chunks_into_a_buffer_and_int32_owners_give_the_same_votes(monkeypatch):
+    from rs4m.overlap import candidates as cand
+
+    rng = np.random.default_rng(1)
+    desc = rng.integers(0, 256, (1 << 17, 16), dtype=np.uint8)
+    desc[: 1 << 15] = desc[1 << 16 : (1 << 16) + (1 << 15)]  # a quarter of the descriptors shared
+    cols = cand.byte_columns(1, 32, 16)[0]
+    want = desc[:, cols].astype(np.uint32) @ (np.uint32(1) << np.array([24, 16, 8, 0], np.uint32))
+    monkeypatch.setattr(cand, "KEY_CHUNK", 1000)  # chunks that do not divide the rows
+    buffer = np.zeros(len(desc) + 7, np.uint32)
+    keys = cand.table_keys(desc, cols, buffer[3 : 3 + len(desc)])
+    assert np.array_equal(keys, want) and not buffer[:3].any() and not buffer[3 + len(desc) :].any()
+    owner = rng.integers(0, 5000, len(desc))
+    wide = cand._table_votes(keys, owner.astype(np.int64), 5000, 32)
+    narrow = cand._table_votes(keys, owner.astype(cand.owner_dtype(5000)), 5000, 32)
+    assert len(wide) > 30000 and np.array_equal(wide, narrow)
+    with pytest.raises(ValueError, match="256"):
+        cand._table_votes(keys, owner, 5000, 32, slices=257)
+
+
 def test_inliers_on_a_line_span_no_area_of_the_overlap(scene):
     import shapely
 
