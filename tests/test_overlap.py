@@ -377,6 +377,24 @@ def test_overlap_settings_are_checked_and_missing_features_named(scenes, tmp_pat
     assert result.exit_code != 0 and "rs4m build" in result.output and "--overlap" in result.output
 
 
+def test_features_of_an_older_extraction_are_refused_then_made_again(overlap_build, scenes, tmp_path):
+    import shutil
+
+    from rs4m.overlap.store import settings
+
+    out = tmp_path / "old"
+    shutil.copytree(overlap_build, out)
+    part = out / "features/part-00001.parquet"
+    table = mf.read_table(part, mf.FEATURES_SCHEMA)
+    old = {**mf.read_metadata(part, "features"), "version": settings()["version"] - 1}
+    mf.write_table(table, part, mf.FEATURES_SCHEMA, metadata={"features": old})
+    result = run("dedup", out, "--overlap")
+    assert result.exit_code != 0 and "part-00001.parquet" in result.output and "rs4m build" in result.output
+    _build(out, _recipe(tmp_path, scenes, True))  # the unit with outdated features is tiled again
+    assert mf.read_metadata(part, "features")["version"] == settings()["version"]
+    assert _dedup_rows(out) == _dedup_rows(overlap_build)
+
+
 def test_verify_accepts_and_force_removes_the_features(scenes, tmp_path):
     out = tmp_path / "out"
     _build(out, _recipe(tmp_path, scenes, True))

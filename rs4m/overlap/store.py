@@ -57,6 +57,15 @@ def write_features_part(path: Path, rows: list[dict]) -> None:
                    metadata={"features": {**settings(), "tiles": len(rows)}})
 
 
+def part_is_current(path: Path) -> bool:
+    """Whether a features part is readable and was made with the current extraction settings."""
+    try:
+        meta = mf.read_metadata(path, "features")
+    except Exception:  # noqa: BLE001 - missing or unreadable: not current
+        return False
+    return bool(meta) and all(meta.get(k) == v for k, v in settings().items())
+
+
 def part_is_intact(path: Path, stored_tiles: int) -> bool:
     """Whether a features part is readable, made with the current settings and holds ``stored_tiles`` rows."""
     try:
