@@ -147,8 +147,8 @@ def candidate_pairs_by_table(tables: Iterable[np.ndarray], owner: np.ndarray, n_
     ``slices`` slices of its key range (``slices`` ≤ 256). ``owner`` may be any integer type (int32 from
     :func:`owner_dtype` halves what it holds)."""
     owner = np.asarray(owner)
-    if owner.dtype.kind not in "iu":
-        raise TypeError(f"owner must hold integer rows, got {owner.dtype}")
+    if owner.dtype.kind not in "iu":  # e.g. an empty list
+        owner = owner.astype(np.int64)
     votes = [_table_votes(key, owner, n_tiles, max_bucket, slices) for key in tables]
     counted, counts = _runs(np.sort(np.concatenate(votes))) if votes else (np.zeros(0, np.uint64), np.zeros(0))
     keep = counts >= min_votes

@@ -8,7 +8,7 @@ longer descriptors. ORB's 31-pixel patch is kept: with smaller patches descripto
 much closer together, and the candidate search collides on them. Scale and angle of the keypoints are not
 kept: verification estimates the similarity transform from positions alone.
 
-What decides recall on rescaled pairs (benchmarks/overlap_quality.py, ``## overlap_rescaled``) is how many
+What decides recall on rescaled pairs (benchmarks/RESULTS.md, ``## overlap_rescaled``) is how many
 keypoints the coarse pyramid levels of the finer image have: a crop at twice the scale matches the other
 image's levels 3.8 steps up, which at ORB's default 31-pixel border are a small central window. So keypoints
 are detected to :data:`EDGE_PX` of each level's border, and an image smaller than ``work_px`` is enlarged to
@@ -28,7 +28,7 @@ import numpy as np
 MAX_KEYPOINTS = 224
 #: descriptor bytes kept of ORB's 32
 DESC_BYTES = 16
-#: the longer side is reduced to this before detection: features of a 512² tile, bounded cost for larger ones
+#: the longer side is brought to this before detection: features of a 512² tile, bounded cost for larger ones
 WORK_PX = 512
 #: an image smaller than ``work_px`` is enlarged to it before detection, by at most this factor
 MAX_UPSCALE = 2.0
