@@ -15,11 +15,15 @@ All crops form one pool searched as a corpus (candidate search, then verificatio
 every pair of the pool can be a false positive; the truth of any pair is the shared ground of their windows
 (zero across scenes).
 
-    python benchmarks/overlap_quality.py [--pairs 60] [--keypoints K] [--work-px PX] [--mirrored-only] [--write]
+    python benchmarks/overlap_quality.py [--pairs 60] [--keypoints K] [--work-px PX] [--edge-px PX]
+        [--max-upscale F] [--mirrored-only] [--write]
 
-``--keypoints`` and ``--work-px`` set the extraction (keypoints kept per orientation, the side the image is
-reduced to before detection) so that cheaper features can be checked; ``--mirrored-only`` skips the
-section without mirrored features (what the build stores: both orientations of every tile).
+``--keypoints``, ``--work-px``, ``--edge-px`` and ``--max-upscale`` set the extraction (keypoints kept per
+orientation, the side the image is brought to before detection, how near each pyramid level's border
+keypoints are detected, how much a smaller image may be enlarged) so that other features can be checked
+side by side (``--edge-px 31 --max-upscale 1``: the extraction before the rescaled-pair fix);
+``--mirrored-only`` skips the section without mirrored features (what the build stores: both orientations
+of every tile).
 """
 
 from __future__ import annotations
@@ -428,7 +432,7 @@ def leakage(pool: Pool, feats: list, mirrors: list, params: dict) -> tuple[list[
 
 def main() -> None:
     from rs4m.overlap import candidates as cand
-    from rs4m.overlap.features import LEVELS, SCALE_FACTOR, extract_both
+    from rs4m.overlap.features import EDGE_PX, LEVELS, MAX_UPSCALE, SCALE_FACTOR, extract_both
     from rs4m.overlap.store import KEYPOINTS, WORK_PX
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -440,6 +444,9 @@ def main() -> None:
                              "detected at 256 px)")
     parser.add_argument("--levels", type=int, default=LEVELS, help="levels of the detection pyramid")
     parser.add_argument("--scale-factor", type=float, default=SCALE_FACTOR, help="scale between pyramid levels")
+    parser.add_argument("--edge-px", type=int, default=EDGE_PX, help="keypoints detected up to this from the border")
+    parser.add_argument("--max-upscale", type=float, default=MAX_UPSCALE,
+                        help="an image smaller than --work-px is enlarged by at most this before detection")
     parser.add_argument("--mirrored-only", action="store_true", help="skip the section without mirrored features")
     parser.add_argument("--section", default="overlap_quality", help="RESULTS.md section written with --write")
     parser.add_argument("--write", action="store_true", help="write the figures into benchmarks/RESULTS.md")
@@ -451,14 +458,16 @@ def main() -> None:
     def work_px(im) -> int:
         return args.work_px if args.work_frac is None else max(1, round(max(im.pixels.shape[:2]) * args.work_frac))
 
-    both = [extract_both(im.pixels, args.keypoints, work_px(im), args.levels, args.scale_factor)  # as the build
+    both = [extract_both(im.pixels, args.keypoints, work_px(im), args.levels, args.scale_factor,  # as the build
+                         args.edge_px, args.max_upscale)
             for im in pool.images]
     feats, mirrors = [f for f, _ in both], [m for _, m in both]
     extract_ms = (time.perf_counter() - start) / len(pool.images) * 1e3
     sizes = np.array([f.nbytes for f in feats])
-    where = f"≤ {args.work_px} px" if args.work_frac is None else f"{args.work_frac:g} of each image's side"
+    where = (f"{args.work_px} px (enlarged ≤ {args.max_upscale:g}×)" if args.work_frac is None
+             else f"{args.work_frac:g} of each image's side")
     body = [(f"Features: ORB, {args.keypoints} keypoints per orientation, detected at {where} over "
-             f"{args.levels} pyramid levels {args.scale_factor:g}× apart; "
+             f"{args.levels} pyramid levels {args.scale_factor:g}× apart to {args.edge_px} px of their border; "
              f"{sizes.mean():.0f} bytes per image and orientation on average (max {sizes.max()}), "
              f"{extract_ms:.1f} ms per image for both orientations (256–384 px). Candidate search: {params}."), ""]
     sections = [("Tile–tile, each tile's features and its mirror's indexed", mirrors),

@@ -15,7 +15,10 @@ flipped; each N in a fresh process so that its peak RSS is its own. Random descr
 ORB descriptors are not (their unrelated-pair collisions are far more frequent, see overlap_quality), so
 candidate counts here are a lower bound.
 
-    python benchmarks/overlap_speed.py [--n 30000 100000] [--rounds 3] [--write]
+    python benchmarks/overlap_speed.py [--n 30000 100000] [--rounds 3] [--extraction-only] [--write]
+
+``--extraction-only`` skips the candidate search (the extraction figures alone, a short run; written to the
+section ``overlap_speed_extraction``).
 """
 
 from __future__ import annotations
@@ -57,11 +60,12 @@ def one(n: int, planted: int, mode: str) -> dict:
         candidate_pairs,
         candidate_pairs_by_table,
         lsh_keys,
+        owner_dtype,
         table_keys,
     )
 
     desc, pairs = planted_features(n, planted)
-    owner = np.repeat(np.arange(n), len(desc) // n)
+    owner = np.repeat(np.arange(n, dtype=owner_dtype(n)), len(desc) // n)  # as the build makes it
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
     if mode == "all-keys":
@@ -70,7 +74,9 @@ def one(n: int, planted: int, mode: str) -> dict:
         i, j, _ = candidate_pairs(keys, owner, n, slices=1)  # each table sorted whole, as before
     else:
         keys_s = float("nan")  # made inside the search, table by table
-        i, j, _ = candidate_pairs_by_table((table_keys(desc, c) for c in byte_columns(TABLES, BITS)), owner, n)
+        buffer = np.empty(len(desc), np.uint32)  # one buffer every table's keys are made into, as the build does
+        i, j, _ = candidate_pairs_by_table((table_keys(desc, c, buffer) for c in byte_columns(TABLES, BITS)), owner,
+                                           n)
     seconds = time.perf_counter() - start
     found = set(zip(i.tolist(), j.tolist(), strict=True))
     hit = sum((min(a, b), max(a, b)) in found for a, b in pairs.tolist())
@@ -165,9 +171,10 @@ def tile_stage(rounds: int) -> dict:
         return {"tiles": counts["kept"], "off_s": min(times[False]), "on_s": min(times[True])}
 
 
-#: (keypoints per orientation, px detected at, pyramid levels, scale between levels)
-VARIANTS = ((112, 512, 8, 1.2), (112, 384, 8, 1.2), (112, 256, 8, 1.2), (64, 256, 8, 1.2), (112, 512, 6, 1.26),
-            (112, 512, 5, 1.32))
+#: (keypoints per orientation, px detected at, pyramid levels, scale between levels, px from the border);
+#: the first is the build's, the second the build's before keypoints were detected nearer the border
+VARIANTS = ((112, 512, 8, 1.2, 19), (112, 512, 8, 1.2, 31), (112, 384, 8, 1.2, 19), (112, 256, 8, 1.2, 19),
+            (64, 256, 8, 1.2, 19), (112, 512, 6, 1.26, 19), (112, 512, 5, 1.32, 19))
 
 
 def extraction_variants(count: int = 16) -> dict:
@@ -182,10 +189,11 @@ def extraction_variants(count: int = 16) -> dict:
         tiles = [np.ascontiguousarray(np.moveaxis(ds.read([1, 2, 3], window=Window(int(x), int(y), 512, 512)), 0, -1))
                  for x, y in rng.integers(0, 512, (count, 2))]
     extract_both(tiles[0])
-    out = {v: _best_ms(lambda t, v=v: extract_both(t, *v), tiles) for v in VARIANTS}
+    out = {v: _best_ms(lambda t, v=v: extract_both(t, *v[:4], edge_px=v[4]), tiles) for v in VARIANTS}
     # the baseline: each orientation detected on its own (what extract_both did before it shared the detection)
-    out["separate"] = _best_ms(lambda t: (extract(t, *VARIANTS[0]), extract(np.ascontiguousarray(t[:, ::-1]),
-                                                                             *VARIANTS[0])), tiles)
+    out["separate"] = _best_ms(lambda t: (extract(t, *VARIANTS[0][:4], edge_px=VARIANTS[0][4]),
+                                          extract(np.ascontiguousarray(t[:, ::-1]), *VARIANTS[0][:4],
+                                                  edge_px=VARIANTS[0][4])), tiles)
     return out
 
 
@@ -220,15 +228,19 @@ def report(results: list[dict], cost: dict, ver: dict, stage: dict, variants: di
               f"({cost['features_ms'] / cost['stage_ms']:.0%} of it), of both (what the build stores) "
               f"{cost['both_ms']:.1f} ms ({cost['both_ms'] / cost['stage_ms']:.0%})."), "",
              "Extraction variants, both orientations of a 512² tile (quality of each: overlap_quality):", "",
-             "| keypoints per orientation | detected at px | pyramid | ms per tile | bytes per tile | × no-IO work |",
-             "|---|---|---|---|---|---|"]
+             "| keypoints per orientation | detected at px | pyramid | px from the border | ms per tile | "
+             "bytes per tile | × no-IO work |",
+             "|---|---|---|---|---|---|---|"]
     for key, ms in variants.items():
-        k, px, levels, factor = VARIANTS[0] if key == "separate" else key
+        k, px, levels, factor, edge = VARIANTS[0] if key == "separate" else key
         how = " (each orientation detected on its own: the baseline)" if key == "separate" else ""
-        lines.append(f"| {k}{how} | {px} | {levels} × {factor:g} | {ms:.1f} | {2 * k * 18} | "
+        lines.append(f"| {k}{how} | {px} | {levels} × {factor:g} | {edge} | {ms:.1f} | {2 * k * 18} | "
                      f"{ms / cost['stage_ms']:.0%} |")
     lines += ["", (f"Verification per candidate (with the mirrored side): {ver['related_ms']:.2f} ms for overlapping "
-                   f"pairs, {ver['unrelated_ms']:.2f} ms for unrelated ones."), "",
+                   f"pairs, {ver['unrelated_ms']:.2f} ms for unrelated ones.")]
+    if not results:
+        return "\n".join(lines)
+    lines += ["",
               "Candidate search (16 tables × 32-bit keys, ≥ 4 votes, 224 keypoints per tile; all-keys: every "
               "table's keys made first and each table sorted whole, the baseline; by-table: each table's keys made "
               "when it is searched and sorted in 8 slices of their range, as the build does):", "",
@@ -255,19 +267,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="tile-stage rounds without and with features")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=MODES, default="by-table", help=argparse.SUPPRESS)
+    parser.add_argument("--extraction-only", action="store_true", help="skip the candidate search")
     parser.add_argument("--write", action="store_true", help="write the figures into benchmarks/RESULTS.md")
     args = parser.parse_args()
     if args.one:
         print(json.dumps(one(args.one, args.planted, args.mode)))
         return
-    results = [run_one(n, args.planted, mode) for n in args.n for mode in MODES]
+    results = [] if args.extraction_only else [run_one(n, args.planted, mode) for n in args.n for mode in MODES]
     body = report(results, tile_vs_features(), verify_ms(), tile_stage(args.rounds), extraction_variants())
     print(body)
     if args.write:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from results import write_section
 
-        write_section("overlap_speed", "python benchmarks/overlap_speed.py " + " ".join(sys.argv[1:]), body)
+        section = "overlap_speed_extraction" if args.extraction_only else "overlap_speed"
+        write_section(section, "python benchmarks/overlap_speed.py " + " ".join(sys.argv[1:]), body)
 
 
 if __name__ == "__main__":

@@ -377,6 +377,62 @@ def test_leakage_then_dedup_excludes(hand_build, tmp_path):
     assert rows["t2"]["dup_reason"] is None
 
 
+def _loveda_release(root: Path, t: list[np.ndarray], outside: Path) -> None:
+    """A LoveDA layout: a test image, its mask, a train image, a link out of the root and a broken test image."""
+    for rel, rgb in (("Test/Urban/images_png/1.png", t[2]), ("Test/Urban/masks_png/1.png", t[3]),
+                     ("Train/Rural/images_png/2.png", t[4])):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rgb).save(root / rel)
+    Image.fromarray(t[0]).save(outside)
+    (root / "Test/Rural/images_png").mkdir(parents=True)
+    (root / "Test/Rural/images_png/3.png").symlink_to(outside)
+    (root / "Test/Rural/images_png/4.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+
+
+def test_leakage_against_an_adapter_takes_its_test_split_only(hand_build, tmp_path):
+    from rs4m.stages.leakage import run_leakage
+
+    out, t = hand_build
+    root = tmp_path / "LoveDA"
+    _loveda_release(root, t, tmp_path / "elsewhere.png")
+    report = run_leakage(out, {"loveda": root})
+    got = {(r["tile_id"], r["benchmark_image"], r["kind"])
+           for r in mf.read_table(out / "leakage.parquet", mf.LEAKAGE_SCHEMA).to_pylist()}
+    assert got == {("t2", "Test/Urban/images_png/1.png", "exact")}  # not the mask, the train image, the link
+    problems = {p["path"]: p["reason"] for p in report.problems}
+    assert set(problems) == {"Test/Rural/images_png/3.png", "Test/Rural/images_png/4.png"}
+    assert "outside" in problems["Test/Rural/images_png/3.png"]
+    # another NAME reads the same folder as a folder: the mask and the train image too, never the link out of it
+    report = run_leakage(out, {"mybench": root})
+    got = {(r["tile_id"], r["benchmark_image"])
+           for r in mf.read_table(out / "leakage.parquet", mf.LEAKAGE_SCHEMA).to_pylist()}
+    assert got == {("t2", "Test/Urban/images_png/1.png"), ("t3", "Test/Urban/masks_png/1.png"),
+                   ("t4", "Train/Rural/images_png/2.png")}
+    assert "outside" in {p["path"]: p["reason"] for p in report.problems}["Test/Rural/images_png/3.png"]
+
+
+def test_cli_leakage_against_a_wrong_folder_is_one_line(hand_build, tmp_path):
+    from click.testing import CliRunner
+
+    from rs4m.cli import get_cli
+
+    out, t = hand_build
+    runner = CliRunner()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes/readme.txt").write_text("no images here")
+    Image.fromarray(t[2]).save(tmp_path / "notes/1.png")  # an image, but not in a LoveDA layout
+    for against, says in ((f"loveda={tmp_path / 'notes'}", "no LoveDA images under"),
+                          (f"mybench={tmp_path / 'empty'}", "does not exist")):
+        result = runner.invoke(get_cli(), ["leakage", str(out), "--against", against])
+        assert result.exit_code == 2 and says in result.stderr, result.output
+        assert len(result.stderr.strip().splitlines()) == 1
+    train_only = tmp_path / "train_only/Train/Urban/images_png"
+    train_only.mkdir(parents=True)
+    Image.fromarray(t[4]).save(train_only / "2.png")
+    result = runner.invoke(get_cli(), ["leakage", str(out), "--against", f"loveda={tmp_path / 'train_only'}"])
+    assert result.exit_code == 2 and "none in its test split(s) test" in result.stderr, result.output
+
+
 def test_cli_dedup_and_leakage(hand_build, tmp_path):
     from click.testing import CliRunner
 
@@ -394,7 +450,7 @@ def test_cli_dedup_and_leakage(hand_build, tmp_path):
     assert off["dihedral"] == "off" and off["tiles_by_reason"] == {"exact": 1, "near": 2}
     assert json.loads((out / "dedup.json").read_text())["config"]["radius_bits"] == 4
     result = runner.invoke(get_cli(), ["leakage", str(out), "--against", "nonsense"])
-    assert result.exit_code == 2 and "NAME=DIR" in result.stderr
+    assert result.exit_code == 2 and "NAME=PATH" in result.stderr
     result = runner.invoke(get_cli(), ["leakage", str(out), "--against", f"x={tmp_path / 'missing'}"])
     assert result.exit_code == 2 and "does not exist" in result.stderr
     result = runner.invoke(get_cli(), ["dedup", str(tmp_path / "empty")])

@@ -67,6 +67,28 @@ def test_rescaled_rotated_crop_is_found_with_its_transform(scene):
     assert m.overlap_frac == pytest.approx(220 * 240 / 320**2, abs=0.05)
 
 
+def test_crop_at_twice_the_scale_is_found(scene):
+    """A 256² crop and 512² of ground around it shrunk to 256² (2× coarser): with ORB's 31-px border and no
+    enlarging of images below the working size neither synthetic nor aerial pair is found."""
+    a = np.ascontiguousarray(scene[250:506, 250:506])
+    b = _crop(scene, 150, 130, 512, 256)
+    m = verify(extract(a), *extract_both(b))
+    assert m is not None and m.inliers >= 8
+    assert m.scale == pytest.approx(2.0, rel=0.05)
+    assert m.overlap_frac == pytest.approx(1.0, abs=0.05)  # a lies inside b's ground
+
+
+def test_small_images_are_enlarged_at_most_twice_and_large_ones_reduced():
+    from rs4m.overlap.features import _work_grey
+
+    for side, work in ((100, 200), (256, 512), (400, 512), (1024, 512)):
+        grey, factor, size = _work_grey(np.zeros((side, side, 3), np.uint8), 512)
+        assert grey.shape == (work, work) and factor == pytest.approx(work / side) and size == (side, side)
+    f = extract(_synthetic()[:200, :300])
+    assert (f.width, f.height) == (300, 200) and len(f.desc) > 50
+    assert (f.xy() >= 0).all() and (f.xy()[:, 0] <= 300).all() and (f.xy()[:, 1] <= 200).all()
+
+
 def test_arbitrary_rotation_is_measured(scene):
     import cv2
 
@@ -355,6 +377,24 @@ def test_overlap_settings_are_checked_and_missing_features_named(scenes, tmp_pat
     assert result.exit_code != 0 and "rs4m build" in result.output and "--overlap" in result.output
 
 
+def test_features_of_an_older_extraction_are_refused_then_made_again(overlap_build, scenes, tmp_path):
+    import shutil
+
+    from rs4m.overlap.store import settings
+
+    out = tmp_path / "old"
+    shutil.copytree(overlap_build, out)
+    part = out / "features/part-00001.parquet"
+    table = mf.read_table(part, mf.FEATURES_SCHEMA)
+    old = {**mf.read_metadata(part, "features"), "version": settings()["version"] - 1}
+    mf.write_table(table, part, mf.FEATURES_SCHEMA, metadata={"features": old})
+    result = run("dedup", out, "--overlap")
+    assert result.exit_code != 0 and "part-00001.parquet" in result.output and "rs4m build" in result.output
+    _build(out, _recipe(tmp_path, scenes, True))  # the unit with outdated features is tiled again
+    assert mf.read_metadata(part, "features")["version"] == settings()["version"]
+    assert _dedup_rows(out) == _dedup_rows(overlap_build)
+
+
 def test_verify_accepts_and_force_removes_the_features(scenes, tmp_path):
     out = tmp_path / "out"
     _build(out, _recipe(tmp_path, scenes, True))
@@ -409,6 +449,26 @@ def test_votes_taken_a_key_slice_at_a_time_are_the_same():
     owner = rng.integers(0, 5000, len(key))
     whole, sliced = _table_votes(key, owner, 5000, 32, slices=1), _table_votes(key, owner, 5000, 32, slices=8)
     assert len(whole) > 30000 and np.array_equal(np.sort(whole), np.sort(sliced))
+
+
+def test_keys_made_in_chunks_into_a_buffer_and_int32_owners_give_the_same_votes(monkeypatch):
+    from rs4m.overlap import candidates as cand
+
+    rng = np.random.default_rng(1)
+    desc = rng.integers(0, 256, (1 << 17, 16), dtype=np.uint8)
+    desc[: 1 << 15] = desc[1 << 16 : (1 << 16) + (1 << 15)]  # a quarter of the descriptors shared
+    cols = cand.byte_columns(1, 32, 16)[0]
+    want = desc[:, cols].astype(np.uint32) @ (np.uint32(1) << np.array([24, 16, 8, 0], np.uint32))
+    monkeypatch.setattr(cand, "KEY_CHUNK", 1000)  # chunks that do not divide the rows
+    buffer = np.zeros(len(desc) + 7, np.uint32)
+    keys = cand.table_keys(desc, cols, buffer[3 : 3 + len(desc)])
+    assert np.array_equal(keys, want) and not buffer[:3].any() and not buffer[3 + len(desc) :].any()
+    owner = rng.integers(0, 5000, len(desc))
+    wide = cand._table_votes(keys, owner.astype(np.int64), 5000, 32)
+    narrow = cand._table_votes(keys, owner.astype(cand.owner_dtype(5000)), 5000, 32)
+    assert len(wide) > 30000 and np.array_equal(wide, narrow)
+    with pytest.raises(ValueError, match="256"):
+        cand._table_votes(keys, owner, 5000, 32, slices=257)
 
 
 def test_inliers_on_a_line_span_no_area_of_the_overlap(scene):

@@ -1,4 +1,4 @@
-"""``rs4m dedup OUT`` and ``rs4m leakage OUT --against NAME=DIR``."""
+"""``rs4m dedup OUT`` and ``rs4m leakage OUT --against NAME=PATH``."""
 
 from __future__ import annotations
 
@@ -56,7 +56,8 @@ def _parse_against(values: tuple[str, ...]) -> dict[str, Path]:
     for value in values:
         name, sep, folder = value.partition("=")
         if not sep or not name or not folder:
-            raise ConfigError(f"--against {value!r}: expected NAME=DIR, e.g. --against dior=/data/DIOR/test")
+            raise ConfigError(f"--against {value!r}: expected NAME=PATH, e.g. --against dior=/data/DIOR (the "
+                              f"adapter's test split) or --against mybench=/data/mybench/images (a folder)")
         if name in benchmarks:
             raise ConfigError(f"--against: benchmark name {name!r} given twice")
         benchmarks[name] = Path(folder)
@@ -65,8 +66,11 @@ def _parse_against(values: tuple[str, ...]) -> dict[str, Path]:
 
 @click.command()
 @click.argument("out", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--against", "against", multiple=True, required=True, metavar="NAME=DIR",
-              help="A benchmark's image folder (repeatable).")
+@click.option("--against", "against", multiple=True, required=True, metavar="NAME=PATH",
+              help="A benchmark (repeatable). NAME a registered adapter (`rs4m sources`, e.g. dior=/data/DIOR): "
+                   "PATH is that dataset as released and only the images of its test splits are taken (all its "
+                   "images where it has none), never labels or masks; any other NAME: every image file under "
+                   "the folder PATH. Files reached through symlinks out of PATH are skipped.")
 @click.option("--exclude", is_flag=True, help="Make the next `rs4m dedup` drop the leaked tiles.")
 @click.option("--overlap/--no-overlap", default=None,
               help="Also report tiles that show part of a benchmark image at any offset, scale, flip or rotation "

@@ -39,12 +39,21 @@ def byte_columns(tables: int = TABLES, bits: int = BITS, desc_bytes: int = 16) -
     return np.stack([np.sort(rng.choice(desc_bytes, bits // 8, replace=False)) for _ in range(tables)])
 
 
-def table_keys(desc: np.ndarray, cols: np.ndarray) -> np.ndarray:
+#: descriptors turned into keys at a time: the working arrays stay a few MB whatever ``M`` is
+KEY_CHUNK = 1 << 18
+
+
+def table_keys(desc: np.ndarray, cols: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """One table's keys of binary descriptors ``uint8 [M, B]``: the bytes ``cols`` (at most 4) read as a
-    big-endian integer, ``uint32 [M]`` (the first column is the high byte)."""
-    picked = np.zeros((len(desc), 4), np.uint8)
-    picked[:, 4 - len(cols) :] = desc[:, cols]  # one gather of the key's bytes
-    return picked.view(">u4").reshape(-1).astype(np.uint32)
+    big-endian integer, ``uint32 [M]`` (the first column is the high byte), written into ``out`` when given
+    (``uint32 [M]``, e.g. a slice of the keys of several descriptor arrays), so that only the keys are held."""
+    keys = np.empty(len(desc), np.uint32) if out is None else out
+    picked = np.zeros((min(len(desc), KEY_CHUNK), 4), np.uint8)
+    for lo in range(0, len(desc), KEY_CHUNK):
+        hi = min(lo + KEY_CHUNK, len(desc))
+        picked[: hi - lo, 4 - len(cols) :] = desc[lo:hi][:, cols]  # one gather of the key's bytes
+        keys[lo:hi] = picked[: hi - lo].view(">u4").reshape(-1)
+    return keys
 
 
 def lsh_keys(desc: np.ndarray, tables: int = TABLES, bits: int = BITS) -> np.ndarray:
@@ -69,18 +78,26 @@ def _runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 #: a table's keys are sorted in this many slices by their top bits (equal keys share a slice), which divides the
-#: sort's working memory (~40 bytes a keypoint) by as much
+#: sort's working memory (~40 bytes a keypoint) by as much; at most 256 (a keypoint's slice is one byte)
 SLICES = 8
+
+
+def owner_dtype(n_tiles: int) -> type:
+    """The narrowest row type of ``n_tiles`` rows the search keeps one of per keypoint (int32: 4 bytes a
+    keypoint, where int64 would double what the owners hold)."""
+    return np.int32 if n_tiles < 2**31 else np.int64
 
 
 def _table_votes(key: np.ndarray, owner: np.ndarray, n_tiles: int, max_bucket: int, slices: int = SLICES,
                  key_bits: int = 32) -> np.ndarray:
     """Pair codes ``i * n_tiles + j`` (``i < j``) of distinct tiles sharing a key of one table, one per run;
     the keys are taken a slice of their value range at a time (the same pairs, in slice order)."""
+    if slices > 256:
+        raise ValueError(f"slices must be at most 256, got {slices}")
     if slices <= 1 or len(key) < 1 << 16:
         return _slice_votes(key, owner, n_tiles, max_bucket)
-    shift = np.uint64(max(key_bits - (slices - 1).bit_length(), 0))
-    top = (key.astype(np.uint64) >> shift).astype(np.int64)
+    shift = np.uint32(max(key_bits - (slices - 1).bit_length(), 0))
+    top = (key.astype(np.uint32, copy=False) >> shift).astype(np.uint8)  # 1 byte a keypoint, not 8
     out = []
     for s in range(slices):
         mine = top == s
@@ -90,7 +107,11 @@ def _table_votes(key: np.ndarray, owner: np.ndarray, n_tiles: int, max_bucket: i
 
 def _slice_votes(key: np.ndarray, owner: np.ndarray, n_tiles: int, max_bucket: int) -> np.ndarray:
     id_bits = max(1, int(n_tiles - 1).bit_length())
-    packed, _ = _runs(np.sort((key.astype(np.uint64) << np.uint64(id_bits)) | owner.astype(np.uint64)))
+    packed = key.astype(np.uint64)  # one working array, shifted, or-ed and sorted in place
+    packed <<= np.uint64(id_bits)
+    packed |= owner.astype(np.uint64, copy=False)
+    packed.sort()
+    packed, _ = _runs(packed)
     keys, rows = packed >> np.uint64(id_bits), (packed & np.uint64((1 << id_bits) - 1)).astype(np.int64)
     starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1], [True]]))
     size = np.diff(starts)
@@ -123,8 +144,11 @@ def candidate_pairs_by_table(tables: Iterable[np.ndarray], owner: np.ndarray, n_
                              slices: int = SLICES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`candidate_pairs` with the keys given one table at a time (``uint32 [M]`` each, e.g. made from the
     descriptors as they are needed), so that only one table's keys are ever held; each table is sorted in
-    ``slices`` slices of its key range."""
-    owner = np.asarray(owner, np.int64)
+    ``slices`` slices of its key range (``slices`` ≤ 256). ``owner`` may be any integer type (int32 from
+    :func:`owner_dtype` halves what it holds)."""
+    owner = np.asarray(owner)
+    if owner.dtype.kind not in "iu":  # e.g. an empty list
+        owner = owner.astype(np.int64)
     votes = [_table_votes(key, owner, n_tiles, max_bucket, slices) for key in tables]
     counted, counts = _runs(np.sort(np.concatenate(votes))) if votes else (np.zeros(0, np.uint64), np.zeros(0))
     keep = counts >= min_votes

@@ -8,6 +8,13 @@ longer descriptors. ORB's 31-pixel patch is kept: with smaller patches descripto
 much closer together, and the candidate search collides on them. Scale and angle of the keypoints are not
 kept: verification estimates the similarity transform from positions alone.
 
+What decides recall on rescaled pairs (benchmarks/RESULTS.md, ``## overlap_rescaled``) is how many
+keypoints the coarse pyramid levels of the finer image have: a crop at twice the scale matches the other
+image's levels 3.8 steps up, which at ORB's default 31-pixel border are a small central window. So keypoints
+are detected to :data:`EDGE_PX` of each level's border, and an image smaller than ``work_px`` is enlarged to
+it (at most :data:`MAX_UPSCALE` ×) so that every image, a 256-pixel benchmark image as a 512² tile, is
+detected over the same pyramid.
+
 OpenCV is imported on first use, so ``rs4m`` imports without it (it is the ``overlap`` extra).
 """
 
@@ -21,8 +28,14 @@ import numpy as np
 MAX_KEYPOINTS = 224
 #: descriptor bytes kept of ORB's 32
 DESC_BYTES = 16
-#: the longer side is reduced to this before detection: features of a 512² tile, bounded cost for larger ones
+#: the longer side is brought to this before detection: features of a 512² tile, bounded cost for larger ones
 WORK_PX = 512
+#: an image smaller than ``work_px`` is enlarged to it before detection, by at most this factor
+MAX_UPSCALE = 2.0
+#: keypoints are detected up to this many pixels from each pyramid level's border (ORB's default, 31, leaves
+#: the coarse levels of a 256–512 px image a small central window; the descriptor's rotated patch reaches
+#: ≤ 22 px, so a keypoint nearer the border is described partly on OpenCV's reflected border)
+EDGE_PX = 19
 #: the detection pyramid: 8 levels a factor 1.2 apart span 3.6×, so scales 0.5–2× between two images stay in it
 LEVELS = 8
 SCALE_FACTOR = 1.2
@@ -89,25 +102,28 @@ def _spread(points: np.ndarray, response: np.ndarray, octave: np.ndarray, size: 
     return order[np.lexsort((-response[order], rank))][:k]
 
 
-def _reduced_grey(rgb: np.ndarray, work_px: int) -> tuple[np.ndarray, float, tuple[int, int]]:
-    """Grey pixels with the longer side at most ``work_px``, the reduction factor and the original (w, h)."""
+def _work_grey(rgb: np.ndarray, work_px: int,
+               max_upscale: float = MAX_UPSCALE) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """Grey pixels with the longer side brought to ``work_px`` (reduced, or enlarged by at most
+    ``max_upscale``), the resize factor and the original (w, h)."""
     import cv2
 
     grey = _grey(rgb)
     h, w = grey.shape
-    factor = min(1.0, work_px / max(h, w, 1))
-    if factor < 1.0:
-        grey = cv2.resize(grey, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
+    factor = min(max(1.0, max_upscale), work_px / max(h, w, 1))
+    if factor != 1.0:
+        size = (max(1, round(w * factor)), max(1, round(h * factor)))
+        grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA if factor < 1.0 else cv2.INTER_LINEAR)
     return grey, factor, (int(w), int(h))
 
 
 def _detect(grey: np.ndarray, factor: float, size: tuple[int, int], max_keypoints: int, levels: int = LEVELS,
-            scale_factor: float = SCALE_FACTOR):
+            scale_factor: float = SCALE_FACTOR, edge_px: int = EDGE_PX):
     """The ORB detector and ``≤ max_keypoints`` of its keypoints, spread over the image (:func:`_spread`)."""
     import cv2
 
-    orb = cv2.ORB.create(nfeatures=4 * max_keypoints, scaleFactor=scale_factor, nlevels=levels, edgeThreshold=31,
-                         patchSize=31, fastThreshold=10)
+    orb = cv2.ORB.create(nfeatures=4 * max_keypoints, scaleFactor=scale_factor, nlevels=levels,
+                         edgeThreshold=edge_px, patchSize=31, fastThreshold=10)
     keypoints = orb.detect(grey, None)
     if not keypoints:
         return orb, []
@@ -130,21 +146,23 @@ def _describe(orb, grey: np.ndarray, keypoints: list, factor: float, size: tuple
 
 
 def extract(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS, work_px: int = WORK_PX, levels: int = LEVELS,
-            scale_factor: float = SCALE_FACTOR) -> Features:
+            scale_factor: float = SCALE_FACTOR, edge_px: int = EDGE_PX,
+            max_upscale: float = MAX_UPSCALE) -> Features:
     """ORB features of one image ``[H, W, 3]`` (or ``[H, W]``), any dtype; see :class:`Features`.
 
-    The image is reduced so its longer side is at most ``work_px``; 4 × ``max_keypoints`` candidates are
-    detected over a ``levels``-level pyramid (8 a factor 1.2 apart by default, so scales 0.5–2× between two
-    images stay within it) and
-    ``max_keypoints`` kept, spread over the image, and described.
+    The image is resized so its longer side is ``work_px`` (enlarged by at most ``max_upscale``);
+    4 × ``max_keypoints`` candidates are detected over a ``levels``-level pyramid (8 a factor 1.2 apart by
+    default, so scales 0.5–2× between two images stay within it) up to ``edge_px`` from each level's border,
+    and ``max_keypoints`` kept, spread over the image, and described.
     """
-    grey, factor, size = _reduced_grey(rgb, work_px)
-    orb, keypoints = _detect(grey, factor, size, max_keypoints, levels, scale_factor)
+    grey, factor, size = _work_grey(rgb, work_px, max_upscale)
+    orb, keypoints = _detect(grey, factor, size, max_keypoints, levels, scale_factor, edge_px)
     return _describe(orb, grey, keypoints, factor, size)
 
 
 def extract_both(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS, work_px: int = WORK_PX, levels: int = LEVELS,
-                 scale_factor: float = SCALE_FACTOR) -> tuple[Features, Features]:
+                 scale_factor: float = SCALE_FACTOR, edge_px: int = EDGE_PX,
+                 max_upscale: float = MAX_UPSCALE) -> tuple[Features, Features]:
     """Features of the image and of its left-right mirror: with both on one side of a comparison, ORB's
     rotation invariance covers all 8 flips and rotations.
 
@@ -154,8 +172,8 @@ def extract_both(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS, work_px: i
     """
     import cv2
 
-    grey, factor, size = _reduced_grey(rgb, work_px)
-    orb, keypoints = _detect(grey, factor, size, max_keypoints, levels, scale_factor)
+    grey, factor, size = _work_grey(rgb, work_px, max_upscale)
+    orb, keypoints = _detect(grey, factor, size, max_keypoints, levels, scale_factor, edge_px)
     feats = _describe(orb, grey, keypoints, factor, size)
     last = grey.shape[1] - 1
     mirrored = [cv2.KeyPoint(last - kp.pt[0], kp.pt[1], kp.size, (180.0 - kp.angle) % 360.0, kp.response, kp.octave,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rs4m.overlap.candidates import BITS, TABLES, byte_columns, candidate_pairs_by_table, table_keys
+from rs4m.overlap.candidates import BITS, TABLES, byte_columns, candidate_pairs_by_table, owner_dtype, table_keys
 from rs4m.overlap.features import DESC_BYTES
 from rs4m.overlap.store import FeatureSet
 from rs4m.overlap.verify import Match, verify
@@ -63,17 +63,26 @@ class OverlapPairs:
 def _index(sets: list[FeatureSet], mirrored: list[bool]) -> tuple[Iterator[np.ndarray], np.ndarray]:
     """The keys of the keypoints of ``sets`` (rows numbered through all sets in order; the mirror images'
     keypoints too where ``mirrored``), one table at a time, and the row owning each keypoint. A table's keys
-    are made from the descriptors when it is searched: only one table's are held (4 bytes a keypoint)."""
-    parts, owner, base = [], [], 0
+    are made from the descriptors when it is searched, into one buffer that every table reuses (4 bytes a
+    keypoint): a table's keys are valid until the next is asked for."""
+    parts: list[np.ndarray] = []
+    owner: list[np.ndarray] = []
+    base = 0
+    row = owner_dtype(sum(len(fs) for fs in sets))
     for fs, mirror in zip(sets, mirrored, strict=True):
         for desc, start in [(fs.desc, fs.start)] + ([(fs.mirror_desc, fs.mirror_start)] if mirror else []):
             parts.append(desc)
-            owner.append(base + np.repeat(np.arange(len(fs), dtype=np.int64), np.diff(start)))
+            owner.append(np.repeat(np.arange(base, base + len(fs), dtype=row), np.diff(start)))
         base += len(fs)
 
+    bounds = np.cumsum([0] + [len(d) for d in parts])
+
     def tables() -> Iterator[np.ndarray]:
+        keys = np.empty(bounds[-1], np.uint32)  # one buffer for every table, each part's keys written in place
         for cols in byte_columns(TABLES, BITS, DESC_BYTES):
-            yield np.concatenate([table_keys(d, cols) for d in parts])
+            for d, lo, hi in zip(parts, bounds[:-1], bounds[1:], strict=True):
+                table_keys(d, cols, keys[lo:hi])
+            yield keys
 
     return tables(), np.concatenate(owner)
 

@@ -23,10 +23,11 @@ from rs4m.overlap.features import DESC_BYTES, Features
 
 #: keypoints kept per orientation (two orientations a tile: 4032 bytes)
 KEYPOINTS = 112
-#: the longer side a tile is reduced to before detection
+#: the longer side a tile is brought to before detection (reduced, or enlarged at most 2×)
 WORK_PX = 512
-#: bumped when the stored features change meaning (extractor, descriptor bytes)
-FEATURES_VERSION = 1
+#: bumped when the stored features change meaning (extractor, descriptor bytes); 2: detection to 19 px of the
+#: border, small tiles enlarged to WORK_PX (features of version 1 are redone when a build resumes)
+FEATURES_VERSION = 2
 
 
 def settings() -> dict:
@@ -54,6 +55,15 @@ def write_features_part(path: Path, rows: list[dict]) -> None:
     """Write one unit's features rows (temp file + rename) with the settings and the row count."""
     mf.write_table(mf.table_from_rows(rows, mf.FEATURES_SCHEMA), path, mf.FEATURES_SCHEMA,
                    metadata={"features": {**settings(), "tiles": len(rows)}})
+
+
+def part_is_current(path: Path) -> bool:
+    """Whether a features part is readable and was made with the current extraction settings."""
+    try:
+        meta = mf.read_metadata(path, "features")
+    except Exception:  # noqa: BLE001 - missing or unreadable: not current
+        return False
+    return bool(meta) and all(meta.get(k) == v for k, v in settings().items())
 
 
 def part_is_intact(path: Path, stored_tiles: int) -> bool:

@@ -24,10 +24,10 @@ import pandas as pd
 import pyarrow as pa
 
 from rs4m import manifest as mf
-from rs4m.codec import IMAGE_SUFFIXES
 from rs4m.config import DedupConfig
 from rs4m.errors import ConfigError
 from rs4m.layout import OutputLayout
+from rs4m.stages.benchmark_images import benchmark_images
 from rs4m.stages.dedup import read_tiles, searchable_rows, u64_column
 
 #: benchmark images are also hashed at the sub-windows of this many of the most common tile sizes
@@ -49,19 +49,6 @@ class LeakageReport:
         return asdict(self)
 
 
-def benchmark_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursive, by suffix: labels and metadata beside them are skipped)."""
-    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def read_benchmark_image(path: Path) -> np.ndarray:
-    """``uint8 [H, W, 3]`` pixels of a benchmark image (Pillow; palette, grey and alpha become RGB)."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
-
-
 def _crop_sizes(table: pa.Table) -> list[tuple[int, int]]:
     sizes = Counter(zip(table["width"].to_pylist(), table["height"].to_pylist(), strict=True))
     return [s for s, _ in sizes.most_common(MAX_CROP_SIZES) if None not in s]
@@ -69,23 +56,21 @@ def _crop_sizes(table: pa.Table) -> list[tuple[int, int]]:
 
 def hash_benchmark(name: str, folder: Path, sizes: list[tuple[int, int]], problems: list[dict],
                    features: list | None = None):
-    """:class:`rs4m.leakage.BenchmarkEntries` of every readable image of one benchmark folder; with
+    """:class:`rs4m.leakage.BenchmarkEntries` of every readable image of one benchmark (a folder, or an
+    adapter's test splits: :mod:`rs4m.stages.benchmark_images`); with
     ``features`` (a list) the (path, features, mirror's features) of every image are appended to it."""
     from rs4m.leakage import BenchmarkEntries, benchmark_entries
 
-    if not Path(folder).is_dir():
-        raise ConfigError(f"benchmark {name}: folder {folder} does not exist; pass --against NAME=DIR")
     parts = []
-    for path in benchmark_images(folder):
-        rel = path.relative_to(folder).as_posix()
+    for image in benchmark_images(name, Path(folder), problems):
         try:
-            rgb = read_benchmark_image(path)
+            rgb = image.read()
         except Exception as err:  # any decoder failure is a per-image problem, not a stop
-            problems.append({"benchmark": name, "path": rel, "reason": f"cannot be read as an image: {err}"})
+            problems.append({"benchmark": name, "path": image.rel, "reason": f"cannot be read as an image: {err}"})
             continue
-        parts.append(benchmark_entries(rel, rgb, sizes))
+        parts.append(benchmark_entries(image.rel, rgb, sizes))
         if features is not None:
-            features.append((rel, *_image_features(rgb)))
+            features.append((image.rel, *_image_features(rgb)))
     return BenchmarkEntries.concat(parts), len(parts)
 
 
@@ -142,7 +127,11 @@ def _leak_rows(table: pa.Table, name: str, found: pd.DataFrame, schema: pa.Schem
 
 def run_leakage(out: Path, benchmarks: dict[str, Path], exclude: bool = False,
                 config: DedupConfig = DedupConfig()) -> LeakageReport:
-    """Find tiles of build ``out`` that copy an image of a benchmark folder; write ``leakage.parquet``.
+    """Find tiles of build ``out`` that copy an image of a benchmark; write ``leakage.parquet``.
+
+    ``benchmarks`` maps a name to a path: a registered adapter's name reads the path as that dataset's release
+    and takes its test-split images only, any other name every image under the folder
+    (:mod:`rs4m.stages.benchmark_images`).
 
     With ``exclude`` the next :func:`run_dedup` marks those tiles ``dup_reason = "leak"`` (and the catalog
     drops them). See :mod:`rs4m.leakage` for what counts as a copy and the limits of crop search.
@@ -151,7 +140,7 @@ def run_leakage(out: Path, benchmarks: dict[str, Path], exclude: bool = False,
 
     started = time.perf_counter()
     if not benchmarks:
-        raise ConfigError("no benchmark given; pass --against NAME=DIR at least once")
+        raise ConfigError("no benchmark given; pass --against NAME=PATH at least once")
     layout = OutputLayout(Path(out))
     table = read_tiles(layout)
     searchable = searchable_rows(table, config.min_richness)

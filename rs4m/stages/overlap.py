@@ -39,7 +39,8 @@ class OverlapEdges:
 
 
 def feature_parts(layout: OutputLayout) -> list:
-    """The build's features parts; an :class:`OutputError` that says what to run when a unit has none."""
+    """The build's features parts; an :class:`OutputError` that says what to run when a unit has none, or has
+    features of an older extraction (:data:`rs4m.overlap.store.FEATURES_VERSION`)."""
     units = {int(p.stem.split("-")[1]) for p in layout.tile_parts()}
     have = {int(p.stem.split("-")[1]) for p in layout.feature_parts()}
     missing = sorted(units - have)
@@ -47,7 +48,15 @@ def feature_parts(layout: OutputLayout) -> list:
         raise OutputError(f"overlap search needs the tiles' local features, but {len(missing)} of {len(units)} units "
                           f"have none (unit {missing[0]} first); run `rs4m build {layout.root} --overlap` (or with "
                           "[dedup] overlap = true in the recipe) to compute them")
-    return [layout.feature_part(u) for u in sorted(units)]
+    from rs4m.overlap.store import part_is_current, settings
+
+    parts = [layout.feature_part(u) for u in sorted(units)]
+    stale = [p for p in parts if not part_is_current(p)]
+    if stale:  # features of another extraction do not match those of this one (nor benchmark images')
+        raise OutputError(f"overlap search needs features made with the current extraction ({settings()}), but "
+                          f"{len(stale)} of {len(parts)} features parts are unreadable or were made otherwise "
+                          f"({stale[0].name} first); run `rs4m build {layout.root} --overlap` to make them again")
+    return parts
 
 
 def overlap_edges(layout: OutputLayout, ids: np.ndarray, searchable: np.ndarray, config: DedupConfig) -> OverlapEdges:
