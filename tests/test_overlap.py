@@ -3,6 +3,7 @@ mirror is found with its transform; an adjacent tile is not)."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -428,6 +429,85 @@ def test_in_memory_dedup_writes_what_the_bounded_one_writes(overlap_build, tmp_p
     bounded = _dedup_rows(out)
     run_dedup(out, config, bounded=False)
     assert _dedup_rows(out) == bounded and [r for r in bounded if r["dup_reason"] == "overlap"]
+
+
+class ShuffledCluster:
+    """A cluster engine run in this process that ships each unit and result through pickle (as to a worker),
+    hands results back last unit first (a cluster returns them in the order they finish) and remembers which
+    functions and how many units it ran."""
+
+    name, cluster = "shuffled-cluster", True
+
+    def __init__(self) -> None:
+        self.ran: list[tuple[str, int]] = []
+
+    def map_units(self, fn, units, retries=2):
+        units = list(units)
+        self.ran.append((fn.__name__, len(units)))
+        def shipped(unit):
+            return pickle.loads(pickle.dumps(fn(pickle.loads(pickle.dumps(unit)))))
+
+        return reversed([(u, shipped(u)) for u in units])
+
+    def close(self) -> None:
+        pass
+
+
+def test_verification_on_a_cluster_writes_what_one_process_writes(overlap_build, tmp_path, monkeypatch):
+    import shutil
+
+    from rs4m.config import DedupConfig
+    from rs4m.overlap import search
+    from rs4m.stages.dedup import run_dedup
+
+    config = DedupConfig(overlap=True)
+    here, spread = (shutil.copytree(overlap_build, tmp_path / name) for name in ("here", "spread"))
+    run_dedup(here, config)
+    monkeypatch.setattr(search, "VERIFY_UNIT_PAIRS", 2)  # many small units, handed back in reverse
+    engine = ShuffledCluster()
+    run_dedup(spread, config, engine=engine)
+    verify_runs = [n for name, n in engine.ran if name == "verify_unit"]
+    assert verify_runs and verify_runs[0] > 2
+    assert [r for r in _dedup_rows(here) if r["dup_reason"] == "overlap"]
+    assert (here / "dedup.parquet").read_bytes() == (spread / "dedup.parquet").read_bytes()
+
+
+def test_pairs_verified_on_a_cluster_come_back_in_the_order_of_one_process(overlap_build, monkeypatch):
+    from rs4m.layout import OutputLayout
+    from rs4m.overlap import search
+    from rs4m.overlap.store import read_features
+    from rs4m.stages.overlap import feature_parts
+
+    fs = read_features(feature_parts(OutputLayout(overlap_build)))
+    here = search.find_overlaps(fs, 0.2)
+    monkeypatch.setattr(search, "VERIFY_UNIT_PAIRS", 1)
+    spread = search.find_overlaps(fs, 0.2, engine=ShuffledCluster())
+    assert len(here) > 1
+    for name in ("i", "j", "frac", "scale", "rotation", "mirrored", "inliers"):
+        assert np.array_equal(getattr(here, name), getattr(spread, name)), name
+
+
+def test_a_failed_verification_unit_stops_the_search_with_its_reason(overlap_build, tmp_path, monkeypatch):
+    import shutil
+
+    from rs4m.config import DedupConfig
+    from rs4m.engines import UnitFailure
+    from rs4m.errors import OutputError
+    from rs4m.overlap import search
+    from rs4m.stages.dedup import run_dedup
+
+    class Failing(ShuffledCluster):
+        def map_units(self, fn, units, retries=2):
+            if fn.__name__ != "verify_unit":
+                return super().map_units(fn, units, retries)
+            return [(u, UnitFailure("worker lost")) for u in units]
+
+    out = shutil.copytree(overlap_build, tmp_path / "out")
+    before = (out / "dedup.parquet").read_bytes()
+    monkeypatch.setattr(search, "VERIFY_UNIT_PAIRS", 2)
+    with pytest.raises(OutputError, match="worker lost"):
+        run_dedup(out, DedupConfig(overlap=True), engine=Failing())
+    assert (out / "dedup.parquet").read_bytes() == before  # nothing half-written
 
 
 def test_python_api_plan_takes_the_overlap_switch(scenes, tmp_path):

@@ -11,18 +11,22 @@ Two searches:
 
 Cost: the candidate search holds the descriptors and, one table at a time, the keys of every indexed keypoint
 (4 bytes each) while it sorts them (:mod:`rs4m.overlap.candidates`); verification costs about a millisecond per
-candidate, in Python.
+candidate, in Python. With a cluster engine (Ray) the verification runs on its workers, the candidates cut into
+units of :data:`VERIFY_UNIT_PAIRS` pairs that carry the features they need; the pairs found are the same, in the
+same order, as a search in one process.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from rs4m.errors import OutputError
 from rs4m.overlap.candidates import BITS, TABLES, byte_columns, candidate_pairs_by_table, owner_dtype, table_keys
-from rs4m.overlap.features import DESC_BYTES
+from rs4m.overlap.features import DESC_BYTES, Features
 from rs4m.overlap.store import FeatureSet
 from rs4m.overlap.verify import Match, verify
 
@@ -30,6 +34,8 @@ from rs4m.overlap.verify import Match, verify
 #: alignments bunch up), chosen together on benchmarks/overlap_quality.py: the best recall at precision ≥ 0.99
 MIN_INLIERS = 5
 MIN_SPREAD = 0.02
+#: candidate pairs a worker verifies per unit when the verification runs on a cluster engine
+VERIFY_UNIT_PAIRS = 4096
 
 
 @dataclass(frozen=True)
@@ -87,23 +93,83 @@ def _index(sets: list[FeatureSet], mirrored: list[bool]) -> tuple[Iterator[np.nd
     return tables(), np.concatenate(owner)
 
 
-def find_overlaps(fs: FeatureSet, min_frac: float, min_inliers: int = MIN_INLIERS) -> OverlapPairs:
-    """Pairs of images of different groups sharing at least ``min_frac`` of the smaller one's ground."""
+Accept = Callable[[Match], bool]
+
+
+def _verified(pairs: Iterator[tuple[int, int]], a_of: Callable[[int], Features],
+              b_of: Callable[[int, bool], Features], accept: Accept, min_inliers: int) -> list[tuple[int, int, Match]]:
+    found = []
+    for a, b in pairs:
+        m = verify(a_of(a), b_of(b, False), b_of(b, True), min_inliers=min_inliers)
+        if m is not None and m.spread >= MIN_SPREAD and accept(m):
+            found.append((a, b, m))
+    return found
+
+
+@dataclass(frozen=True)
+class VerifyUnit:
+    """Candidate pairs ``(a, b)`` to verify on a worker, with the features they need: ``a_side[a]`` and
+    ``b_side[b]`` = (features, features of the mirror image)."""
+
+    index: int
+    pairs: tuple[tuple[int, int], ...]
+    a_side: dict[int, Features]
+    b_side: dict[int, tuple[Features, Features]]
+    min_frac: float
+    of_b: bool  # accept by the share of ``b``'s area (leaks) rather than of the smaller image's
+    min_inliers: int
+
+
+def verify_unit(unit: VerifyUnit) -> tuple[int, list[tuple[int, int, Match]]]:
+    """The verified pairs of one unit (as the search in one process finds them) with the unit's index."""
+    def accept(m: Match) -> bool:
+        return (m.frac_b if unit.of_b else m.overlap_frac) >= unit.min_frac
+
+    found = _verified(iter(unit.pairs), unit.a_side.__getitem__, lambda b, mirrored: unit.b_side[b][mirrored],
+                      accept, unit.min_inliers)
+    return unit.index, found
+
+
+def _verify(a_set: FeatureSet, b_set: FeatureSet, i: np.ndarray, j: np.ndarray, min_frac: float, of_b: bool,
+            min_inliers: int, engine: Any = None) -> list[tuple[int, int, Match]]:
+    """Verify candidates ``(i[k], j[k])`` (rows of ``a_set``, ``b_set``): here, or as units on ``engine``."""
+    def accept(m: Match) -> bool:
+        return (m.frac_b if of_b else m.overlap_frac) >= min_frac
+
+    pairs = list(zip(i.tolist(), j.tolist(), strict=True))
+    if engine is None or len(pairs) <= VERIFY_UNIT_PAIRS:
+        return _verified(iter(pairs), a_set.features, lambda b, mirrored: b_set.features(b, mirrored=mirrored),
+                         accept, min_inliers)
+
+    def units() -> Iterator[VerifyUnit]:
+        for index, lo in enumerate(range(0, len(pairs), VERIFY_UNIT_PAIRS)):
+            chunk = tuple(pairs[lo:lo + VERIFY_UNIT_PAIRS])
+            yield VerifyUnit(index, chunk, {a: a_set.features(a) for a, _ in chunk},
+                             {b: (b_set.features(b), b_set.features(b, mirrored=True)) for _, b in chunk},
+                             min_frac, of_b, min_inliers)
+
+    by_unit: dict[int, list[tuple[int, int, Match]]] = {}
+    for unit, result in engine.map_units(verify_unit, units()):
+        if not isinstance(result, tuple):
+            raise OutputError(f"overlap verification unit {unit.index} failed: {getattr(result, 'error', result)}")
+        by_unit[result[0]] = result[1]
+    return [m for index in sorted(by_unit) for m in by_unit[index]]
+
+
+def find_overlaps(fs: FeatureSet, min_frac: float, min_inliers: int = MIN_INLIERS,
+                  engine: Any = None) -> OverlapPairs:
+    """Pairs of images of different groups sharing at least ``min_frac`` of the smaller one's ground; the
+    candidates are verified on ``engine``'s workers when one is given (a cluster), else here."""
     if len(fs) < 2:
         return OverlapPairs.of([])
     tables, owner = _index([fs], [True])
     i, j, _ = candidate_pairs_by_table(tables, owner, len(fs))
     other = fs.group[i] != fs.group[j]
-    found = []
-    for a, b in zip(i[other].tolist(), j[other].tolist(), strict=True):
-        m = verify(fs.features(a), fs.features(b), fs.features(b, mirrored=True), min_inliers=min_inliers)
-        if m is not None and m.spread >= MIN_SPREAD and m.overlap_frac >= min_frac:
-            found.append((a, b, m))
-    return OverlapPairs.of(found)
+    return OverlapPairs.of(_verify(fs, fs, i[other], j[other], min_frac, False, min_inliers, engine))
 
 
 def find_leaks(tiles: FeatureSet, images: FeatureSet, min_share: float,
-               min_inliers: int = MIN_INLIERS) -> OverlapPairs:
+               min_inliers: int = MIN_INLIERS, engine: Any = None) -> OverlapPairs:
     """(tile ``i``, image ``j``) pairs where the tile shows at least ``min_share`` of the image's area
     (``images`` with their mirrors' features, so every flip and rotation of an image is found)."""
     if not len(tiles) or not len(images):
@@ -112,9 +178,4 @@ def find_leaks(tiles: FeatureSet, images: FeatureSet, min_share: float,
     n = len(tiles)
     i, j, _ = candidate_pairs_by_table(tables, owner, n + len(images))
     cross = (i < n) & (j >= n)  # i < j: a tile and an image
-    found = []
-    for a, b in zip(i[cross].tolist(), (j[cross] - n).tolist(), strict=True):
-        m = verify(tiles.features(a), images.features(b), images.features(b, mirrored=True), min_inliers=min_inliers)
-        if m is not None and m.spread >= MIN_SPREAD and m.frac_b >= min_share:
-            found.append((a, b, m))
-    return OverlapPairs.of(found)
+    return OverlapPairs.of(_verify(tiles, images, i[cross], j[cross] - n, min_share, True, min_inliers, engine))

@@ -318,7 +318,7 @@ def dedup_groups(layout: OutputLayout, config, engine=None):
     if config.overlap:
         from rs4m.stages.overlap import overlap_edges
 
-        found = overlap_edges(layout, tiles.ids, searchable, config)
+        found = overlap_edges(layout, tiles.ids, searchable, config, engine)
         edges.append(found.edges)
     order, id_rank = _id_order(tiles.ids)
     leak_distance, leak_edges = read_leaks_bounded(layout, tiles.ids, order)

@@ -59,14 +59,16 @@ def feature_parts(layout: OutputLayout) -> list:
     return parts
 
 
-def overlap_edges(layout: OutputLayout, ids: np.ndarray, searchable: np.ndarray, config: DedupConfig) -> OverlapEdges:
-    """Overlap edges among the dedup rows whose tile ids are ``ids`` (``S`` array ``[N]``) and ``searchable``."""
+def overlap_edges(layout: OutputLayout, ids: np.ndarray, searchable: np.ndarray, config: DedupConfig,
+                  engine=None) -> OverlapEdges:
+    """Overlap edges among the dedup rows whose tile ids are ``ids`` (``S`` array ``[N]``) and ``searchable``;
+    the candidates are verified on ``engine``'s workers when one is given (a cluster engine)."""
     from rs4m.overlap.search import find_overlaps
     from rs4m.overlap.store import read_features
 
     started = time.perf_counter()
     fs = read_features(feature_parts(layout))
-    pairs = find_overlaps(fs, config.overlap_frac)
+    pairs = find_overlaps(fs, config.overlap_frac, engine=engine)
     order = np.argsort(ids, kind="stable")
     fs_ids = np.array(fs.ids, dtype=ids.dtype if len(ids) else "S1")
     pos, found = find_sorted(ids[order], fs_ids)
