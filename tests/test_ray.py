@@ -107,3 +107,36 @@ def test_ray_partitioned_hamming_search_equals_local():
     assert len(want[0]) > 400  # the planted pairs
     for w, g in zip(want, got, strict=True):
         assert w.dtype == g.dtype and np.array_equal(w, g)
+
+
+def test_ray_overlap_verification_equals_one_process(tmp_path, monkeypatch):
+    import shutil
+
+    from rs4m import manifest as mf
+    from rs4m.config import DedupConfig
+    from rs4m.demo import synthetic_scene
+    from rs4m.overlap import search
+    from rs4m.stages.dedup import run_dedup
+
+    from .test_overlap import B_GROUND, _build, _crop, _recipe, _save
+
+    canvas = np.asarray(synthetic_scene(np.random.default_rng(4), 1024, 1024, "buildings"))
+    src = tmp_path / "src"
+    _save(src / "a.png", canvas[:512, :512])
+    x, y, side = B_GROUND
+    _save(src / "b.png", np.rot90(_crop(canvas, x, y, side, 256)))
+    here = tmp_path / "here"
+    _build(here, _recipe(tmp_path, src, True))
+    spread = shutil.copytree(here, tmp_path / "spread")
+    monkeypatch.setattr(search, "VERIFY_UNIT_PAIRS", 2)  # many small units (cut on the driver)
+    config = DedupConfig(overlap=True)
+    engine = get_engine("ray", workers=2)
+    try:
+        run_dedup(spread, config, engine=engine)
+    finally:
+        engine.close()
+    rows = (spread / "dedup.parquet").read_bytes()
+    run_dedup(here, config)
+    assert rows == (here / "dedup.parquet").read_bytes()
+    reasons = mf.read_table(here / "dedup.parquet", mf.DEDUP_OVERLAP_SCHEMA).column("dup_reason").to_pylist()
+    assert "overlap" in reasons
