@@ -473,3 +473,55 @@ def test_dedup_parquet_is_one_row_per_unfiltered_tile(hand_build):
     out, _ = hand_build
     run_dedup(out)
     assert pq.read_table(out / "dedup.parquet").num_rows == 11
+
+
+def _files_and_times(out: Path) -> list[tuple[str, int]]:
+    return sorted((p.relative_to(out).as_posix(), p.stat().st_mtime_ns) for p in out.rglob("*"))
+
+
+def test_cli_leakage_refuses_hostile_benchmark_names_writing_nothing(hand_build, tmp_path):
+    from click.testing import CliRunner
+
+    from rs4m.cli import get_cli
+
+    out, t = hand_build
+    bench = tmp_path / "bänch mark"  # a PATH with a space and a non-ASCII letter is read as any other
+    bench.mkdir()
+    Image.fromarray(t[2]).save(bench / "é 1.png")
+    before = _files_and_times(out)
+    for name in ("a/b", "../x", "a\nb", "x y", ""):
+        result = CliRunner().invoke(get_cli(), ["leakage", str(out), "--against", f"{name}={bench}"])
+        assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, (name, result.output)
+        assert _files_and_times(out) == before, name  # nothing written on refusal
+    result = CliRunner().invoke(get_cli(), ["leakage", str(out), "--against", f"my_bench-2.0={bench}"])
+    assert result.exit_code == 0 and "1 images, 1 tiles leak" in result.stderr, result.output
+
+
+def test_leakage_folder_with_symlink_loops_and_an_unreadable_folder_says_so(hand_build, tmp_path, monkeypatch):
+    import os
+
+    from rs4m.stages.leakage import run_leakage
+
+    out, t = hand_build
+    bench = tmp_path / "bench"
+    (bench / "d").mkdir(parents=True)
+    (bench / "locked").mkdir()
+    Image.fromarray(t[2]).save(bench / "1.png")
+    Image.fromarray(t[3]).save(bench / "locked" / "2.png")
+    (bench / "d" / "up").symlink_to(bench)  # a folder loop: not entered
+    (bench / "self.png").symlink_to(bench / "self.png")  # a file loop: resolving it raises, it must not crash
+    (bench / "x.png").symlink_to(bench / "y.png")
+    (bench / "y.png").symlink_to(bench / "x.png")
+    real_scandir = os.scandir
+
+    def scandir(path="."):  # tests run as root, whom permissions do not stop: the folder is refused here
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    report = run_leakage(out, {"bench": bench})
+    problems = {p["path"]: p["reason"] for p in report.problems}
+    assert set(problems) == {"locked", "self.png", "x.png", "y.png"}  # the unreadable folder is not silently skipped
+    assert "cannot be listed" in problems["locked"] and "loop" in problems["self.png"]
+    assert report.images == 1 and report.leaked_tiles == 1
