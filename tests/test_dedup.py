@@ -525,3 +525,28 @@ def test_leakage_folder_with_symlink_loops_and_an_unreadable_folder_says_so(hand
     assert set(problems) == {"locked", "self.png", "x.png", "y.png"}  # the unreadable folder is not silently skipped
     assert "cannot be listed" in problems["locked"] and "loop" in problems["self.png"]
     assert report.images == 1 and report.leaked_tiles == 1
+
+
+@pytest.mark.parametrize("link", ["outside", "loop"])
+def test_leakage_never_reads_a_split_list_linked_from_outside_the_benchmark(hand_build, tmp_path, link):
+    from rs4m.errors import ConfigError
+    from rs4m.stages.leakage import run_leakage
+
+    out, t = hand_build
+    root = tmp_path / "HRSC2016"
+    (root / "FullDataSet/AllImages").mkdir(parents=True)
+    (root / "ImageSets").mkdir()
+    Image.fromarray(t[2]).save(root / "FullDataSet/AllImages/1.bmp")
+    Image.fromarray(t[3]).save(root / "FullDataSet/AllImages/2.bmp")
+    (root / "ImageSets/train.txt").write_text("2\n")
+    if link == "outside":
+        (tmp_path / "elsewhere.txt").write_text("1\n")  # would make image 1 a test image
+        (root / "ImageSets/test.txt").symlink_to(tmp_path / "elsewhere.txt")
+    else:
+        (root / "ImageSets/test.txt").symlink_to(root / "ImageSets/test.txt")
+    with pytest.raises(ConfigError, match="none in its test split"):  # only the list inside it is read
+        run_leakage(out, {"hrsc2016": root})
+    (root / "ImageSets/test.txt").unlink()
+    (root / "ImageSets/test.txt").write_text("1\n")
+    report = run_leakage(out, {"hrsc2016": root})
+    assert report.images == 1 and report.leaked_tiles == 1
