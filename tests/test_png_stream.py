@@ -386,3 +386,20 @@ def test_a_png_truncated_after_it_is_opened_is_an_error_row(tmp_path):
         (tmp_path / "t.png").write_bytes(data[: len(data) // 2])  # changed between opening and the first window
         with pytest.raises(BadInput, match="truncated or corrupt"):
             r.read_window(0, 0, 40, 50)
+
+
+def test_a_streamed_png_truncated_between_scan_and_tile_is_an_error_row(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    src.mkdir()
+    _scene(src, "a.png", 1)
+    _scene(src, "b.png", 2)
+    monkeypatch.setattr(png_stream, "STREAM_MIN_PIXELS", 1)
+    plan = rs4m.make_plan(sources=[f"folder={src}"], tile_size=128, workers=1, keep_dropped=True)
+    rs4m.build(tmp_path / "out", plan, stages=["scan"])
+    data = (src / "b.png").read_bytes()
+    (src / "b.png").write_bytes(data[: len(data) * 3 // 4])
+    rs4m.build(tmp_path / "out", plan, stages=["tile"])
+    errors = pq.read_table(tmp_path / "out" / "errors.parquet").to_pylist()
+    assert [(e["path"], e["stage"]) for e in errors] == [("b.png", "tile")]
+    assert "changed since the scan" in errors[0]["reason"] and "\n" not in errors[0]["reason"]
+    assert {t["scene_path"] for t in _tiles(tmp_path / "out")} == {"a.png"}  # its neighbour is tiled
