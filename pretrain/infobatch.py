@@ -129,6 +129,8 @@ def check_state(state: Any, num_samples: int) -> None:
     """Refuse (:class:`ConfigError`, one line) a saved :meth:`InfoBatchStream.state_dict` that is not one
     of a run over ``num_samples`` samples: scores and epoch losses float [N], NaN or finite and ≥ 0 (a loss is
     a mean square), epoch and step 0-d integers ≥ 0."""
+    if state is None:
+        raise damaged("the checkpoint of an --infobatch run has no 'infobatch' entry")
     if not isinstance(state, dict):
         raise damaged(f"a {type(state).__name__}, not a dict")
     missing = [k for k in ("scores", "epoch_losses", "epoch", "step") if k not in state]
