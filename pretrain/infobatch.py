@@ -32,6 +32,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from pretrain.data import EpochSampler
+from rs4m.errors import ConfigError
 
 #: "not seen this epoch" in ``LossBuffer`` (a reconstruction loss is a mean square, never negative)
 UNSEEN = -1.0
@@ -119,6 +120,37 @@ class LossBuffer:
         self.values.copy_(torch.from_numpy(np.nan_to_num(losses, nan=UNSEEN)))
 
 
+def damaged(what: str) -> ConfigError:
+    return ConfigError(f"--resume: the checkpoint's InfoBatch state is damaged ({what}); resume from "
+                       "checkpoint.prev.pt (move it to checkpoint.pt) or start a new --run")
+
+
+def check_state(state: Any, num_samples: int) -> None:
+    """Refuse (:class:`ConfigError`, one line) a saved :meth:`InfoBatchStream.state_dict` that is not one
+    of a run over ``num_samples`` samples: scores and epoch losses float [N], NaN or finite and ≥ 0 (a loss is
+    a mean square), epoch and step 0-d integers ≥ 0."""
+    if state is None:
+        raise damaged("the checkpoint of an --infobatch run has no 'infobatch' entry")
+    if not isinstance(state, dict):
+        raise damaged(f"a {type(state).__name__}, not a dict")
+    missing = [k for k in ("scores", "epoch_losses", "epoch", "step") if k not in state]
+    if missing:
+        raise damaged(f"no {missing[0]!r}")
+    for key in ("scores", "epoch_losses"):
+        value = state[key]
+        if not isinstance(value, Tensor) or not value.is_floating_point() or tuple(value.shape) != (num_samples,):
+            got = f"shape {tuple(value.shape)} {value.dtype}" if isinstance(value, Tensor) else type(value).__name__
+            raise damaged(f"{key!r} is {got}, not float [{num_samples}] (one per tile of this training set)")
+        bad = ~torch.isnan(value) & ~(torch.isfinite(value) & (value >= 0))
+        if bad.any():
+            raise damaged(f"{key!r} holds {int(bad.sum())} values that are no loss (infinite or negative)")
+    for key in ("epoch", "step"):
+        value = state[key]
+        if not isinstance(value, Tensor) or value.dim() or value.is_floating_point() or value.is_complex() \
+                or int(value) < 0:
+            raise damaged(f"{key!r} is {value!r}, not an integer >= 0")
+
+
 class InfoBatchStream:
     """The batches of an InfoBatch run and where it stands: one loader pass per drawn epoch.
 
@@ -137,11 +169,16 @@ class InfoBatchStream:
         self._batches: Any = iter(())
 
     def start(self, state: dict[str, Any] | None = None) -> None:
-        """Draw the first epoch, or the saved ``state``'s epoch and continue it at its saved step."""
+        """Draw the first epoch, or the saved ``state``'s epoch and continue it at its saved step (a
+        :class:`ConfigError` when the state is damaged: never a run on garbage scores or positions)."""
         if state is not None:
+            check_state(state, self.pruner.num_samples)
             self.pruner.load_state_dict(state)
             self.losses.load(state["epoch_losses"].numpy())
         epoch, step = (int(state["epoch"]), int(state["step"])) if state is not None else (0, 0)
+        if step and step >= len(self.pruner.draw(epoch)[0]) // self.batch_size:  # a saved step lies inside its epoch
+            raise damaged(f"step {step} of epoch {epoch}, which has "
+                          f"{len(self.pruner.draw(epoch)[0]) // self.batch_size} steps")
         self._begin(epoch, step)
 
     def _begin(self, epoch: int, step: int = 0) -> None:

@@ -45,7 +45,7 @@ from pretrain.engine import (
     run_steps,
 )
 from pretrain.flops import flops_per_image
-from pretrain.infobatch import InfoBatch, InfoBatchStream
+from pretrain.infobatch import InfoBatch, InfoBatchStream, check_state
 from pretrain.model import MaskedViT, create_model
 from rs4m.errors import ConfigError
 from rs4m.manifest import atomic_write_json
@@ -203,6 +203,8 @@ def _train(cfg: TrainConfig, run: Path, dist_info: Dist) -> dict[str, Any]:
     saved = ckpt.latest_checkpoint(run) if cfg.resume else None
     if saved is not None:
         start, corrupt, pruning_state = restore(saved, settings, model, optimizer)
+        if settings["infobatch"]:
+            check_state(pruning_state, len(dataset))  # refused before anything of the run is rewritten
     if dist_info.rank == 0:
         metrics.truncate_after(start)  # rows an earlier invocation logged after its last checkpoint
         atomic_write_json(run / "config.json", settings)

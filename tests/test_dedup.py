@@ -473,3 +473,80 @@ def test_dedup_parquet_is_one_row_per_unfiltered_tile(hand_build):
     out, _ = hand_build
     run_dedup(out)
     assert pq.read_table(out / "dedup.parquet").num_rows == 11
+
+
+def _files_and_times(out: Path) -> list[tuple[str, int]]:
+    return sorted((p.relative_to(out).as_posix(), p.stat().st_mtime_ns) for p in out.rglob("*"))
+
+
+def test_cli_leakage_refuses_hostile_benchmark_names_writing_nothing(hand_build, tmp_path):
+    from click.testing import CliRunner
+
+    from rs4m.cli import get_cli
+
+    out, t = hand_build
+    bench = tmp_path / "bänch mark"  # a PATH with a space and a non-ASCII letter is read as any other
+    bench.mkdir()
+    Image.fromarray(t[2]).save(bench / "é 1.png")
+    before = _files_and_times(out)
+    for name in ("a/b", "../x", "a\nb", "x y", ""):
+        result = CliRunner().invoke(get_cli(), ["leakage", str(out), "--against", f"{name}={bench}"])
+        assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, (name, result.output)
+        assert _files_and_times(out) == before, name  # nothing written on refusal
+    result = CliRunner().invoke(get_cli(), ["leakage", str(out), "--against", f"my_bench-2.0={bench}"])
+    assert result.exit_code == 0 and "1 images, 1 tiles leak" in result.stderr, result.output
+
+
+def test_leakage_folder_with_symlink_loops_and_an_unreadable_folder_says_so(hand_build, tmp_path, monkeypatch):
+    import os
+
+    from rs4m.stages.leakage import run_leakage
+
+    out, t = hand_build
+    bench = tmp_path / "bench"
+    (bench / "d").mkdir(parents=True)
+    (bench / "locked").mkdir()
+    Image.fromarray(t[2]).save(bench / "1.png")
+    Image.fromarray(t[3]).save(bench / "locked" / "2.png")
+    (bench / "d" / "up").symlink_to(bench)  # a folder loop: not entered
+    (bench / "self.png").symlink_to(bench / "self.png")  # a file loop: resolving it raises, it must not crash
+    (bench / "x.png").symlink_to(bench / "y.png")
+    (bench / "y.png").symlink_to(bench / "x.png")
+    real_scandir = os.scandir
+
+    def scandir(path="."):  # tests run as root, whom permissions do not stop: the folder is refused here
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    report = run_leakage(out, {"bench": bench})
+    problems = {p["path"]: p["reason"] for p in report.problems}
+    assert set(problems) == {"locked", "self.png", "x.png", "y.png"}  # the unreadable folder is not silently skipped
+    assert "cannot be listed" in problems["locked"] and "loop" in problems["self.png"]
+    assert report.images == 1 and report.leaked_tiles == 1
+
+
+@pytest.mark.parametrize("link", ["outside", "loop"])
+def test_leakage_never_reads_a_split_list_linked_from_outside_the_benchmark(hand_build, tmp_path, link):
+    from rs4m.errors import ConfigError
+    from rs4m.stages.leakage import run_leakage
+
+    out, t = hand_build
+    root = tmp_path / "HRSC2016"
+    (root / "FullDataSet/AllImages").mkdir(parents=True)
+    (root / "ImageSets").mkdir()
+    Image.fromarray(t[2]).save(root / "FullDataSet/AllImages/1.bmp")
+    Image.fromarray(t[3]).save(root / "FullDataSet/AllImages/2.bmp")
+    (root / "ImageSets/train.txt").write_text("2\n")
+    if link == "outside":
+        (tmp_path / "elsewhere.txt").write_text("1\n")  # would make image 1 a test image
+        (root / "ImageSets/test.txt").symlink_to(tmp_path / "elsewhere.txt")
+    else:
+        (root / "ImageSets/test.txt").symlink_to(root / "ImageSets/test.txt")
+    with pytest.raises(ConfigError, match="none in its test split"):  # only the list inside it is read
+        run_leakage(out, {"hrsc2016": root})
+    (root / "ImageSets/test.txt").unlink()
+    (root / "ImageSets/test.txt").write_text("1\n")
+    report = run_leakage(out, {"hrsc2016": root})
+    assert report.images == 1 and report.leaked_tiles == 1

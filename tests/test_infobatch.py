@@ -427,3 +427,35 @@ def test_pruned_steps_do_not_synchronise_on_cuda():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert stream.epoch == 1 and stream.step == 3
+
+
+@pytest.mark.parametrize("damage", ["scores of 5 tiles", "one epoch loss", "no epoch losses", "infinite scores",
+                                    "step past its epoch", "negative epoch", "not a dict", "no entry"])
+def test_resume_refuses_a_damaged_infobatch_state(manifest, tmp_path, damage):
+    run = tmp_path / "run"
+    train(tiny(manifest, run, stop_at=3))
+    state = ckpt.load_checkpoint(run / "checkpoint.pt")
+    ib = state["infobatch"]
+    if damage == "scores of 5 tiles":
+        ib["scores"] = ib["scores"][:5]
+    elif damage == "one epoch loss":  # would broadcast to every tile
+        ib["epoch_losses"] = ib["epoch_losses"][:1]
+    elif damage == "no epoch losses":
+        del ib["epoch_losses"]
+    elif damage == "infinite scores":
+        ib["scores"] = torch.full_like(ib["scores"], float("inf"))
+    elif damage == "step past its epoch":  # would end the run at once, as if finished
+        ib["step"] = torch.tensor(99)
+    elif damage == "negative epoch":
+        ib["epoch"] = torch.tensor(-1)
+    elif damage == "no entry":  # would start again at epoch 0 with the model of step 3
+        del state["infobatch"]
+    else:
+        state["infobatch"] = "garbage"
+    torch.save(state, run / "checkpoint.pt")
+    saved, trained = (run / "checkpoint.pt").read_bytes(), (run / "metrics.jsonl").read_text()
+    with pytest.raises(ConfigError, match="checkpoint's InfoBatch state is damaged") as err:
+        train(tiny(manifest, run, resume=True))
+    assert "\n" not in str(err.value)
+    assert (run / "metrics.jsonl").read_text() == trained and len(trained.splitlines()) == 3  # no step trained
+    assert (run / "checkpoint.pt").read_bytes() == saved and not (run / "encoder.safetensors").exists()

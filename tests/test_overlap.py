@@ -579,3 +579,61 @@ def test_excluded_overlap_leaks_leave_the_manifest(overlap_build, canvas, tmp_pa
     assert all(reasons[t] == "leak" for t in leaked)
     kept = set(mf.read_table(out / "manifest.parquet", mf.MANIFEST_SCHEMA)["tile_id"].to_pylist())
     assert kept and not kept & leaked
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+def test_a_lost_features_part_beside_an_intact_tiles_part_is_refused_then_redone(overlap_build, scenes, tmp_path,
+                                                                                damage):
+    import shutil
+
+    out = tmp_path / "lost"
+    shutil.copytree(overlap_build, out)
+    part = out / "features/part-00001.parquet"
+    if damage == "deleted":
+        part.unlink()
+    else:
+        part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
+    others = {p.name: p.read_bytes() for p in (out / "features").glob("part-*.parquet") if p != part}
+    result = run("dedup", out, "--overlap")  # features of some units only: refused, naming the unit, never used
+    assert result.exit_code != 0 and ("unit 1" in result.output or "part-00001" in result.output), result.output
+    assert "rs4m build" in result.output and len(result.output.strip().splitlines()) == 1
+    _build(out, _recipe(tmp_path, scenes, True))  # the unit is tiled again, the others are left as they were
+    assert {p.name: p.read_bytes() for p in (out / "features").glob("part-*.parquet") if p != part} == others
+    assert _unit_rows(out) == _unit_rows(overlap_build)
+    assert _dedup_rows(out) == _dedup_rows(overlap_build)
+
+
+def test_flat_tiles_without_keypoints_take_part_in_the_search_harmlessly(canvas, tmp_path):
+    from rs4m.overlap.search import find_leaks, find_overlaps
+    from rs4m.overlap.store import read_features, tile_features_row, write_features_part
+
+    flat = np.full((256, 256, 3), 120, np.uint8)
+    a = np.ascontiguousarray(canvas[:256, :256])
+    b = np.ascontiguousarray(np.rot90(canvas[:256, :256]))
+    rows = [tile_features_row("f0", "s0", flat), tile_features_row("a", "s1", a),
+            tile_features_row("f1", "s2", flat.copy()), tile_features_row("b", "s3", b)]
+    assert [len(r["desc"]) for r in rows][::2] == [0, 0] and all(r["desc"] for r in rows[1::2])
+    write_features_part(tmp_path / "all.parquet", rows)
+    write_features_part(tmp_path / "flat.parquet", rows[::2])
+    every, flats = read_features([tmp_path / "all.parquet"]), read_features([tmp_path / "flat.parquet"])
+    assert len(every) == 4 and len(flats) == 2 and flats.desc.shape == (0, 16)
+    found = find_overlaps(every, 0.5)
+    assert [(every.ids[i], every.ids[j]) for i, j in zip(found.i, found.j, strict=True)] == [("a", "b")]
+    assert len(find_overlaps(flats, 0.5)) == 0
+    assert len(find_leaks(flats, every, 0.2)) == 0 and len(find_leaks(every, flats, 0.2)) == 0
+
+
+def test_a_features_part_killed_mid_write_leaves_nothing_used(overlap_build, scenes, tmp_path):
+    import shutil
+
+    out = tmp_path / "mid"
+    shutil.copytree(overlap_build, out)
+    part = out / "features/part-00001.parquet"
+    temp = part.with_name(f".{part.name}.a1b2c3d4.tmp")  # what a write killed before its rename leaves
+    temp.write_bytes(part.read_bytes()[:1000])
+    part.unlink()
+    (out / "tiles/part-00001.parquet").unlink()  # killed before the tiles part, written after the features part
+    _build(out, _recipe(tmp_path, scenes, True))
+    assert not temp.exists() and part.exists()
+    assert _unit_rows(out) == _unit_rows(overlap_build)
+    assert _dedup_rows(out) == _dedup_rows(overlap_build)

@@ -325,3 +325,81 @@ def test_pngs_inside_archives_are_streamed_in_place(tmp_path, kind):
         assert streamed.row_ordered
         for win in [(0, 0, 64, 64), (20, 60, 70, 64), (0, 86, 90, 64), (5, 5, 10, 10)]:
             assert np.array_equal(whole.read_window(*win)[0], streamed.read_window(*win)[0]), win
+
+
+def _hostile(kind: str) -> tuple[bytes, np.ndarray]:
+    """A 100×40 RGB PNG built by hand in a hostile shape, and its pixels."""
+    samples = samples_for(2, 100, 40, seed=12)
+    raw = b"".join(b"\x00" + samples[i].tobytes() for i in range(100))
+    z, height, tail = zlib.compress(raw), 100, b""
+    idat = [_chunk(b"IDAT", z)]
+    if kind == "1-byte IDATs":
+        idat = [_chunk(b"IDAT", z[i:i + 1]) for i in range(len(z))]
+    elif kind == "empty IDATs":
+        idat = [_chunk(b"IDAT", b""), _chunk(b"IDAT", z[:50]), _chunk(b"IDAT", b""), _chunk(b"IDAT", z[50:])]
+    elif kind == "chunks after IEND":
+        tail = _chunk(b"IDAT", b"\xff" * 50) + b"garbage"
+    elif kind == "zlib trailing garbage":
+        idat = [_chunk(b"IDAT", z + b"garbage")]
+    elif kind == "fewer rows declared":
+        height = 80
+    elif kind == "more rows declared":
+        height = 120
+    elif kind == "zlib ends early":
+        idat = [_chunk(b"IDAT", z[: len(z) // 2])]
+    elif kind == "two zlib streams":
+        idat = [_chunk(b"IDAT", zlib.compress(raw[:2000]) + zlib.compress(raw[2000:]))]
+    elif kind == "huge chunk length":
+        idat = [struct.pack(">I4s", 0x7FFFFFFF, b"IDAT") + z]
+    data = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", 40, height, 8, 2, 0, 0, 0))
+    return data + b"".join(idat) + _chunk(b"IEND", b"") + tail, samples[:height]
+
+
+@pytest.mark.parametrize("kind", ["1-byte IDATs", "empty IDATs", "chunks after IEND", "zlib trailing garbage",
+                                  "fewer rows declared"])
+def test_hostile_but_decodable_pngs_give_their_declared_rows(kind):
+    data, samples = _hostile(kind)
+    assert np.array_equal(all_rows(data), samples)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), samples)  # as Pillow reads them
+
+
+@pytest.mark.parametrize("kind,reason", [("more rows declared", "ends before row 120"),
+                                         ("zlib ends early", "ends after 49 of its 100 rows"),
+                                         ("two zlib streams", "ends before row 100"),
+                                         ("huge chunk length", "the file ends inside a IDAT chunk")])
+def test_hostile_pngs_are_errors_with_a_one_line_reason(tmp_path, kind, reason):
+    data, _ = _hostile(kind)
+    (tmp_path / "h.png").write_bytes(data)
+    with pytest.raises(BadInput, match="truncated or corrupt PNG") as err:
+        with open_scene(tmp_path, SceneRef("h.png"), window_rows=50, stream_min_pixels=1) as r:
+            assert r.row_ordered
+            r.read_window(0, 0, 40, 50)
+            r.read_window(0, 50, 40, 50)
+    assert reason in err.value.reason and "\n" not in err.value.reason
+
+
+def test_a_png_truncated_after_it_is_opened_is_an_error_row(tmp_path):
+    data, _ = _hostile("none")
+    (tmp_path / "t.png").write_bytes(data)
+    with open_scene(tmp_path, SceneRef("t.png"), window_rows=50, stream_min_pixels=1) as r:
+        assert r.row_ordered
+        (tmp_path / "t.png").write_bytes(data[: len(data) // 2])  # changed between opening and the first window
+        with pytest.raises(BadInput, match="truncated or corrupt"):
+            r.read_window(0, 0, 40, 50)
+
+
+def test_a_streamed_png_truncated_between_scan_and_tile_is_an_error_row(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    src.mkdir()
+    _scene(src, "a.png", 1)
+    _scene(src, "b.png", 2)
+    monkeypatch.setattr(png_stream, "STREAM_MIN_PIXELS", 1)
+    plan = rs4m.make_plan(sources=[f"folder={src}"], tile_size=128, workers=1, keep_dropped=True)
+    rs4m.build(tmp_path / "out", plan, stages=["scan"])
+    data = (src / "b.png").read_bytes()
+    (src / "b.png").write_bytes(data[: len(data) * 3 // 4])
+    rs4m.build(tmp_path / "out", plan, stages=["tile"])
+    errors = pq.read_table(tmp_path / "out" / "errors.parquet").to_pylist()
+    assert [(e["path"], e["stage"]) for e in errors] == [("b.png", "tile")]
+    assert "changed since the scan" in errors[0]["reason"] and "\n" not in errors[0]["reason"]
+    assert {t["scene_path"] for t in _tiles(tmp_path / "out")} == {"a.png"}  # its neighbour is tiled

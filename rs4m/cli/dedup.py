@@ -52,6 +52,8 @@ def dedup(out: Path, radius_bits: int | None, dhash_radius_bits: int | None, geo
 
 
 def _parse_against(values: tuple[str, ...]) -> dict[str, Path]:
+    from rs4m.stages.benchmark_images import check_name
+
     benchmarks: dict[str, Path] = {}
     for value in values:
         name, sep, folder = value.partition("=")
@@ -60,7 +62,7 @@ def _parse_against(values: tuple[str, ...]) -> dict[str, Path]:
                               f"adapter's test split) or --against mybench=/data/mybench/images (a folder)")
         if name in benchmarks:
             raise ConfigError(f"--against: benchmark name {name!r} given twice")
-        benchmarks[name] = Path(folder)
+        benchmarks[check_name(name)] = Path(folder)
     return benchmarks
 
 

@@ -15,6 +15,7 @@ becomes a problem row, like an image that cannot be decoded.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -27,6 +28,17 @@ from rs4m.errors import ConfigError
 from rs4m.sources import SceneRef
 
 OUTSIDE = "its real path lies outside the benchmark folder (a symlink out of it); not followed"
+BROKEN = "a broken symlink or a symlink loop; not followed"
+#: what a benchmark NAME may hold: it names the benchmark in leakage.parquet and in ``NAME/PATH`` problem lines
+NAME_PATTERN = re.compile(r"[\w.+-]+")
+
+
+def check_name(name: str) -> str:
+    """``name`` when it can name a benchmark (letters, digits, ``_ . + -``), else a :class:`ConfigError`."""
+    if not NAME_PATTERN.fullmatch(name):
+        raise ConfigError(f"--against {name!r}=...: a benchmark NAME is letters, digits and _ . + - only "
+                          "(it names the benchmark in leakage.parquet and in NAME/PATH problem lines)")
+    return name
 
 
 @dataclass(frozen=True)
@@ -69,15 +81,34 @@ def inside(root: Path, rel: str) -> bool:
         candidate = candidate.parent
     try:
         return candidate.resolve(strict=True).is_relative_to(real_root)
-    except OSError:  # a broken link or a loop: nothing to read there
+    except (OSError, RuntimeError):  # a broken link or a loop (RuntimeError before Python 3.13): nothing to read
         return False
+
+
+UNLISTED = "folder cannot be listed (permission denied or unreadable); the images in it are not checked"
+
+
+def _named_like_images(name: str, root: Path, problems: list[dict]) -> list[Path]:
+    """Every entry under ``root`` with an image suffix (symlinked folders are not entered), sorted; a folder
+    that cannot be listed is a problem row, never silently left out."""
+    def unlisted(err: OSError) -> None:
+        where = Path(err.filename) if err.filename else root
+        rel = where.relative_to(root).as_posix() if where.is_relative_to(root) else "."
+        problems.append({"benchmark": name, "path": rel, "reason": f"{UNLISTED}: {err.strerror or err}"})
+
+    found = []
+    for folder, dirs, files in os.walk(root, onerror=unlisted):
+        found += [Path(folder, entry) for entry in dirs + files if Path(entry).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(found)
 
 
 def _folder_images(name: str, root: Path, problems: list[dict]) -> list[BenchmarkImage]:
     images = []
-    for file in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+    for file in _named_like_images(name, root, problems):
         rel = file.relative_to(root).as_posix()
-        if not inside(root, rel):
+        if not os.path.exists(file):
+            problems.append({"benchmark": name, "path": rel, "reason": BROKEN})
+        elif not inside(root, rel):
             problems.append({"benchmark": name, "path": rel, "reason": OUTSIDE})
         elif file.is_file():
             images.append(BenchmarkImage(rel, partial(read_image_file, file)))

@@ -27,7 +27,7 @@ from rs4m import manifest as mf
 from rs4m.config import DedupConfig
 from rs4m.errors import ConfigError
 from rs4m.layout import OutputLayout
-from rs4m.stages.benchmark_images import benchmark_images
+from rs4m.stages.benchmark_images import benchmark_images, check_name
 from rs4m.stages.dedup import read_tiles, searchable_rows, u64_column
 
 #: benchmark images are also hashed at the sub-windows of this many of the most common tile sizes
@@ -141,6 +141,8 @@ def run_leakage(out: Path, benchmarks: dict[str, Path], exclude: bool = False,
     started = time.perf_counter()
     if not benchmarks:
         raise ConfigError("no benchmark given; pass --against NAME=PATH at least once")
+    for name in benchmarks:
+        check_name(name)
     layout = OutputLayout(Path(out))
     table = read_tiles(layout)
     searchable = searchable_rows(table, config.min_richness)

@@ -21,10 +21,15 @@ FOLDER_SPLITS = {"train": "train", "val": "val", "test": "test"}
 
 
 def read_split_lists(root: Path) -> dict[str, str]:
-    """Image id → split from every ``ImageSets/<split>.txt`` under ``root`` (unpacked files only)."""
+    """Image id → split from every ``ImageSets/<split>.txt`` under ``root`` (unpacked files only). A list whose
+    real path lies outside ``root`` (a symlink out of it) is not the dataset's and is not read: it would decide
+    which images are the benchmark ``rs4m leakage --against hrsc2016=PATH`` takes, from outside PATH."""
     ids: dict[str, str] = {}
+    real_root = root.resolve()
     for stem, split in SPLIT_LISTS:
         for path in sorted(root.glob(f"**/ImageSets/{stem}.txt")):
+            if not path.resolve().is_relative_to(real_root):
+                continue
             for line in path.read_text(encoding="utf-8", errors="replace").split():
                 ids.setdefault(line.strip(), split)
     return ids
