@@ -489,7 +489,7 @@ def test_cli_leakage_refuses_hostile_benchmark_names_writing_nothing(hand_build,
     bench.mkdir()
     Image.fromarray(t[2]).save(bench / "é 1.png")
     before = _files_and_times(out)
-    for name in ("a/b", "../x", "a\nb", "x y", ""):
+    for name in ("a/b", "../x", "a\nb", "x y", "", "LoveDA"):  # the last: an adapter's name in other letters
         result = CliRunner().invoke(get_cli(), ["leakage", str(out), "--against", f"{name}={bench}"])
         assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, (name, result.output)
         assert _files_and_times(out) == before, name  # nothing written on refusal

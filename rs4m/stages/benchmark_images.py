@@ -38,6 +38,12 @@ def check_name(name: str) -> str:
     if not NAME_PATTERN.fullmatch(name):
         raise ConfigError(f"--against {name!r}=...: a benchmark NAME is letters, digits and _ . + - only "
                           "(it names the benchmark in leakage.parquet and in NAME/PATH problem lines)")
+    from rs4m.sources import list_sources
+
+    like = [cls.name for cls in list_sources() if cls.name.lower() == name.lower() and cls.name != name]
+    if like:  # a folder read whole would take the dataset's masks and training images as benchmark images
+        raise ConfigError(f"--against {name}=...: {name!r} is the adapter {like[0]!r} in other letters; write "
+                          f"{like[0]}=PATH for its test split, or another name for a folder of images")
     return name
 
 
