@@ -637,3 +637,85 @@ def test_a_features_part_killed_mid_write_leaves_nothing_used(overlap_build, sce
     assert not temp.exists() and part.exists()
     assert _unit_rows(out) == _unit_rows(overlap_build)
     assert _dedup_rows(out) == _dedup_rows(overlap_build)
+
+
+# --- the search from the features parts, without holding every descriptor ----------------------------------------
+
+
+def _same_pairs(a, b) -> None:
+    assert len(a) == len(b)
+    for name in ("i", "j", "frac", "frac_b", "scale", "rotation", "mirrored", "inliers"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+
+
+def test_search_in_parts_finds_what_the_search_in_memory_finds(overlap_build, tmp_path):
+    from rs4m.layout import OutputLayout
+    from rs4m.overlap import search
+    from rs4m.overlap.store import read_features
+    from rs4m.stages.overlap import feature_parts
+
+    parts = feature_parts(OutputLayout(overlap_build))
+    fs = read_features(parts)
+    here = search.find_overlaps(fs, 0.2)
+    stored_pairs, stored = search.find_overlaps_in_parts(parts, 0.2, tmp_path)
+    assert len(here) > 1
+    _same_pairs(here, stored_pairs)
+    assert stored.ids == fs.ids and np.array_equal(stored.group, fs.group)
+    assert not list(tmp_path.iterdir())  # the planes file is removed
+
+
+def _random_parts(tmp: Path, tiles_per_part=(30, 0, 45, 25), seed=3) -> list[Path]:
+    """Features parts of random tiles (112 keypoints per orientation, some with failed extraction), where a few
+    tiles of other scenes are noisy copies (descriptors and positions) of earlier ones, mirrored or not."""
+    from rs4m.overlap.store import KEYPOINTS, write_features_part
+
+    rng = np.random.default_rng(seed)
+    n = sum(tiles_per_part)
+    desc = rng.integers(0, 256, (n, 2, KEYPOINTS, 16), dtype=np.uint8)
+    xy = rng.integers(0, 256, (n, 2, KEYPOINTS, 2), dtype=np.uint8)
+    for src, dst, side in ((2, 40, 0), (5, 90, 1), (33, 71, 0), (60, 99, 1)):
+        noise = np.packbits(rng.random((KEYPOINTS, 128)) < 0.04, axis=1)
+        desc[dst, side] = desc[src, 0] ^ noise  # side 1: the copy's mirror image is the tile
+        xy[dst, side] = xy[src, 0]
+    parts, row = [], 0
+    for p, count in enumerate(tiles_per_part):
+        rows = []
+        for r in range(row, row + count):
+            item = {"tile_id": f"t{r:04d}", "scene_id": f"s{r // 3}", "width": 512, "height": 512}
+            if r % 17 == 11:
+                item["feature_error"] = "ValueError: no keypoints"
+            else:
+                item.update(desc=desc[r, 0].tobytes(), xy=xy[r, 0].tobytes(), mirror_desc=desc[r, 1].tobytes(),
+                            mirror_xy=xy[r, 1].tobytes())
+            rows.append(item)
+        row += count
+        parts.append(tmp / f"part-{p:05d}.parquet")
+        write_features_part(parts[-1], rows)
+    return parts
+
+
+def test_search_in_parts_equals_the_search_in_memory_on_random_features_with_planted_copies(tmp_path):
+    from rs4m.overlap import search
+    from rs4m.overlap.candidates import candidate_pairs_by_table
+    from rs4m.overlap.store import read_features, write_planes
+
+    parts = _random_parts(tmp_path)
+    fs = read_features(parts)
+    tables, owner = search._index([fs], [True])
+    planes = tmp_path / "planes.bin"
+    with open(planes, "wb") as out:
+        stored = write_planes(parts, out)
+    stored_tables, stored_owner = search._stored_index(stored, planes)
+    assert np.array_equal(owner, stored_owner)
+    for keys, stored_keys in zip(tables, stored_tables, strict=True):
+        assert np.array_equal(keys, stored_keys)
+    i, j, _ = candidate_pairs_by_table(*search._index([fs], [True]), len(fs))
+    assert len(i) == 4  # the planted copies (random 128-bit descriptors do not share 32-bit keys by chance)
+    here = search.find_overlaps(fs, 0.2)
+    assert len(here) == 4 and here.mirrored.sum() == 2  # the planted copies are verified
+    stored_pairs, _ = search.find_overlaps_in_parts(parts, 0.2, tmp_path, engine=None)
+    _same_pairs(here, stored_pairs)
+    last = len(fs) - 1  # a row of the last part
+    some = search.read_feature_rows(stored, np.array([0, 40, last]))
+    assert some.ids == [fs.ids[0], fs.ids[40], fs.ids[last]]
+    assert np.array_equal(some.features(1, mirrored=True).desc, fs.features(40, mirrored=True).desc)

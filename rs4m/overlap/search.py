@@ -18,16 +18,27 @@ same order, as a search in one process.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rs4m.errors import OutputError
-from rs4m.overlap.candidates import BITS, TABLES, byte_columns, candidate_pairs_by_table, owner_dtype, table_keys
+from rs4m.overlap.candidates import (
+    BITS,
+    KEY_CHUNK,
+    TABLES,
+    byte_columns,
+    candidate_pairs_by_table,
+    owner_dtype,
+    table_keys,
+)
 from rs4m.overlap.features import DESC_BYTES, Features
-from rs4m.overlap.store import FeatureSet
+from rs4m.overlap.store import FeatureSet, StoredFeatures, read_feature_rows, write_planes
 from rs4m.overlap.verify import Match, verify
 
 #: inliers a similarity transform needs, and the least share of the overlap their convex hull must span (chance
@@ -91,6 +102,62 @@ def _index(sets: list[FeatureSet], mirrored: list[bool]) -> tuple[Iterator[np.nd
             yield keys
 
     return tables(), np.concatenate(owner)
+
+
+def _stored_index(stored: StoredFeatures, planes: Path) -> tuple[Iterator[np.ndarray], np.ndarray]:
+    """:func:`_index` of ``[stored]`` with the mirrors (the same keys, in the same order), each table's keys
+    made from the bytes it samples alone, read from the planes file :func:`write_planes` wrote a part and
+    :data:`KEY_CHUNK` keypoints at a time: the descriptors are never held."""
+    n = len(stored)
+    row = owner_dtype(n)
+    ids: np.ndarray = np.arange(n, dtype=row)
+    owner = np.concatenate([np.repeat(ids, np.diff(stored.start)), np.repeat(ids, np.diff(stored.mirror_start))])
+
+    def tables() -> Iterator[np.ndarray]:
+        keys = np.empty(len(owner), np.uint32)  # one buffer for every table, as :func:`_index` keeps
+        with open(planes, "rb") as f:
+            for cols in byte_columns(TABLES, BITS, DESC_BYTES):
+                at = 0
+                for offset, count in stored.blocks:
+                    for lo in range(0, count, KEY_CHUNK):
+                        hi = min(lo + KEY_CHUNK, count)
+                        picked = np.empty((hi - lo, len(cols)), np.uint8)
+                        for c, col in enumerate(cols.tolist()):
+                            f.seek(offset + col * count + lo)
+                            picked[:, c] = np.frombuffer(f.read(hi - lo), np.uint8)
+                        table_keys(picked, np.arange(len(cols)), keys[at + lo : at + hi])
+                    at += count
+                yield keys
+
+    return tables(), owner
+
+
+def find_overlaps_in_parts(parts: list[Path], min_frac: float, tmp_dir: Path, min_inliers: int = MIN_INLIERS,
+                           engine: Any = None, tmp_prefix: str = ".overlap-planes.") -> tuple[OverlapPairs,
+                                                                                              StoredFeatures]:
+    """:func:`find_overlaps` of :func:`read_features` of ``parts`` (the same pairs, in the same order) without
+    holding every descriptor: they are written once as byte planes to a temp file in ``tmp_dir`` (named
+    ``tmp_prefix`` + 8 characters + ``.tmp``, removed after), each table's keys are made from the bytes it
+    samples, read from that file, and verification reads the features of the tiles in its candidates alone, a
+    part at a time. Also returns the rows searched (ids and groups, no descriptors)."""
+    fd, name = tempfile.mkstemp(prefix=tmp_prefix, suffix=".tmp", dir=tmp_dir)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            stored = write_planes(parts, out)
+        if len(stored) < 2:
+            return OverlapPairs.of([]), stored
+        tables, owner = _stored_index(stored, Path(name))
+        i, j, _ = candidate_pairs_by_table(tables, owner, len(stored))
+        del owner
+    finally:
+        Path(name).unlink(missing_ok=True)
+    other = stored.group[i] != stored.group[j]
+    i, j = i[other], j[other]
+    rows = np.unique(np.concatenate([i, j]))
+    fs = read_feature_rows(stored, rows)
+    found = _verify(fs, fs, np.searchsorted(rows, i), np.searchsorted(rows, j), min_frac, False, min_inliers,
+                    engine)
+    return OverlapPairs.of([(int(rows[a]), int(rows[b]), m) for a, b, m in found]), stored
 
 
 Accept = Callable[[Match], bool]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -133,12 +134,13 @@ class FeatureSet:
                    desc, xy, start, mdesc, mxy, mstart)
 
 
-def read_features(parts: list[Path]) -> FeatureSet:
-    """Every row with features of the given features parts (rows whose extraction failed are left out), with
-    one ``group`` per scene."""
-    tables = [mf.read_table(p, mf.FEATURES_SCHEMA) for p in parts]
-    table = pa.concat_tables(tables) if tables else mf.FEATURES_SCHEMA.empty_table()
-    table = table.filter(table["desc"].is_valid())
+def _valid_rows(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """One features part's rows with features (those whose extraction failed are left out)."""
+    table = mf.read_table(path, mf.FEATURES_SCHEMA, columns=columns)
+    return table.filter(table["desc"].is_valid())
+
+
+def _feature_set(table: pa.Table) -> FeatureSet:
     desc, start = _flat(table["desc"], DESC_BYTES)
     xy, _ = _flat(table["xy"], 2)
     mdesc, mstart = _flat(table["mirror_desc"], DESC_BYTES)
@@ -148,3 +150,75 @@ def read_features(parts: list[Path]) -> FeatureSet:
         np.zeros(0, np.int64)
     return FeatureSet(table["tile_id"].to_pylist(), group, table["width"].to_numpy().astype(np.int64),
                       table["height"].to_numpy().astype(np.int64), desc, xy, start, mdesc, mxy, mstart)
+
+
+def read_features(parts: list[Path]) -> FeatureSet:
+    """Every row with features of the given features parts (rows whose extraction failed are left out), with
+    one ``group`` per scene."""
+    tables = [_valid_rows(p) for p in parts]
+    return _feature_set(pa.concat_tables(tables) if tables else mf.FEATURES_SCHEMA.empty_table())
+
+
+@dataclass(frozen=True)
+class StoredFeatures:
+    """The rows with features of features parts without their descriptors, which :func:`write_planes` wrote
+    to a file as byte planes: row ``r`` (numbered through the parts in order, as :func:`read_features` numbers
+    them) has ``start[r + 1] - start[r]`` keypoints (``mirror_start`` those of its mirror image); ``group`` one
+    per scene, as :func:`read_features` makes it. ``blocks`` the ``(byte offset, keypoints)`` of each part's
+    descriptors in the planes file, every part's in order, then every part's mirror descriptors: keypoint
+    ``k`` of a block has byte ``c`` at ``offset + c * keypoints + k``."""
+
+    parts: list[Path]
+    ids: list[str]
+    group: np.ndarray  # int64 [N]
+    rows: np.ndarray  # int64 [parts]: rows with features in each part
+    start: np.ndarray  # int64 [N + 1]
+    mirror_start: np.ndarray  # int64 [N + 1]
+    blocks: list[tuple[int, int]]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def write_planes(parts: list[Path], out: BinaryIO) -> StoredFeatures:
+    """Write the descriptors of every row with features of ``parts`` to ``out`` as byte planes, a part at a
+    time (one part's descriptors held at once), and return what the candidate search needs besides them."""
+    ids: list[str] = []
+    scenes: list[pa.Array] = []
+    rows, starts, mirror_starts = [], [np.zeros(1, np.int64)], [np.zeros(1, np.int64)]
+    blocks: list[tuple[int, int]] = []
+    mirror_blocks: list[tuple[int, int]] = []
+    offset, total = 0, [0, 0]  # bytes written; keypoints so far of each orientation
+    for path in parts:
+        table = _valid_rows(path, ["tile_id", "scene_id", "desc", "mirror_desc"])
+        ids += table["tile_id"].to_pylist()
+        scenes.append(table["scene_id"].combine_chunks())
+        rows.append(len(table))
+        for side, (column, where, at) in enumerate((("desc", blocks, starts),
+                                                    ("mirror_desc", mirror_blocks, mirror_starts))):
+            flat, start = _flat(table[column], DESC_BYTES)
+            out.write(np.ascontiguousarray(flat.T).tobytes())
+            where.append((offset, len(flat)))
+            offset += flat.size
+            at.append(start[1:] + total[side])
+            total[side] += len(flat)
+        del table
+    out.flush()
+    scene = pa.chunked_array(scenes, pa.string()).combine_chunks() if scenes else pa.array([], pa.string())
+    group = scene.dictionary_encode().indices.to_numpy(zero_copy_only=False).astype(np.int64) if len(scene) else \
+        np.zeros(0, np.int64)
+    return StoredFeatures(list(parts), ids, group, np.array(rows, np.int64), np.concatenate(starts),
+                          np.concatenate(mirror_starts), blocks + mirror_blocks)
+
+
+def read_feature_rows(stored: StoredFeatures, rows: np.ndarray) -> FeatureSet:
+    """The features of the rows ``rows`` (sorted, distinct row numbers of ``stored``) alone, read a part at a
+    time: row ``k`` of the result is row ``rows[k]``."""
+    rows = np.asarray(rows, np.int64)
+    bounds = np.concatenate([[0], np.cumsum(stored.rows)])
+    tables = []
+    for p, path in enumerate(stored.parts):
+        lo, hi = np.searchsorted(rows, bounds[p : p + 2])
+        if hi > lo:
+            tables.append(_valid_rows(path).take(pa.array(rows[lo:hi] - bounds[p])))
+    return _feature_set(pa.concat_tables(tables) if tables else mf.FEATURES_SCHEMA.empty_table())

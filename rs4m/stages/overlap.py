@@ -63,12 +63,13 @@ def overlap_edges(layout: OutputLayout, ids: np.ndarray, searchable: np.ndarray,
                   engine=None) -> OverlapEdges:
     """Overlap edges among the dedup rows whose tile ids are ``ids`` (``S`` array ``[N]``) and ``searchable``;
     the candidates are verified on ``engine``'s workers when one is given (a cluster engine)."""
-    from rs4m.overlap.search import find_overlaps
-    from rs4m.overlap.store import read_features
+    from rs4m.overlap.search import find_overlaps_in_parts
 
     started = time.perf_counter()
-    fs = read_features(feature_parts(layout))
-    pairs = find_overlaps(fs, config.overlap_frac, engine=engine)
+    # the descriptors are read a table's bytes at a time from a temp file of dedup.parquet's (removed after; one
+    # a killed search leaves is a leftover the next build removes)
+    pairs, fs = find_overlaps_in_parts(feature_parts(layout), config.overlap_frac, layout.root, engine=engine,
+                                       tmp_prefix=f".{layout.dedup.name}.")
     order = np.argsort(ids, kind="stable")
     fs_ids = np.array(fs.ids, dtype=ids.dtype if len(ids) else "S1")
     pos, found = find_sorted(ids[order], fs_ids)
