@@ -16,6 +16,7 @@ ORB descriptors are not (their unrelated-pair collisions are far more frequent, 
 candidate counts here are a lower bound.
 
     python benchmarks/overlap_speed.py [--n 30000 100000] [--rounds 3] [--extraction-only] [--write]
+    python benchmarks/overlap_speed.py --one 100000 --mode by-table [--baseline /tmp/base]
 
 ``--extraction-only`` skips the candidate search (the extraction figures alone, a short run; written to the
 section ``overlap_speed_extraction``).
@@ -49,39 +50,83 @@ def planted_features(n: int, planted: int, per_tile: int = 224, seed: int = 0) -
     return desc.reshape(-1, 16), np.stack([src, dst], 1)
 
 
+PART_TILES = 10_000
+
+
+def write_planted_parts(folder: Path, n: int, planted: int, per_tile: int = 224, seed: int = 0) -> tuple[list[Path],
+                                                                                                          np.ndarray]:
+    """Features parts (:data:`PART_TILES` tiles each, every tile its own scene) of ``n`` tiles of random
+    descriptors and positions, half of them the mirror image's, made a part at a time; the last ``planted``
+    tiles' mirror descriptors are noisy copies (and their positions copies) of the features of earlier tiles,
+    so that the search finds and verifies them as mirrored copies. Also the planted pairs ``int64 [planted, 2]``."""
+    from rs4m.overlap.store import write_features_part
+
+    rng = np.random.default_rng(seed)
+    src = np.sort(rng.choice(n - planted, planted, replace=False))
+    dst = np.arange(n - planted, n)
+    half = per_tile // 2
+    kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # the sources' features, until their copies are made
+    wanted = set(src.tolist())
+    copy_of = dict(zip(dst.tolist(), src.tolist(), strict=True))
+    parts = []
+    for p, lo in enumerate(range(0, n, PART_TILES)):
+        hi = min(lo + PART_TILES, n)
+        desc = rng.integers(0, 256, (hi - lo, 2, half, 16), dtype=np.uint8)
+        xy = rng.integers(0, 256, (hi - lo, 2, half, 2), dtype=np.uint8)
+        for t in range(lo, hi):
+            if t in wanted:
+                kept[t] = desc[t - lo, 0].copy(), xy[t - lo, 0].copy()
+            if t in copy_of:
+                d, q = kept.pop(copy_of[t])
+                desc[t - lo, 1] = d ^ np.packbits(rng.random((half, 128)) < 0.06, axis=1)
+                xy[t - lo, 1] = q
+        rows = [{"tile_id": f"t{t:07d}", "scene_id": f"s{t:07d}", "width": 512, "height": 512,
+                 "desc": desc[t - lo, 0].tobytes(), "xy": xy[t - lo, 0].tobytes(),
+                 "mirror_desc": desc[t - lo, 1].tobytes(), "mirror_xy": xy[t - lo, 1].tobytes()} for t in range(lo, hi)]
+        parts.append(folder / f"part-{p:05d}.parquet")
+        write_features_part(parts[-1], rows)
+        del desc, xy, rows
+    return parts, np.stack([src, dst], 1)
+
+
 def one(n: int, planted: int, mode: str) -> dict:
     """The candidate search over ``n`` planted tiles: ``all-keys`` makes every table's keys first and sorts
-    each table whole (the baseline), ``by-table`` makes each table's keys when it is searched and sorts them in
-    slices of their range (what the build does)."""
-    from rs4m.overlap.candidates import (
-        BITS,
-        TABLES,
-        byte_columns,
-        candidate_pairs,
-        candidate_pairs_by_table,
-        lsh_keys,
-        owner_dtype,
-        table_keys,
-    )
+    each table whole (the baseline, descriptors in memory), ``by-table`` is the build's search from features
+    parts on disk (:func:`rs4m.overlap.search.find_overlaps_in_parts` where the code has it, else the code's
+    :func:`read_features` + :func:`find_overlaps`), verification of the candidates included."""
+    import tempfile
 
-    desc, pairs = planted_features(n, planted)
-    owner = np.repeat(np.arange(n, dtype=owner_dtype(n)), len(desc) // n)  # as the build makes it
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    start = time.perf_counter()
-    if mode == "all-keys":
+    from rs4m.overlap.candidates import candidate_pairs, lsh_keys, owner_dtype
+
+    if mode == "by-table":
+        from rs4m.overlap import search
+        from rs4m.overlap.store import read_features
+
+        with tempfile.TemporaryDirectory(prefix="rs4m-overlap-speed-") as tmp:
+            parts, pairs = write_planted_parts(Path(tmp), n, planted)
+            input_mb = n * 224 * 16 / 2**20
+            rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            start = time.perf_counter()
+            if hasattr(search, "find_overlaps_in_parts"):
+                found_pairs, _ = search.find_overlaps_in_parts(parts, 0.2, Path(tmp))
+            else:
+                found_pairs = search.find_overlaps(read_features(parts), 0.2)
+            seconds = time.perf_counter() - start
+        i, j, keys_s = found_pairs.i, found_pairs.j, float("nan")
+    else:
+        desc, pairs = planted_features(n, planted)
+        input_mb = desc.nbytes / 2**20
+        owner = np.repeat(np.arange(n, dtype=owner_dtype(n)), len(desc) // n)  # as the build makes it
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        start = time.perf_counter()
         keys = lsh_keys(desc)
         keys_s = time.perf_counter() - start
         i, j, _ = candidate_pairs(keys, owner, n, slices=1)  # each table sorted whole, as before
-    else:
-        keys_s = float("nan")  # made inside the search, table by table
-        buffer = np.empty(len(desc), np.uint32)  # one buffer every table's keys are made into, as the build does
-        i, j, _ = candidate_pairs_by_table((table_keys(desc, c, buffer) for c in byte_columns(TABLES, BITS)), owner,
-                                           n)
-    seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start
     found = set(zip(i.tolist(), j.tolist(), strict=True))
     hit = sum((min(a, b), max(a, b)) in found for a, b in pairs.tolist())
     return {"n": n, "mode": mode, "seconds": round(seconds, 1), "keys_s": round(keys_s, 1), "candidates": len(i),
-            "planted": planted, "planted_found": hit, "input_mb": round(desc.nbytes / 2**20),
+            "planted": planted, "planted_found": hit, "input_mb": round(input_mb),
             "rss_before_mb": round(rss_before),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
@@ -89,9 +134,13 @@ def one(n: int, planted: int, mode: str) -> dict:
 MODES = ("all-keys", "by-table")
 
 
-def run_one(n: int, planted: int, mode: str) -> dict:
+def run_one(n: int, planted: int, mode: str, code: str | None = None) -> dict:
+    """One search in a fresh process, with the rs4m of the folder ``code`` when given (else this tree's)."""
+    import os
+
+    env = dict(os.environ, PYTHONPATH=code if code else str(Path(__file__).resolve().parents[1]))
     proc = subprocess.run([sys.executable, __file__, "--one", str(n), "--planted", str(planted), "--mode", mode],
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True, check=True, env=env)
     result = json.loads(proc.stdout)
     print(result, file=sys.stderr)
     return result
@@ -267,9 +316,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="tile-stage rounds without and with features")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=MODES, default="by-table", help=argparse.SUPPRESS)
+    parser.add_argument("--baseline", help="with --one: run the search with the rs4m of this folder too (e.g. "
+                        "`git archive main rs4m | tar -x -C /tmp/base`), then this tree's, and print both")
+    parser.add_argument("--baseline-label", default="baseline")
     parser.add_argument("--extraction-only", action="store_true", help="skip the candidate search")
     parser.add_argument("--write", action="store_true", help="write the figures into benchmarks/RESULTS.md")
     args = parser.parse_args()
+    if args.one and args.baseline:
+        before = run_one(args.one, args.planted, args.mode, args.baseline)
+        now = run_one(args.one, args.planted, args.mode)
+        print("| candidate search | planted found | peak RSS MB | RSS before the search MB | s |")
+        print("|---|---|---|---|---|")
+        for label, r in ((args.baseline_label, before), ("this tree", now)):
+            print(f"| {label} | {r['planted_found']}/{r['planted']} | {r['peak_rss_mb']} | {r['rss_before_mb']} | "
+                  f"{r['seconds']} |")
+        return
     if args.one:
         print(json.dumps(one(args.one, args.planted, args.mode)))
         return
