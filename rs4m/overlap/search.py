@@ -9,11 +9,13 @@ Two searches:
 * :func:`find_leaks`, benchmark image–tile: every (tile, image) pair where the tile shows at least
   ``min_share`` of the image's area.
 
-Cost: the candidate search holds the descriptors and, one table at a time, the keys of every indexed keypoint
-(4 bytes each) while it sorts them (:mod:`rs4m.overlap.candidates`); verification costs about a millisecond per
-candidate, in Python. With a cluster engine (Ray) the verification runs on its workers, the candidates cut into
-units of :data:`VERIFY_UNIT_PAIRS` pairs that carry the features they need; the pairs found are the same, in the
-same order, as a search in one process.
+Cost: the candidate search holds, one table at a time, the keys of every indexed keypoint (4 bytes each) and
+their owners (4 bytes each) while it sorts them (:mod:`rs4m.overlap.candidates`); :func:`find_overlaps` holds
+the descriptors besides, :func:`find_overlaps_in_parts` (the build's) reads each table's bytes from a temp file
+instead and the features of the candidates' tiles alone for verification. Verification costs about a
+millisecond per candidate, in Python. With a cluster engine (Ray) the verification runs on its workers, the
+candidates cut into units of :data:`VERIFY_UNIT_PAIRS` pairs that carry the features they need; the pairs
+found are the same, in the same order, as a search in one process.
 """
 
 from __future__ import annotations

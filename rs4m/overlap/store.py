@@ -1,6 +1,7 @@
 """Local features of a build's tiles on disk: one row per stored tile, written by the tile stage per work unit
-(``OUT/features/part-NNNNN.parquet``, :data:`rs4m.manifest.FEATURES_SCHEMA`) and read back whole for the
-overlap search.
+(``OUT/features/part-NNNNN.parquet``, :data:`rs4m.manifest.FEATURES_SCHEMA`) and read back for the overlap
+search: whole (:func:`read_features`), or a part at a time into byte planes for the candidate search
+(:func:`write_planes`) and only the rows of its candidates for verification (:func:`read_feature_rows`).
 
 A tile's row holds the features of the tile and of its left-right mirror (:func:`rs4m.overlap.extract_both`),
 :data:`KEYPOINTS` each: with the mirror's features stored, a comparison of two stored tiles covers all 8 flips
