@@ -203,7 +203,8 @@ def write_planes(parts: list[Path], out: BinaryIO) -> StoredFeatures:
             offset += flat.size
             at.append(start[1:] + total[side])
             total[side] += len(flat)
-        del table
+        del table, flat
+        pa.default_memory_pool().release_unused()  # the part's buffers, which the pool would keep beside the search
     out.flush()
     scene = pa.chunked_array(scenes, pa.string()).combine_chunks() if scenes else pa.array([], pa.string())
     group = scene.dictionary_encode().indices.to_numpy(zero_copy_only=False).astype(np.int64) if len(scene) else \
@@ -222,4 +223,5 @@ def read_feature_rows(stored: StoredFeatures, rows: np.ndarray) -> FeatureSet:
         lo, hi = np.searchsorted(rows, bounds[p : p + 2])
         if hi > lo:
             tables.append(_valid_rows(path).take(pa.array(rows[lo:hi] - bounds[p])))
+            pa.default_memory_pool().release_unused()  # the rest of the part
     return _feature_set(pa.concat_tables(tables) if tables else mf.FEATURES_SCHEMA.empty_table())
