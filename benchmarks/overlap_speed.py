@@ -11,9 +11,10 @@ Per-tile work without IO (the calls the tile stage makes, without reading the sc
 windowed read of a 512² tile from a real JPEG-compressed COG, richness, pHash + dHash with canonical (dihedral)
 hashes, JPEG encoding, sha256. Search: N tiles of 224 random 128-bit descriptors (112 per orientation, as the
 build indexes them), of which ``--planted`` tiles copy 112 descriptors of another tile with 6 % of bits
-flipped; each N in a fresh process so that its peak RSS is its own. Random descriptors are uniform, which real
-ORB descriptors are not (their unrelated-pair collisions are far more frequent, see overlap_quality), so
-candidate counts here are a lower bound.
+flipped (by-table: written as features parts first, the copies in the mirror features with the positions
+copied, so that verification finds them); each N in a fresh process so that its peak RSS is its own. Random
+descriptors are uniform, which real ORB descriptors are not (their unrelated-pair collisions are far more
+frequent, see overlap_quality), so candidate counts here are a lower bound.
 
     python benchmarks/overlap_speed.py [--n 30000 100000] [--rounds 3] [--extraction-only] [--write]
     python benchmarks/overlap_speed.py --one 100000 --mode by-table [--baseline /tmp/base]
@@ -294,8 +295,9 @@ def report(results: list[dict], cost: dict, ver: dict, stage: dict, variants: di
         return "\n".join(lines)
     lines += ["",
               "Candidate search (16 tables × 32-bit keys, ≥ 4 votes, 224 keypoints per tile; all-keys: every "
-              "table's keys made first and each table sorted whole, the baseline; by-table: each table's keys made "
-              "when it is searched and sorted in 8 slices of their range, as the build does):", "",
+              "table's keys made first and each table sorted whole, the baseline; by-table: the build's search "
+              "from features parts on disk, each table's keys made from the bytes it samples when it is searched "
+              "and sorted in 16 slices of their range, candidates verified, the candidates column its pairs):", "",
               "| N tiles | keys | keys s | total s | candidates | planted found | descriptors MB | peak RSS MB |",
               "|---|---|---|---|---|---|---|---|"]
     for r in results:
