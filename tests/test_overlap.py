@@ -649,7 +649,7 @@ def _same_pairs(a, b) -> None:
 
 
 def test_search_in_parts_finds_what_the_search_in_memory_finds(overlap_build, tmp_path):
-    from rs4m.layout import OutputLayout
+    from rs4m.layout import OutputLayout, is_leftover_name
     from rs4m.overlap import search
     from rs4m.overlap.store import read_features
     from rs4m.stages.overlap import feature_parts
@@ -662,6 +662,8 @@ def test_search_in_parts_finds_what_the_search_in_memory_finds(overlap_build, tm
     _same_pairs(here, stored_pairs)
     assert stored.ids == fs.ids and np.array_equal(stored.group, fs.group)
     assert not list(tmp_path.iterdir())  # the planes file is removed
+    assert not list(overlap_build.glob(".*.tmp"))  # the build's search removed its planes file
+    assert is_leftover_name(".", ".dedup.parquet.abcd_123.tmp")  # one a killed search leaves: the next build's
 
 
 def _random_parts(tmp: Path, tiles_per_part=(30, 0, 45, 25), seed=3) -> list[Path]:
