@@ -162,15 +162,15 @@ def find_overlaps_in_parts(parts: list[Path], min_frac: float, tmp_dir: Path, mi
     return OverlapPairs.of([(int(rows[a]), int(rows[b]), m) for a, b, m in found]), stored
 
 
-Accept = Callable[[Match], bool]
-
-
 def _verified(pairs: Iterator[tuple[int, int]], a_of: Callable[[int], Features],
-              b_of: Callable[[int, bool], Features], accept: Accept, min_inliers: int) -> list[tuple[int, int, Match]]:
+              b_of: Callable[[int, bool], Features], min_frac: float, of_b: bool,
+              min_inliers: int) -> list[tuple[int, int, Match]]:
+    """The pairs whose verified match shares at least ``min_frac`` of ``b``'s area (``of_b``: leaks) or of the
+    smaller image's (tile–tile)."""
     found = []
     for a, b in pairs:
         m = verify(a_of(a), b_of(b, False), b_of(b, True), min_inliers=min_inliers)
-        if m is not None and m.spread >= MIN_SPREAD and accept(m):
+        if m is not None and m.spread >= MIN_SPREAD and (m.frac_b if of_b else m.overlap_frac) >= min_frac:
             found.append((a, b, m))
     return found
 
@@ -191,24 +191,18 @@ class VerifyUnit:
 
 def verify_unit(unit: VerifyUnit) -> tuple[int, list[tuple[int, int, Match]]]:
     """The verified pairs of one unit (as the search in one process finds them) with the unit's index."""
-    def accept(m: Match) -> bool:
-        return (m.frac_b if unit.of_b else m.overlap_frac) >= unit.min_frac
-
     found = _verified(iter(unit.pairs), unit.a_side.__getitem__, lambda b, mirrored: unit.b_side[b][mirrored],
-                      accept, unit.min_inliers)
+                      unit.min_frac, unit.of_b, unit.min_inliers)
     return unit.index, found
 
 
 def _verify(a_set: FeatureSet, b_set: FeatureSet, i: np.ndarray, j: np.ndarray, min_frac: float, of_b: bool,
             min_inliers: int, engine: Any = None) -> list[tuple[int, int, Match]]:
     """Verify candidates ``(i[k], j[k])`` (rows of ``a_set``, ``b_set``): here, or as units on ``engine``."""
-    def accept(m: Match) -> bool:
-        return (m.frac_b if of_b else m.overlap_frac) >= min_frac
-
     pairs = list(zip(i.tolist(), j.tolist(), strict=True))
     if engine is None or len(pairs) <= VERIFY_UNIT_PAIRS:
         return _verified(iter(pairs), a_set.features, lambda b, mirrored: b_set.features(b, mirrored=mirrored),
-                         accept, min_inliers)
+                         min_frac, of_b, min_inliers)
 
     def units() -> Iterator[VerifyUnit]:
         for index, lo in enumerate(range(0, len(pairs), VERIFY_UNIT_PAIRS)):

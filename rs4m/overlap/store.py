@@ -59,23 +59,16 @@ def write_features_part(path: Path, rows: list[dict]) -> None:
                    metadata={"features": {**settings(), "tiles": len(rows)}})
 
 
-def part_is_current(path: Path) -> bool:
-    """Whether a features part is readable and was made with the current extraction settings."""
+def part_is_current(path: Path, stored_tiles: int | None = None) -> bool:
+    """Whether a features part is readable and was made with the current extraction settings (and, given
+    ``stored_tiles``, holds that many rows)."""
     try:
         meta = mf.read_metadata(path, "features")
-    except Exception:  # noqa: BLE001 - missing or unreadable: not current
+    except Exception:  # noqa: BLE001 - missing or unreadable: not current (the unit is redone)
         return False
-    return bool(meta) and all(meta.get(k) == v for k, v in settings().items())
-
-
-def part_is_intact(path: Path, stored_tiles: int) -> bool:
-    """Whether a features part is readable, made with the current settings and holds ``stored_tiles`` rows."""
-    try:
-        meta = mf.read_metadata(path, "features")
-    except Exception:  # noqa: BLE001 - missing or unreadable: the unit is redone
+    if not meta or (stored_tiles is not None and meta.get("tiles") != stored_tiles):
         return False
-    return bool(meta) and meta.get("tiles") == stored_tiles and \
-        all(meta.get(k) == v for k, v in settings().items())
+    return all(meta.get(k) == v for k, v in settings().items())
 
 
 def _flat(column: pa.ChunkedArray, width: int) -> tuple[np.ndarray, np.ndarray]:

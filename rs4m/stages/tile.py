@@ -171,10 +171,14 @@ def _check_size(scene: dict, reader: SceneReader) -> None:
                        f"{reader.info.width}x{reader.info.height} now); scan again to include it")
 
 
-def _feature_rows(batch: list[tuple[dict, np.ndarray]]) -> list[dict]:
-    from rs4m.overlap.store import tile_features_row
+def _flush(batch: list[tuple[dict, np.ndarray]], writer: ShardWriter, cfg: TileConfig, shard: str,
+           features: list[dict] | None) -> None:
+    """Store a batch of kept tiles and, with ``features`` (a list), append their features rows to it."""
+    _store_batch(batch, writer, cfg, shard)
+    if features is not None:
+        from rs4m.overlap.store import tile_features_row
 
-    return [tile_features_row(row["tile_id"], row["scene_id"], rgb) for row, rgb in batch]
+        features.extend(tile_features_row(row["tile_id"], row["scene_id"], rgb) for row, rgb in batch)
 
 
 def tile_scene(scene: dict, task: UnitTask, writer: ShardWriter, shard: str,
@@ -219,14 +223,10 @@ def tile_scene(scene: dict, task: UnitTask, writer: ShardWriter, shard: str,
                 continue
             batch.append((row, rgb))
             if len(batch) == HASH_BATCH:
-                _store_batch(batch, writer, cfg, shard)
-                if features is not None:
-                    features.extend(_feature_rows(batch))
+                _flush(batch, writer, cfg, shard, features)
                 batch = []
     if batch:
-        _store_batch(batch, writer, cfg, shard)
-        if features is not None:
-            features.extend(_feature_rows(batch))
+        _flush(batch, writer, cfg, shard, features)
     if windows and not rows:
         raise BadInput(f"the file declares {scene['width']}x{scene['height']} pixels but stores none of them "
                        "(every block is empty)", scene["scene_path"])

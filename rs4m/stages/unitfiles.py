@@ -27,7 +27,7 @@ def clean_partial(layout: OutputLayout, done: set[int], units: Iterable[int] = (
         if tmp.name.endswith(".tmp") and tmp.parent != layout.root:
             tmp.unlink(missing_ok=True)
     for unit in set(units) - done:
-        for path in (layout.tile_part(unit), layout.unit_errors(unit), layout.feature_part(unit)):
+        for path in layout.unit_files(unit):
             path.unlink(missing_ok=True)
     if layout.shards_dir.is_dir():
         for path in layout.shards_dir.glob("rs4m-[0-9][0-9][0-9][0-9][0-9].tar"):  # only names it writes
@@ -68,9 +68,9 @@ def unit_is_intact(layout: OutputLayout, unit: int, features: bool = False) -> b
 
 
 def _features_intact(layout: OutputLayout, unit: int, stored: int) -> bool:
-    from rs4m.overlap.store import part_is_intact
+    from rs4m.overlap.store import part_is_current
 
-    return part_is_intact(layout.feature_part(unit), stored)
+    return part_is_current(layout.feature_part(unit), stored)
 
 
 def done_units(layout: OutputLayout, features: bool = False) -> set[int]:
