@@ -23,7 +23,9 @@ import stat
 import tarfile
 import warnings
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import numpy as np
 import simplejpeg
@@ -118,59 +120,63 @@ def _too_big(size: int, limit: int, rel: str) -> BadInput:
                     f"(at most {limit}); refused (trailing data or a decompression bomb)", rel)
 
 
+#: what opening or reading a scene file or archive member raises when its bytes cannot be had
+READ_ERRORS = (OSError, KeyError, zipfile.BadZipFile, tarfile.TarError, EOFError)
+
+
+@contextlib.contextmanager
+def _opened(root: Path, rel: str) -> Iterator[tuple[BinaryIO, int]]:
+    """A scene file or archive member as a binary stream and its declared size (the file's, the zip directory's,
+    the tar header's), read as it goes."""
+    split = split_archive(root, rel)
+    with contextlib.ExitStack() as stack:
+        if split is None:
+            fh = stack.enter_context(open_regular(Path(root) / rel))
+            yield fh, os.fstat(fh.fileno()).st_size
+            return
+        path, member = split
+        raw = stack.enter_context(open_regular(path))
+        if archive.archive_kind(path) == archive.ZIP:
+            zf = stack.enter_context(zipfile.ZipFile(raw))
+            size = zf.getinfo(member).file_size
+            yield cast(BinaryIO, stack.enter_context(zf.open(member))), size
+            return
+        tf = stack.enter_context(tarfile.open(fileobj=raw, mode="r:*"))
+        info = tf.getmember(member)
+        stream = tf.extractfile(info)
+        if stream is None:
+            raise KeyError(member)
+        yield cast(BinaryIO, stack.enter_context(stream)), info.size
+
+
+def _unreadable(rel: str, err: BaseException) -> BadInput:
+    return BadInput("truncated or corrupt image: its bytes cannot be read", f"{rel}: {err}")
+
+
 def read_bytes(root: Path, rel: str, limit: int | None = None) -> bytes:
     """The bytes of a scene file or archive member (for the whole-decode formats, which are small).
 
     More than ``limit`` bytes are refused with a :class:`BadInput` before they are read: a zip member's size
     comes from the archive's directory, a tar member's from its header, and the read itself stops at ``limit``.
     """
-    split = split_archive(root, rel)
     cap = -1 if limit is None else limit + 1
     try:
-        if split is None:
-            with open_regular(Path(root) / rel) as fh:
-                data = _bounded_read(fh, os.fstat(fh.fileno()).st_size, limit, cap, rel)
-        else:
-            data = _read_member(*split, limit, cap, rel)
-    except (OSError, KeyError, zipfile.BadZipFile, tarfile.TarError, EOFError) as err:
-        raise BadInput("truncated or corrupt image: its bytes cannot be read", f"{rel}: {err}") from None
-    return data
+        with _opened(root, rel) as (fh, declared):
+            return _bounded_read(fh, declared, limit, cap, rel)
+    except READ_ERRORS as err:
+        raise _unreadable(rel, err) from None
 
 
 @contextlib.contextmanager
-def open_stream(root: Path, rel: str):
+def open_stream(root: Path, rel: str) -> Iterator[BinaryIO]:
     """A binary stream of a scene file or archive member, read as it goes (a context manager): for a format
     decoded piece by piece (:mod:`rs4m.png_stream`). Opening errors are a :class:`BadInput`."""
-    split = split_archive(root, rel)
     with contextlib.ExitStack() as stack:
         try:
-            if split is None:
-                fh = stack.enter_context(open_regular(Path(root) / rel))
-            elif archive.archive_kind(split[0]) == archive.ZIP:
-                zf = stack.enter_context(zipfile.ZipFile(stack.enter_context(open_regular(split[0]))))
-                fh = stack.enter_context(zf.open(split[1]))
-            else:
-                tf = stack.enter_context(tarfile.open(fileobj=stack.enter_context(open_regular(split[0])), mode="r:*"))
-                member = tf.extractfile(tf.getmember(split[1]))
-                if member is None:
-                    raise KeyError(split[1])
-                fh = stack.enter_context(member)
-        except (OSError, KeyError, zipfile.BadZipFile, tarfile.TarError, EOFError) as err:
-            raise BadInput("truncated or corrupt image: its bytes cannot be read", f"{rel}: {err}") from None
+            fh, _ = stack.enter_context(_opened(root, rel))
+        except READ_ERRORS as err:
+            raise _unreadable(rel, err) from None
         yield fh
-
-
-def _read_member(path: Path, member: str, limit: int | None, cap: int, rel: str) -> bytes:
-    """A member's bytes, its size checked from the zip directory or tar header before it is read."""
-    if archive.archive_kind(path) == archive.ZIP:
-        with open_regular(path) as raw, zipfile.ZipFile(raw) as zf, zf.open(member) as fh:
-            return _bounded_read(fh, zf.getinfo(member).file_size, limit, cap, rel)
-    with open_regular(path) as raw, tarfile.open(fileobj=raw, mode="r:*") as tf:
-        info = tf.getmember(member)
-        stream = tf.extractfile(info)
-        if stream is None:
-            raise KeyError(member)
-        return _bounded_read(stream, info.size, limit, cap, rel)
 
 
 def _bounded_read(fh, declared: int, limit: int | None, cap: int, rel: str) -> bytes:
