@@ -163,18 +163,21 @@ def open(out: str | Path) -> Build:  # noqa: A001 - rs4m.open reads like the bui
 
 def make_plan(recipe: str | Path | None = None, *, sources: Sequence[str] = (), root: str | Path | None = None,
               strict: bool = False, engine: str = "local", workers: int | None = None, address: str | None = None,
-              keep_dropped: bool = False, overlap: bool | None = None, **tiling: Any) -> BuildPlan:
+              keep_dropped: bool = False, overlap: bool | None = None, dihedral: bool | None = None,
+              **tiling: Any) -> BuildPlan:
     """The validated plan of a build, made as ``rs4m build`` makes it from its flags: a ``recipe`` TOML (its
     sources under ``root``) or ``sources`` as ``ADAPTER=PATH[,grey=...]`` strings, never both; ``tiling`` keys
     (``tile_size=512``, ``mode="random"``, ...: the recipe's ``[build]`` keys) override every source's tiling;
-    ``overlap`` (``--overlap/--no-overlap``) overrides the recipe's ``[dedup] overlap``.
+    ``overlap`` (``--overlap/--no-overlap``) and ``dihedral`` (``--dihedral/--no-dihedral``) override the recipe's
+    ``[dedup]`` keys of those names.
     Every key is checked here, before any work: a bad one is a :class:`~rs4m.errors.ConfigError`."""
     from rs4m.config import TileConfig, from_mapping
     from rs4m.plan import EngineSettings, plan_from_cli
 
     from_mapping(TileConfig, tiling, "tiling")
     return plan_from_cli(Path(recipe) if recipe else None, Path(root) if root else None, tuple(sources), strict,
-                         tiling, EngineSettings(engine, workers, address), keep_dropped, overlap)
+                         tiling, EngineSettings(engine, workers, address), keep_dropped,
+                         {"overlap": overlap, "dihedral": dihedral})
 
 
 def build(out: str | Path, plan: BuildPlan, *, force: bool = False,

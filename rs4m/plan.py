@@ -123,16 +123,17 @@ def plan_from_flags(sources: list[str] | tuple[str, ...], tile_flags: Mapping[st
 
 def plan_from_cli(recipe: Path | None, root: Path | None, sources: tuple[str, ...], strict: bool,
                   tile_flags: Mapping[str, Any], engine: EngineSettings, keep_dropped: bool = False,
-                  overlap: bool | None = None) -> BuildPlan:
+                  dedup_flags: Mapping[str, Any] | None = None) -> BuildPlan:
     """A recipe or ``--source`` flags (never both) → the plan; ``keep_dropped`` (``--keep-dropped``) wins
-    over the recipe's ``[output]``, ``overlap`` (``--overlap/--no-overlap``, None: not given) over its
-    ``[dedup] overlap``."""
+    over the recipe's ``[output]``, the ``[dedup]`` settings given in ``dedup_flags`` (``--overlap``,
+    ``--no-dihedral``, ...; None: not given) over its ``[dedup]``."""
     if recipe and sources:
         raise ConfigError("give either --recipe or --source, not both")
     plan = plan_from_recipe(recipe, root, strict, tile_flags, engine) if recipe else \
         plan_from_flags(sources, tile_flags, engine)
-    if overlap is not None:
-        plan = replace(plan, dedup=replace(plan.dedup, overlap=overlap))
+    given = {k: v for k, v in (dedup_flags or {}).items() if v is not None}
+    if given:
+        plan = replace(plan, dedup=replace(plan.dedup, **given))
     return replace(plan, output=OutputConfig(keep_dropped=True)) if keep_dropped else plan
 
 

@@ -97,3 +97,26 @@ def test_output_table_decides_the_final_compaction(tmp_path):
     assert plan_from_recipe(rec).stages()[-1] == "compact"
     flags = plan_from_cli(rec, None, (), False, {}, EngineSettings(), keep_dropped=True)
     assert flags.stages()[-1] == "catalog"  # the flag wins over the recipe
+
+
+def test_dedup_flags_win_over_the_recipe_and_the_build_command_turns_dihedral_off(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from rs4m.cli import get_cli
+    from rs4m.plan import plan_from_cli
+
+    make_images(tmp_path / "src", n=2, copies=0)
+    rec = tmp_path / "r.toml"
+    rec.write_text(f'[dedup]\ndihedral = true\noverlap = false\n[[sources]]\nname = "folder"\n'
+                   f'path = "{tmp_path / "src"}"\n')
+    plan = plan_from_cli(rec, None, (), False, {}, EngineSettings(), dedup_flags={"dihedral": False, "overlap": None})
+    assert plan.dedup.dihedral is False and plan.dedup.overlap is False  # None: the recipe's value stays
+    for flag, want in (("--no-dihedral", False), (None, True)):
+        out = tmp_path / f"out-{want}"
+        args = ["build", str(out), "--recipe", str(rec), "--workers", "1", "-q"] + ([flag] if flag else [])
+        result = CliRunner().invoke(get_cli(), args)
+        assert result.exit_code == 0, result.output
+        assert json.loads((out / "build.json").read_text())["dedup"]["dihedral"] is want
+        assert json.loads((out / "dedup.json").read_text())["dihedral"] == ("canonical" if want else "off")

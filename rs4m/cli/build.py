@@ -51,11 +51,11 @@ def source_options(fn: Callable) -> Callable:
 
 def _plan(recipe: Path | None, root: Path | None, sources: tuple[str, ...], strict: bool, workers: int | None,
           engine: str, ray_address: str | None, tile_flags: dict[str, Any], keep_dropped: bool = False,
-          overlap: bool | None = None):
+          dedup_flags: dict[str, Any] | None = None):
     from rs4m.plan import EngineSettings, plan_from_cli
 
     plan = plan_from_cli(recipe, root, sources, strict, tile_flags, EngineSettings(engine, workers, ray_address),
-                         keep_dropped, overlap)
+                         keep_dropped, dedup_flags)
     echo_plan(plan)
     return plan
 
@@ -71,13 +71,16 @@ def _plan(recipe: Path | None, root: Path | None, sources: tuple[str, ...], stri
                    "rotations): the tile stage stores local features of every tile, dedup groups overlapping "
                    "tiles of different scenes. Off by default (it costs more than the rest of the tile stage); "
                    "recipe: [dedup] overlap.")
+@click.option("--dihedral/--no-dihedral", default=None,
+              help="Count flipped and rotated copies as near duplicates (on by default; recipe: [dedup] dihedral).")
 def build(out, recipe, root, sources, strict, workers, engine, ray_address, force, quiet, keep_dropped, overlap,
-          **tile_flags):
+          dihedral, **tile_flags):
     """Build a corpus in OUT: scan, tile, dedup, catalog, then compact the shards to the manifest's tiles.
     Re-run to resume a killed build, or to grow it with new sources, new files or new settings."""
     from rs4m.stages.build import run_build
 
-    plan = _plan(recipe, root, sources, strict, workers, engine, ray_address, tile_flags, keep_dropped, overlap)
+    plan = _plan(recipe, root, sources, strict, workers, engine, ray_address, tile_flags, keep_dropped,
+                 {"overlap": overlap, "dihedral": dihedral})
     with Bars(quiet) as bars:
         report = run_build(out, plan, force=force, progress=bars)
     echo_build(report)
