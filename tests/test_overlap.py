@@ -468,6 +468,7 @@ def test_verification_on_a_cluster_writes_what_one_process_writes(overlap_build,
     run_dedup(spread, config, engine=engine)
     verify_runs = [n for name, n in engine.ran if name == "verify_unit"]
     assert verify_runs and verify_runs[0] > 2
+    assert [name for name, _ in engine.ran].count("slice_votes") == 16  # the candidate search: one run a table
     assert [r for r in _dedup_rows(here) if r["dup_reason"] == "overlap"]
     assert (here / "dedup.parquet").read_bytes() == (spread / "dedup.parquet").read_bytes()
 
@@ -485,6 +486,51 @@ def test_pairs_verified_on_a_cluster_come_back_in_the_order_of_one_process(overl
     assert len(here) > 1
     for name in ("i", "j", "frac", "scale", "rotation", "mirrored", "inliers"):
         assert np.array_equal(getattr(here, name), getattr(spread, name)), name
+
+
+def test_the_candidate_search_cut_into_slices_on_a_cluster_equals_one_process():
+    from rs4m.overlap.candidates import candidate_pairs_by_table, lsh_keys
+
+    rng = np.random.default_rng(5)
+    desc = rng.integers(0, 256, (400, 200, 16), dtype=np.uint8)  # 80,000 keypoints: a table is cut into slices
+    desc[:, 150:] = rng.integers(0, 4, (400, 50, 16), dtype=np.uint8)  # low bytes: runs of many tiles, real votes
+    for src, dst in ((3, 7), (50, 390), (120, 121)):
+        noise = np.packbits(rng.random((80, 128)) < 0.06, axis=1)
+        desc[dst, :80] = desc[src, 20:100] ^ noise
+    owner = np.repeat(np.arange(400, dtype=np.int32), 200)
+    keys = lsh_keys(desc.reshape(-1, 16))
+    here = candidate_pairs_by_table((keys[:, t] for t in range(keys.shape[1])), owner, 400, min_votes=2,
+                                    max_bucket=64)
+    engine = ShuffledCluster()
+    engine.parallelism = 40  # more CPUs than the local search's 16 slices: 64 a table (a power of two)
+    spread = candidate_pairs_by_table((keys[:, t] for t in range(keys.shape[1])), owner, 400, min_votes=2,
+                                      max_bucket=64, engine=engine)
+    assert [name for name, _ in engine.ran] == ["slice_votes"] * keys.shape[1]
+    assert all(n > 16 for _, n in engine.ran)  # the slices, less those with fewer than two keypoints
+    pairs = set(zip(here[0].tolist(), here[1].tolist(), strict=True))
+    assert {(3, 7), (50, 390), (120, 121)} <= pairs and len(pairs) > 10  # the low bytes vote for many pairs
+    whole = candidate_pairs_by_table((keys[:, t] for t in range(keys.shape[1])), owner, 400, min_votes=2,
+                                     max_bucket=64, slices=1)
+    cut = candidate_pairs_by_table((keys[:, t] for t in range(keys.shape[1])), owner, 400, min_votes=2,
+                                   max_bucket=64, slices=40)
+    for a, b, c, d in zip(here, spread, whole, cut, strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b) and np.array_equal(a, c) and np.array_equal(a, d)
+
+
+def test_a_failed_candidate_search_slice_stops_the_search_with_its_reason(overlap_build):
+    from rs4m.engines import UnitFailure
+    from rs4m.layout import OutputLayout
+    from rs4m.overlap import search
+    from rs4m.overlap.store import read_features
+    from rs4m.stages.overlap import feature_parts
+
+    class Failing(ShuffledCluster):
+        def map_units(self, fn, units, retries=2):
+            return [(u, UnitFailure("MemoryError: worker lost")) for u in units]
+
+    fs = read_features(feature_parts(OutputLayout(overlap_build)))
+    with pytest.raises(RuntimeError, match="candidate search slice failed: MemoryError: worker lost"):
+        search.find_overlaps(fs, 0.2, engine=Failing())
 
 
 def test_a_failed_verification_unit_stops_the_search_with_its_reason(overlap_build, tmp_path, monkeypatch):

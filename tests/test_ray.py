@@ -109,7 +109,28 @@ def test_ray_partitioned_hamming_search_equals_local():
         assert w.dtype == g.dtype and np.array_equal(w, g)
 
 
-def test_ray_overlap_verification_equals_one_process(tmp_path, monkeypatch):
+def test_ray_sliced_overlap_candidate_search_equals_local():
+    from rs4m.overlap.candidates import candidate_pairs_by_table, lsh_keys
+
+    rng = np.random.default_rng(6)
+    desc = rng.integers(0, 256, (300, 240, 16), dtype=np.uint8)  # 72,000 keypoints: each table cut into slices
+    desc[:, 200:] = rng.integers(0, 4, (300, 40, 16), dtype=np.uint8)  # low bytes: many voting runs
+    owner = np.repeat(np.arange(300, dtype=np.int32), 240)
+    keys = lsh_keys(desc.reshape(-1, 16))
+    engine = get_engine("ray", workers=2)
+    try:
+        got = candidate_pairs_by_table((keys[:, t] for t in range(keys.shape[1])), owner, 300, min_votes=2,
+                                       max_bucket=64, engine=engine)
+    finally:
+        engine.close()
+    want = candidate_pairs_by_table((keys[:, t] for t in range(keys.shape[1])), owner, 300, min_votes=2,
+                                    max_bucket=64)
+    assert len(want[0]) > 100
+    for w, g in zip(want, got, strict=True):
+        assert w.dtype == g.dtype and np.array_equal(w, g)
+
+
+def test_ray_overlap_search_equals_one_process(tmp_path, monkeypatch):
     import shutil
 
     from rs4m import manifest as mf
@@ -128,7 +149,8 @@ def test_ray_overlap_verification_equals_one_process(tmp_path, monkeypatch):
     here = tmp_path / "here"
     _build(here, _recipe(tmp_path, src, True))
     spread = shutil.copytree(here, tmp_path / "spread")
-    monkeypatch.setattr(search, "VERIFY_UNIT_PAIRS", 2)  # many small units (cut on the driver)
+    monkeypatch.setattr(search, "VERIFY_UNIT_PAIRS", 2)  # many small units (cut on the driver); the candidate
+    # search runs on Ray too, a table a unit (this build has fewer keypoints than a table is sliced at)
     config = DedupConfig(overlap=True)
     engine = get_engine("ray", workers=2)
     try:

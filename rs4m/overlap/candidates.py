@@ -15,7 +15,9 @@ descriptor bits, which is what ``bits`` trades against recall.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -89,23 +91,62 @@ def owner_dtype(n_tiles: int) -> type:
     return np.int32 if n_tiles < 2**31 else np.int64
 
 
+def _slices(key: np.ndarray, slices: int, key_bits: int = 32) -> Iterator[np.ndarray] | None:
+    """Masks of the keys of each slice of the key value range by its top bits, in order (equal keys share a
+    slice; ``slices`` rounded up to a power of two), or None when the table is kept whole (one slice, or fewer
+    than 65,536 keys)."""
+    if slices > 256:
+        raise ValueError(f"slices must be at most 256, got {slices}")
+    if slices <= 1 or len(key) < 1 << 16:
+        return None
+    top_bits = min((slices - 1).bit_length(), key_bits)
+    slices = 1 << top_bits
+    shift = np.uint32(key_bits - top_bits)
+    top = np.empty(len(key), np.uint8)  # 1 byte a keypoint, not 8, made in chunks (no 4-byte working copy)
+    for lo in range(0, len(key), KEY_CHUNK):
+        top[lo : lo + KEY_CHUNK] = key[lo : lo + KEY_CHUNK].astype(np.uint32, copy=False) >> shift
+    return (top == s for s in range(slices))
+
+
 def _table_votes(key: np.ndarray, owner: np.ndarray, n_tiles: int, max_bucket: int, slices: int = SLICES,
                  key_bits: int = 32) -> np.ndarray:
     """Pair codes ``i * n_tiles + j`` (``i < j``) of distinct tiles sharing a key of one table, one per run;
     the keys are taken a slice of their value range at a time (the same pairs, in slice order)."""
-    if slices > 256:
-        raise ValueError(f"slices must be at most 256, got {slices}")
-    if slices <= 1 or len(key) < 1 << 16:
+    masks = _slices(key, slices, key_bits)
+    if masks is None:
         return _slice_votes(key, owner, n_tiles, max_bucket)
-    shift = np.uint32(max(key_bits - (slices - 1).bit_length(), 0))
-    top = np.empty(len(key), np.uint8)  # 1 byte a keypoint, not 8, made in chunks (no 4-byte working copy)
-    for lo in range(0, len(key), KEY_CHUNK):
-        top[lo : lo + KEY_CHUNK] = key[lo : lo + KEY_CHUNK].astype(np.uint32, copy=False) >> shift
-    out = []
-    for s in range(slices):
-        mine = top == s
-        out.append(_slice_votes(key[mine], owner[mine], n_tiles, max_bucket))
-    return np.concatenate(out)
+    return np.concatenate([_slice_votes(key[mine], owner[mine], n_tiles, max_bucket) for mine in masks])
+
+
+@dataclass(frozen=True)
+class VoteSlice:
+    """The keypoints of one table whose keys fall in one slice of the key range: a unit of work (picklable).
+    Equal keys fall in one slice, so the votes of all slices of all tables are every vote of the search."""
+
+    key: np.ndarray  # uint32 [m]
+    owner: np.ndarray  # int [m], the row of each keypoint
+    n_tiles: int
+    max_bucket: int
+
+
+def slice_votes(unit: VoteSlice) -> np.ndarray:
+    """The pair codes of one :class:`VoteSlice` (as :func:`_table_votes` finds them for its keys)."""
+    return _slice_votes(unit.key, unit.owner, unit.n_tiles, unit.max_bucket)
+
+
+def _table_votes_on(engine: Any, key: np.ndarray, owner: np.ndarray, n_tiles: int, max_bucket: int,
+                    slices: int) -> np.ndarray:
+    """:func:`_table_votes` with each slice of the table a unit of ``engine`` (e.g. a Ray task); the votes
+    are the same, in another order (the counting sorts them)."""
+    masks = _slices(key, slices)
+    units = [VoteSlice(key, owner, n_tiles, max_bucket)] if masks is None else \
+        [VoteSlice(key[mine], owner[mine], n_tiles, max_bucket) for mine in masks]
+    votes = []
+    for _unit, result in engine.map_units(slice_votes, (u for u in units if len(u.key) >= 2)):
+        if not isinstance(result, np.ndarray):
+            raise RuntimeError(f"an overlap candidate search slice failed: {getattr(result, 'error', result)}")
+        votes.append(result)
+    return np.concatenate(votes) if votes else np.zeros(0, np.uint64)
 
 
 def _slice_votes(key: np.ndarray, owner: np.ndarray, n_tiles: int, max_bucket: int) -> np.ndarray:
@@ -143,16 +184,25 @@ def candidate_pairs(keys: np.ndarray, owner: np.ndarray, n_tiles: int, min_votes
 
 
 def candidate_pairs_by_table(tables: Iterable[np.ndarray], owner: np.ndarray, n_tiles: int,
-                             min_votes: int = MIN_VOTES, max_bucket: int = MAX_BUCKET,
-                             slices: int = SLICES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                             min_votes: int = MIN_VOTES, max_bucket: int = MAX_BUCKET, slices: int = SLICES,
+                             engine: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`candidate_pairs` with the keys given one table at a time (``uint32 [M]`` each, e.g. made from the
     descriptors as they are needed), so that only one table's keys are ever held; each table is sorted in
     ``slices`` slices of its key range (``slices`` ≤ 256). ``owner`` may be any integer type (int32 from
-    :func:`owner_dtype` halves what it holds)."""
+    :func:`owner_dtype` halves what it holds).
+
+    With an ``engine`` (a cluster), every slice of every table is one of its units, a table at a time, cut
+    into at least as many slices as the engine has CPUs (its ``parallelism``, at most 256); the candidates
+    are the same, byte for byte.
+    """
     owner = np.asarray(owner)
     if owner.dtype.kind not in "iu":  # e.g. an empty list
         owner = owner.astype(np.int64)
-    votes = [_table_votes(key, owner, n_tiles, max_bucket, slices) for key in tables]
+    if engine is None:
+        votes = [_table_votes(key, owner, n_tiles, max_bucket, slices) for key in tables]
+    else:
+        pieces = min(256, max(slices, int(getattr(engine, "parallelism", slices))))
+        votes = [_table_votes_on(engine, key, owner, n_tiles, max_bucket, pieces) for key in tables]
     counted, counts = _runs(np.sort(np.concatenate(votes))) if votes else (np.zeros(0, np.uint64), np.zeros(0))
     keep = counts >= min_votes
     code = counted[keep]

@@ -13,9 +13,10 @@ Cost: the candidate search holds, one table at a time, the keys of every indexed
 their owners (4 bytes each) while it sorts them (:mod:`rs4m.overlap.candidates`); :func:`find_overlaps` holds
 the descriptors besides, :func:`find_overlaps_in_parts` (the build's) reads each table's bytes from a temp file
 instead and the features of the candidates' tiles alone for verification. Verification costs about a
-millisecond per candidate, in Python. With a cluster engine (Ray) the verification runs on its workers, the
-candidates cut into units of :data:`VERIFY_UNIT_PAIRS` pairs that carry the features they need; the pairs
-found are the same, in the same order, as a search in one process.
+millisecond per candidate, in Python. With a cluster engine (Ray) both steps run on its workers: the candidate
+search a slice of a table's key range a unit (:func:`rs4m.overlap.candidates.candidate_pairs_by_table`), the
+verification with the candidates cut into units of :data:`VERIFY_UNIT_PAIRS` pairs that carry the features
+they need; the pairs found are the same, in the same order, as a search in one process.
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ def find_overlaps_in_parts(parts: list[Path], min_frac: float, tmp_dir: Path, mi
         if len(stored) < 2:
             return OverlapPairs.of([]), stored
         tables, owner = _stored_index(stored, Path(name))
-        i, j, _ = candidate_pairs_by_table(tables, owner, len(stored))
+        i, j, _ = candidate_pairs_by_table(tables, owner, len(stored), engine=engine)
         del owner
     finally:
         Path(name).unlink(missing_ok=True)
@@ -222,11 +223,11 @@ def _verify(a_set: FeatureSet, b_set: FeatureSet, i: np.ndarray, j: np.ndarray, 
 def find_overlaps(fs: FeatureSet, min_frac: float, min_inliers: int = MIN_INLIERS,
                   engine: Any = None) -> OverlapPairs:
     """Pairs of images of different groups sharing at least ``min_frac`` of the smaller one's ground; the
-    candidates are verified on ``engine``'s workers when one is given (a cluster), else here."""
+    candidates are searched for and verified on ``engine``'s workers when one is given (a cluster), else here."""
     if len(fs) < 2:
         return OverlapPairs.of([])
     tables, owner = _index([fs], [True])
-    i, j, _ = candidate_pairs_by_table(tables, owner, len(fs))
+    i, j, _ = candidate_pairs_by_table(tables, owner, len(fs), engine=engine)
     other = fs.group[i] != fs.group[j]
     return OverlapPairs.of(_verify(fs, fs, i[other], j[other], min_frac, False, min_inliers, engine))
 
@@ -239,6 +240,6 @@ def find_leaks(tiles: FeatureSet, images: FeatureSet, min_share: float,
         return OverlapPairs.of([])
     tables, owner = _index([tiles, images], [False, True])
     n = len(tiles)
-    i, j, _ = candidate_pairs_by_table(tables, owner, n + len(images))
+    i, j, _ = candidate_pairs_by_table(tables, owner, n + len(images), engine=engine)
     cross = (i < n) & (j >= n)  # i < j: a tile and an image
     return OverlapPairs.of(_verify(tiles, images, i[cross], j[cross] - n, min_share, True, min_inliers, engine))

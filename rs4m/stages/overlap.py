@@ -62,7 +62,7 @@ def feature_parts(layout: OutputLayout) -> list:
 def overlap_edges(layout: OutputLayout, ids: np.ndarray, searchable: np.ndarray, config: DedupConfig,
                   engine=None) -> OverlapEdges:
     """Overlap edges among the dedup rows whose tile ids are ``ids`` (``S`` array ``[N]``) and ``searchable``;
-    the candidates are verified on ``engine``'s workers when one is given (a cluster engine)."""
+    the candidate search and verification run on ``engine``'s workers when one is given (a cluster engine)."""
     from rs4m.overlap.search import find_overlaps_in_parts
 
     started = time.perf_counter()
