@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -99,10 +100,16 @@ def one(n: int, planted: int, mode: str) -> dict:
 
     from rs4m.overlap.candidates import candidate_pairs, lsh_keys, owner_dtype
 
-    if mode == "by-table":
+    digest = ""
+    if mode in ("by-table", "ray"):
         from rs4m.overlap import search
         from rs4m.overlap.store import read_features
 
+        engine = None
+        if mode == "ray":
+            from rs4m.engines import get_engine
+
+            engine = get_engine("ray", workers=os.cpu_count())  # started before the timing (~6 s)
         with tempfile.TemporaryDirectory(prefix="rs4m-overlap-speed-") as tmp:
             parts, pairs = write_planted_parts(Path(tmp), n, planted)
             import pyarrow as pa
@@ -112,11 +119,15 @@ def one(n: int, planted: int, mode: str) -> dict:
             rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             start = time.perf_counter()
             if hasattr(search, "find_overlaps_in_parts"):
-                found_pairs, _ = search.find_overlaps_in_parts(parts, 0.2, Path(tmp))
+                found_pairs, _ = search.find_overlaps_in_parts(parts, 0.2, Path(tmp), engine=engine)
             else:
                 found_pairs = search.find_overlaps(read_features(parts), 0.2)
             seconds = time.perf_counter() - start
+        if engine is not None:
+            engine.close()
         i, j, keys_s = found_pairs.i, found_pairs.j, float("nan")
+        digest = hashlib.sha256(b"".join(getattr(found_pairs, f).tobytes() for f in
+                                         ("i", "j", "frac", "scale", "rotation", "mirrored", "inliers"))).hexdigest()
     else:
         desc, pairs = planted_features(n, planted)
         input_mb = desc.nbytes / 2**20
@@ -130,7 +141,7 @@ def one(n: int, planted: int, mode: str) -> dict:
     found = set(zip(i.tolist(), j.tolist(), strict=True))
     hit = sum((min(a, b), max(a, b)) in found for a, b in pairs.tolist())
     return {"n": n, "mode": mode, "seconds": round(seconds, 1), "keys_s": round(keys_s, 1), "candidates": len(i),
-            "planted": planted, "planted_found": hit, "input_mb": round(input_mb),
+            "planted": planted, "planted_found": hit, "input_mb": round(input_mb), "pairs_sha256": digest[:16],
             "rss_before_mb": round(rss_before),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
@@ -140,9 +151,8 @@ MODES = ("all-keys", "by-table")
 
 def run_one(n: int, planted: int, mode: str, code: str | None = None) -> dict:
     """One search in a fresh process, with the rs4m of the folder ``code`` when given (else this tree's)."""
-    import os
-
-    env = dict(os.environ, PYTHONPATH=code if code else str(Path(__file__).resolve().parents[1]))
+    path = [code or str(Path(__file__).resolve().parents[1])] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
     proc = subprocess.run([sys.executable, __file__, "--one", str(n), "--planted", str(planted), "--mode", mode],
                           capture_output=True, text=True, check=True, env=env)
     result = json.loads(proc.stdout)
@@ -314,13 +324,32 @@ def report(results: list[dict], cost: dict, ver: dict, stage: dict, variants: di
     return "\n".join(lines)
 
 
+def report_ray(results: list[dict]) -> str:
+    lines = [f"The build's overlap search (features parts on disk, candidate search and verification) over "
+             f"{results[0]['n']:,} planted tiles, each run in a fresh process: in that process, and on a local Ray "
+             f"with {os.cpu_count()} CPUs (each slice of a table's key range and each 4096 candidates a task; the "
+             "Ray start, ~6 s, is outside the timing). Peak RSS is the driver's.", "",
+             "| where | s | pairs found | planted found | driver peak RSS MB | pairs sha256 |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        where = "one process" if r["mode"] == "by-table" else "Ray"
+        lines.append(f"| {where} | {r['seconds']} | {r['candidates']:,} | {r['planted_found']}/{r['planted']} | "
+                     f"{r['peak_rss_mb']} | {r['pairs_sha256']} |")
+    same = results[0]["pairs_sha256"] == results[1]["pairs_sha256"]
+    lines += ["", f"Same pairs, transforms and order in both: {'yes' if same else 'NO'}."]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, nargs="+", default=[30_000, 100_000])
     parser.add_argument("--planted", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3, help="tile-stage rounds without and with features")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--mode", choices=MODES, default="by-table", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=MODES + ("ray",), default="by-table", help=argparse.SUPPRESS)
+    parser.add_argument("--ray", type=int, metavar="N", help="the build's search over N planted tiles in one process "
+                        "and on a local Ray with every CPU (candidate search and verification as Ray tasks), side by "
+                        "side; needs rs4m[ray]")
     parser.add_argument("--baseline", help="with --one: run the search with the rs4m of this folder too (e.g. "
                         "`git archive main rs4m | tar -x -C /tmp/base`), then this tree's, and print both")
     parser.add_argument("--baseline-label", default="baseline")
@@ -338,6 +367,15 @@ def main() -> None:
         return
     if args.one:
         print(json.dumps(one(args.one, args.planted, args.mode)))
+        return
+    if args.ray:
+        body = report_ray([run_one(args.ray, args.planted, mode) for mode in ("by-table", "ray")])
+        print(body)
+        if args.write:
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            from results import write_section
+
+            write_section("overlap_search_ray", "python benchmarks/overlap_speed.py " + " ".join(sys.argv[1:]), body)
         return
     results = [] if args.extraction_only else [run_one(n, args.planted, mode) for n in args.n for mode in MODES]
     body = report(results, tile_vs_features(), verify_ms(), tile_stage(args.rounds), extraction_variants())
