@@ -89,7 +89,7 @@ def filter_reason(rgb: np.ndarray, valid: np.ndarray, richness: float | None, f:
     nodata = nodata_fraction(valid)
     if nodata > f.max_nodata_frac:
         return f"mostly nodata ({nodata:.0%} of the tile)"
-    if f.drop_blank and one_colour(rgb[valid] if nodata > 0 else rgb):
+    if f.drop_blank and (one_colour_where(rgb, valid) if nodata > 0 else one_colour(rgb)):
         return "blank tile (one constant colour)"
     return richness_reason(richness, f)
 
@@ -123,6 +123,30 @@ def one_colour(pix: np.ndarray) -> bool:
     if not np.array_equal(head[3:], head[:-3]):
         return False
     return bool(np.array_equal(flat[3:], flat[:-3]))
+
+
+#: rows of a tile compared at a time by :func:`one_colour_where`
+_BLANK_BLOCK_ROWS = 32
+
+
+def one_colour_where(rgb: np.ndarray, valid: np.ndarray) -> bool:
+    """``one_colour(rgb[valid])`` of ``uint8 [H, W, 3]`` and a bool mask ``[H, W]``, without gathering the valid
+    pixels: blocks of rows are compared with the first valid pixel's colour, so a textured tile answers after
+    its first block (the gather alone took ~2.5 ms per 512² tile)."""
+    flat = valid.reshape(-1)
+    first = int(np.argmax(flat))
+    if not flat[first]:
+        return True  # no valid pixel
+    colour = rgb.reshape(-1, rgb.shape[-1])[first]
+    for top in range(first // valid.shape[1], valid.shape[0], _BLANK_BLOCK_ROWS):
+        block = rgb[top : top + _BLANK_BLOCK_ROWS]
+        differs = block[..., 0] != colour[0]
+        for band in range(1, rgb.shape[-1]):
+            differs |= block[..., band] != colour[band]
+        differs &= valid[top : top + _BLANK_BLOCK_ROWS]
+        if differs.any():
+            return False
+    return True
 
 
 class OutputWriteError(Exception):
