@@ -87,7 +87,7 @@ def _smooth_noise(rng: np.random.Generator, h: int, w: int, px: int) -> np.ndarr
 def _synthetic_tiles() -> list[np.ndarray]:
     rng = np.random.default_rng(7)
     shapes = [(512, 512), (224, 224), (300, 500), (513, 257), (50, 37), (16, 16), (15, 15), (17, 33), (8, 40),
-              (1, 1), (256, 256), (272, 272), (288, 288), (1024, 96)]
+              (1, 1), (256, 256), (272, 272), (288, 288), (1024, 96), (16, 10000)]  # last: int32 offsets
     tiles = [rng.integers(0, 256, s + (3,), dtype=np.uint8) for s in shapes]
     tiles += [_smooth_noise(rng, *s, px) for s in shapes[:4] for px in (4, 32)]
     tiles += [np.full((512, 512, 3), v, np.uint8) for v in (0, 77, 255)] + [np.full((224, 224, 3), 3, np.uint8)]
