@@ -163,13 +163,15 @@ def patch_scores(rgb: np.ndarray, patch: int = PATCH_PX) -> np.ndarray:
     return (np.linalg.norm(vectors.reshape((h // patch) * (w // patch), -1), axis=1) / 255.0).astype(np.float32)
 
 
-def tile_richness(rgb: np.ndarray) -> float:
+def tile_richness(rgb: np.ndarray, image: Image.Image | None = None) -> float:
     """Richness of an RGB uint8 tile ``[H, W, 3]``: the mean patch score at the trainer's input size.
 
     A tile that is not 224×224 is first resized to it with Pillow's BILINEAR filter (as the trainer's loader
-    does), so scores compare across tile sizes. A constant tile scores 0.
+    does), so scores compare across tile sizes. A constant tile scores 0. ``image``: the tile as a Pillow RGB
+    image (``Image.fromarray(rgb)``) where the caller has one, to spare a copy.
     """
     if rgb.shape[0] != SCORE_SIZE_PX or rgb.shape[1] != SCORE_SIZE_PX:
-        rgb = np.asarray(Image.fromarray(np.ascontiguousarray(rgb[..., :3])).resize(
-            (SCORE_SIZE_PX, SCORE_SIZE_PX), Image.Resampling.BILINEAR))
+        if image is None:
+            image = Image.fromarray(np.ascontiguousarray(rgb[..., :3]))
+        rgb = np.asarray(image.resize((SCORE_SIZE_PX, SCORE_SIZE_PX), Image.Resampling.BILINEAR))
     return float(patch_scores(rgb).mean())

@@ -148,3 +148,8 @@ def test_bit_identical_on_views_and_extra_bands(real_tiles):
     for view in (rgb[::2, ::2], rgb[:, ::-1], rgb[17:-3, 5:], rgb.swapaxes(0, 1), rgba, rgba[:224, :224]):
         assert tile_richness(view) == frozen_tile_richness(view), view.shape
         assert patch_scores(view).tobytes() == frozen_patch_scores(view).tobytes(), view.shape
+
+
+def test_a_given_pillow_image_gives_the_same_score(real_tiles):
+    for rgb in real_tiles[:3] + _synthetic_tiles()[:3]:
+        assert tile_richness(rgb, Image.fromarray(rgb)) == frozen_tile_richness(rgb)

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 import shapely
+from PIL import Image
 
 from rs4m import manifest as mf
 from rs4m.codec import encode
@@ -167,10 +168,15 @@ def _base_row(scene: dict, win: Window) -> dict:
     }
 
 
-def _store_batch(batch: list[tuple[dict, np.ndarray]], writer: ShardWriter, cfg: TileConfig, shard: str) -> None:
+#: a kept tile waiting for its batch: its row, its pixels and their Pillow ``L`` image (for the hashes)
+Kept = tuple[dict, np.ndarray, Image.Image]
+
+
+def _store_batch(batch: list[Kept], writer: ShardWriter, cfg: TileConfig, shard: str) -> None:
     """Encode, hash and append a batch of kept tiles (rows are completed in place)."""
-    phashes, dhashes, pcanon, dcanon = hashes_with_canonical([rgb for _, rgb in batch])
-    for (row, rgb), ph, dh, p_canon, d_canon in zip(batch, phashes, dhashes, pcanon, dcanon, strict=True):
+    phashes, dhashes, pcanon, dcanon = hashes_with_canonical([rgb for _, rgb, _ in batch],
+                                                             [grey for _, _, grey in batch])
+    for (row, rgb, _), ph, dh, p_canon, d_canon in zip(batch, phashes, dhashes, pcanon, dcanon, strict=True):
         want = (row.get("out_height") or row["height"], row.get("out_width") or row["width"], 3)
         if rgb.shape != want:  # never store pixels that disagree with their row
             raise BadInput("the decoded tile does not have the size of its window",
@@ -204,14 +210,14 @@ def _check_size(scene: dict, reader: SceneReader) -> None:
                        f"{reader.info.width}x{reader.info.height} now); scan again to include it")
 
 
-def _flush(batch: list[tuple[dict, np.ndarray]], writer: ShardWriter, cfg: TileConfig, shard: str,
+def _flush(batch: list[Kept], writer: ShardWriter, cfg: TileConfig, shard: str,
            features: list[dict] | None) -> None:
     """Store a batch of kept tiles and, with ``features`` (a list), append their features rows to it."""
     _store_batch(batch, writer, cfg, shard)
     if features is not None:
         from rs4m.overlap.store import tile_features_row
 
-        features.extend(tile_features_row(row["tile_id"], row["scene_id"], rgb) for row, rgb in batch)
+        features.extend(tile_features_row(row["tile_id"], row["scene_id"], rgb) for row, rgb, _ in batch)
 
 
 def tile_scene(scene: dict, task: UnitTask, writer: ShardWriter, shard: str,
@@ -227,7 +233,7 @@ def tile_scene(scene: dict, task: UnitTask, writer: ShardWriter, shard: str,
                    tuple(scene["rgb_bands"]) if scene["rgb_bands"] else None)
     out_size = (cfg.out_size, cfg.out_size) if cfg.out_size else None
     rows: list[dict] = []
-    batch: list[tuple[dict, np.ndarray]] = []
+    batch: list[Kept] = []
     check_unchanged(scene)
     windows = scene_windows(scene, cfg)
     window_rows = max((win.height for win in windows), default=0)
@@ -247,14 +253,16 @@ def tile_scene(scene: dict, task: UnitTask, writer: ShardWriter, shard: str,
             row["geometry"] = shapely.to_wkb(footprint) if footprint is not None else None
             row["nodata_frac"] = nodata_fraction(valid)
             reason = filter_reason(rgb, valid, None, task.filters)
+            image = None
             if reason is None:  # nodata and blank tests passed: only the richness test is left
-                row["richness"] = tile_richness(rgb)
+                image = Image.fromarray(rgb)  # one Pillow copy for the richness resize and the hashes' L image
+                row["richness"] = tile_richness(rgb, image)
                 reason = richness_reason(row["richness"], task.filters)
             rows.append(row)
-            if reason is not None:
+            if reason is not None or image is None:  # no image only where a filter test failed
                 row["filter_reason"] = reason
                 continue
-            batch.append((row, rgb))
+            batch.append((row, rgb, image.convert("L")))
             if len(batch) == HASH_BATCH:
                 _flush(batch, writer, cfg, shard, features)
                 batch = []
