@@ -66,7 +66,8 @@ def _grey(rgb: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(rgb), mode="RGB").convert("L")
 
 
-def _thumbnails(rgbs: Sequence[np.ndarray], vertical: bool = False) -> tuple[np.ndarray, ...]:
+def _thumbnails(rgbs: Sequence[np.ndarray], vertical: bool = False,
+                greys: Sequence[Image.Image] | None = None) -> tuple[np.ndarray, ...]:
     """Pillow L + LANCZOS thumbnails, exactly as imagehash makes them: ``[B, 32, 32]`` and ``[B, 8, 9]``
     (and with ``vertical`` the ``[B, 9, 8]`` one that differences along columns need).
 
@@ -80,7 +81,7 @@ def _thumbnails(rgbs: Sequence[np.ndarray], vertical: bool = False) -> tuple[np.
     shapes = [rgb.shape[:2] for rgb in rgbs]
     counts = Counter(shapes)
     for i, rgb in enumerate(rgbs):
-        gray = _grey(rgb)
+        gray = _grey(rgb) if greys is None else greys[i]
         shape = shapes[i]
         known = resample.is_probed(shape, sizes)
         orders = resample.pass_orders(shape, sizes) if known or counts[shape] >= PROBE_MIN_TILES else None
@@ -150,7 +151,8 @@ def hashes(rgbs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return phash_from_thumbnails(small), dhash_from_thumbnails(diff)
 
 
-def hashes_with_canonical(rgbs: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
+def hashes_with_canonical(rgbs: Sequence[np.ndarray],
+                          greys: Sequence[Image.Image] | None = None) -> tuple[np.ndarray, ...]:
     """:func:`hashes` plus a flip/rotation-invariant hash pair, for dihedral dedup.
 
     The canonical pair of a tile is the (pHash, dHash) of the one of its 8 flips/rotations whose pHash is
@@ -160,12 +162,17 @@ def hashes_with_canonical(rgbs: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
     decided by the leading bits, i.e. the low, stable frequencies, so a recompressed or resized flipped copy
     usually picks the same variant and lands within a few bits.
 
+    ``greys``: the tiles' Pillow ``L`` images (``Image.fromarray(rgb).convert("L")``, imagehash's first step)
+    where the caller has them.
+
     Returns:
         ``(phash, dhash, phash_canonical, dhash_canonical)``, each ``uint64 [B]``.
     """
     if len(rgbs) == 0:
         return tuple(np.zeros(0, np.uint64) for _ in range(4))
-    small, diff, diff_v = _thumbnails(rgbs, vertical=True)
+    if greys is not None and len(greys) != len(rgbs):
+        raise ValueError(f"{len(greys)} grey images for {len(rgbs)} tiles")
+    small, diff, diff_v = _thumbnails(rgbs, vertical=True, greys=greys)
     flat_coef = _low_dct(small)
     ph, dh = phash_from_thumbnails(small, flat_coef), dhash_from_thumbnails(diff)
     coef = flat_coef.reshape(-1, HASH_SIZE, HASH_SIZE)

@@ -173,3 +173,15 @@ def test_batches_of_one_shape_take_the_fast_path_and_equal_imagehash():
     assert resample.is_probed((299, 257), ((32, 32), (9, 8), (8, 9)))
     for slow, quick in zip((p1, d1, cp1, cd1), fast, strict=True):
         assert quick.tolist() == [int(slow[0])] * hs.PROBE_MIN_TILES
+
+
+def test_given_grey_images_give_the_same_hashes(real_tiles):
+    greys = [Image.fromarray(t).convert("L") for t in real_tiles]
+    want = hs.hashes_with_canonical(real_tiles)
+    got = hs.hashes_with_canonical(real_tiles, greys)
+    assert all(g.tolist() == w.tolist() for g, w in zip(got, want, strict=True))
+    assert got[0].tolist() == [_ref(imagehash.phash, t) for t in real_tiles]
+    swapped = hs.hashes_with_canonical(real_tiles, greys[::-1])  # the grey images are what is hashed
+    assert swapped[0].tolist() != want[0].tolist()
+    with pytest.raises(ValueError, match="grey images"):
+        hs.hashes_with_canonical(real_tiles, greys[:-1])

@@ -137,3 +137,29 @@ def test_one_colour_is_the_per_channel_min_max_definition(h, w, seed, change, ma
     pix = rgb[rng.random((h, w)) < 0.5] if masked else rgb.reshape(-1, 3)
     want = pix.size == 0 or bool((pix.min(axis=0) == pix.max(axis=0)).all())
     assert one_colour(pix) is want
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 600), st.integers(1, 600), st.floats(0.0, 1.0), st.integers(0, 2**32 - 1))
+def test_nodata_fraction_is_one_minus_the_mean_of_the_mask(h, w, share, seed):
+    from rs4m.stages.tile import nodata_fraction
+
+    valid = np.random.default_rng(seed).random((h, w)) < share
+    got = nodata_fraction(valid)
+    assert type(got) is float and got == 1.0 - float(valid.mean())  # the same float, bit for bit
+    assert nodata_fraction(np.zeros((0, 5), bool)) == 1.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 80), st.integers(1, 40), st.integers(0, 2**32 - 1), st.booleans(), st.floats(0.0, 1.0))
+def test_one_colour_where_is_one_colour_of_the_valid_pixels(h, w, seed, change, share):
+    from rs4m.stages.tile import one_colour, one_colour_where
+
+    rng = np.random.default_rng(seed)
+    rgb = np.full((h, w, 3), rng.integers(0, 256, 3), np.uint8)
+    if change:  # one pixel of another colour, valid or not
+        rgb[rng.integers(0, h), rng.integers(0, w), rng.integers(0, 3)] ^= np.uint8(rng.integers(1, 256))
+    valid = rng.random((h, w)) < share
+    assert one_colour_where(rgb, valid) is one_colour(rgb[valid])
+    noisy = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    assert one_colour_where(noisy, valid) is one_colour(noisy[valid])

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 import shapely
+from PIL import Image
 
 from rs4m import manifest as mf
 from rs4m.codec import encode
@@ -86,12 +87,21 @@ def scene_windows(scene: dict, cfg: TileConfig) -> list[Window]:
 
 def filter_reason(rgb: np.ndarray, valid: np.ndarray, richness: float | None, f: FilterConfig) -> str | None:
     """Why a tile is dropped, in words, or None to keep it (the richness test only where ``richness`` is given)."""
-    nodata = 1.0 - float(valid.mean()) if valid.size else 1.0
+    nodata = nodata_fraction(valid)
     if nodata > f.max_nodata_frac:
         return f"mostly nodata ({nodata:.0%} of the tile)"
-    if f.drop_blank and one_colour(rgb[valid] if nodata > 0 else rgb):
+    if f.drop_blank and (one_colour_where(rgb, valid) if nodata > 0 else one_colour(rgb)):
         return "blank tile (one constant colour)"
     return richness_reason(richness, f)
+
+
+def nodata_fraction(valid: np.ndarray) -> float:
+    """The share of invalid pixels of a bool mask ``[h, w]`` (1.0 for an empty one).
+
+    A count, not ``valid.mean()``: the same float (an exact count over the size, rounded once) ~20× faster,
+    as the mean sums the mask in float64.
+    """
+    return 1.0 - int(np.count_nonzero(valid)) / valid.size if valid.size else 1.0
 
 
 def richness_reason(richness: float | None, f: FilterConfig) -> str | None:
@@ -116,6 +126,30 @@ def one_colour(pix: np.ndarray) -> bool:
     return bool(np.array_equal(flat[3:], flat[:-3]))
 
 
+#: rows of a tile compared at a time by :func:`one_colour_where`
+_BLANK_BLOCK_ROWS = 32
+
+
+def one_colour_where(rgb: np.ndarray, valid: np.ndarray) -> bool:
+    """``one_colour(rgb[valid])`` of ``uint8 [H, W, 3]`` and a bool mask ``[H, W]``, without gathering the valid
+    pixels: blocks of rows are compared with the first valid pixel's colour, so a textured tile answers after
+    its first block (the gather alone took ~2.5 ms per 512² tile)."""
+    flat = valid.reshape(-1)
+    first = int(np.argmax(flat))
+    if not flat[first]:
+        return True  # no valid pixel
+    colour = rgb.reshape(-1, rgb.shape[-1])[first]
+    for top in range(first // valid.shape[1], valid.shape[0], _BLANK_BLOCK_ROWS):
+        block = rgb[top : top + _BLANK_BLOCK_ROWS]
+        differs = block[..., 0] != colour[0]
+        for band in range(1, rgb.shape[-1]):
+            differs |= block[..., band] != colour[band]
+        differs &= valid[top : top + _BLANK_BLOCK_ROWS]
+        if differs.any():
+            return False
+    return True
+
+
 class OutputWriteError(Exception):
     """The unit's shard cannot be written (disk full, read-only OUT): the unit fails, not the scene."""
 
@@ -134,10 +168,15 @@ def _base_row(scene: dict, win: Window) -> dict:
     }
 
 
-def _store_batch(batch: list[tuple[dict, np.ndarray]], writer: ShardWriter, cfg: TileConfig, shard: str) -> None:
+#: a kept tile waiting for its batch: its row, its pixels and their Pillow ``L`` image (for the hashes)
+Kept = tuple[dict, np.ndarray, Image.Image]
+
+
+def _store_batch(batch: list[Kept], writer: ShardWriter, cfg: TileConfig, shard: str) -> None:
     """Encode, hash and append a batch of kept tiles (rows are completed in place)."""
-    phashes, dhashes, pcanon, dcanon = hashes_with_canonical([rgb for _, rgb in batch])
-    for (row, rgb), ph, dh, p_canon, d_canon in zip(batch, phashes, dhashes, pcanon, dcanon, strict=True):
+    phashes, dhashes, pcanon, dcanon = hashes_with_canonical([rgb for _, rgb, _ in batch],
+                                                             [grey for _, _, grey in batch])
+    for (row, rgb, _), ph, dh, p_canon, d_canon in zip(batch, phashes, dhashes, pcanon, dcanon, strict=True):
         want = (row.get("out_height") or row["height"], row.get("out_width") or row["width"], 3)
         if rgb.shape != want:  # never store pixels that disagree with their row
             raise BadInput("the decoded tile does not have the size of its window",
@@ -171,14 +210,14 @@ def _check_size(scene: dict, reader: SceneReader) -> None:
                        f"{reader.info.width}x{reader.info.height} now); scan again to include it")
 
 
-def _flush(batch: list[tuple[dict, np.ndarray]], writer: ShardWriter, cfg: TileConfig, shard: str,
+def _flush(batch: list[Kept], writer: ShardWriter, cfg: TileConfig, shard: str,
            features: list[dict] | None) -> None:
     """Store a batch of kept tiles and, with ``features`` (a list), append their features rows to it."""
     _store_batch(batch, writer, cfg, shard)
     if features is not None:
         from rs4m.overlap.store import tile_features_row
 
-        features.extend(tile_features_row(row["tile_id"], row["scene_id"], rgb) for row, rgb in batch)
+        features.extend(tile_features_row(row["tile_id"], row["scene_id"], rgb) for row, rgb, _ in batch)
 
 
 def tile_scene(scene: dict, task: UnitTask, writer: ShardWriter, shard: str,
@@ -194,7 +233,7 @@ def tile_scene(scene: dict, task: UnitTask, writer: ShardWriter, shard: str,
                    tuple(scene["rgb_bands"]) if scene["rgb_bands"] else None)
     out_size = (cfg.out_size, cfg.out_size) if cfg.out_size else None
     rows: list[dict] = []
-    batch: list[tuple[dict, np.ndarray]] = []
+    batch: list[Kept] = []
     check_unchanged(scene)
     windows = scene_windows(scene, cfg)
     window_rows = max((win.height for win in windows), default=0)
@@ -212,16 +251,18 @@ def tile_scene(scene: dict, task: UnitTask, writer: ShardWriter, shard: str,
                 row.update(out_width=rgb.shape[1], out_height=rgb.shape[0])
             footprint = reader.window_footprint(*win)
             row["geometry"] = shapely.to_wkb(footprint) if footprint is not None else None
-            row["nodata_frac"] = 1.0 - float(valid.mean())
+            row["nodata_frac"] = nodata_fraction(valid)
             reason = filter_reason(rgb, valid, None, task.filters)
+            image = None
             if reason is None:  # nodata and blank tests passed: only the richness test is left
-                row["richness"] = tile_richness(rgb)
+                image = Image.fromarray(rgb)  # one Pillow copy for the richness resize and the hashes' L image
+                row["richness"] = tile_richness(rgb, image)
                 reason = richness_reason(row["richness"], task.filters)
             rows.append(row)
-            if reason is not None:
+            if reason is not None or image is None:  # no image only where a filter test failed
                 row["filter_reason"] = reason
                 continue
-            batch.append((row, rgb))
+            batch.append((row, rgb, image.convert("L")))
             if len(batch) == HASH_BATCH:
                 _flush(batch, writer, cfg, shard, features)
                 batch = []
