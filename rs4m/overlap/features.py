@@ -39,6 +39,11 @@ EDGE_PX = 19
 #: the detection pyramid: 8 levels a factor 1.2 apart span 3.6×, so scales 0.5–2× between two images stay in it
 LEVELS = 8
 SCALE_FACTOR = 1.2
+#: FAST corners of lower contrast (intensity steps out of 255) are not detection candidates
+FAST_THRESHOLD = 10
+#: detection candidates per kept keypoint: the Harris-best ``CANDIDATES × max_keypoints`` of the FAST corners
+#: are detected, then ``max_keypoints`` of them kept, spread over the image (:func:`_spread`)
+CANDIDATES = 4
 _Q = 255
 
 
@@ -66,7 +71,8 @@ def _stretch_u8(grey: np.ndarray) -> np.ndarray:
     """``uint8`` grey stretched so its 1st–99th percentiles span 0–255 (a histogram and a lookup table)."""
     import cv2
 
-    cdf = np.cumsum(np.bincount(grey.ravel(), minlength=256)) / max(grey.size, 1)
+    counts = cv2.calcHist([grey], [0], None, [256], [0, 256]).ravel().astype(np.int64)  # 3× np.bincount
+    cdf = np.cumsum(counts) / max(grey.size, 1)
     lo, hi = float(np.searchsorted(cdf, 0.01)), float(np.searchsorted(cdf, 0.99))
     lut = np.clip((np.arange(256, dtype=np.float32) - lo) * (255.0 / max(hi - lo, 1e-6)), 0, 255)
     return cv2.LUT(grey, lut.astype(np.uint8))
@@ -118,16 +124,18 @@ def _work_grey(rgb: np.ndarray, work_px: int,
 
 
 def _detect(grey: np.ndarray, factor: float, size: tuple[int, int], max_keypoints: int, levels: int = LEVELS,
-            scale_factor: float = SCALE_FACTOR, edge_px: int = EDGE_PX):
-    """The ORB detector and ``≤ max_keypoints`` of its keypoints, spread over the image (:func:`_spread`)."""
+            scale_factor: float = SCALE_FACTOR, edge_px: int = EDGE_PX, fast_threshold: int = FAST_THRESHOLD,
+            candidates: int = CANDIDATES):
+    """The ORB detector and ``≤ max_keypoints`` of its keypoints (of ``candidates × max_keypoints`` detected),
+    spread over the image (:func:`_spread`)."""
     import cv2
 
-    orb = cv2.ORB.create(nfeatures=4 * max_keypoints, scaleFactor=scale_factor, nlevels=levels,
-                         edgeThreshold=edge_px, patchSize=31, fastThreshold=10)
+    orb = cv2.ORB.create(nfeatures=candidates * max_keypoints, scaleFactor=scale_factor, nlevels=levels,
+                         edgeThreshold=edge_px, patchSize=31, fastThreshold=fast_threshold)
     keypoints = orb.detect(grey, None)
     if not keypoints:
         return orb, []
-    pts = np.array([kp.pt for kp in keypoints], np.float32) / factor
+    pts = np.asarray(cv2.KeyPoint.convert(keypoints), np.float32) / factor
     keep = _spread(pts, np.array([kp.response for kp in keypoints], np.float32),
                    np.array([kp.octave for kp in keypoints], np.int64), size, max_keypoints)
     return orb, [keypoints[k] for k in keep.tolist()]
@@ -136,33 +144,37 @@ def _detect(grey: np.ndarray, factor: float, size: tuple[int, int], max_keypoint
 def _describe(orb, grey: np.ndarray, keypoints: list, factor: float, size: tuple[int, int]) -> Features:
     """Descriptors of ``keypoints`` (only those: describing every detected candidate costs 4×) → Features;
     OpenCV drops keypoints it cannot describe, so positions come from what it returns."""
+    import cv2
+
     w, h = size
     described, desc = orb.compute(grey, keypoints) if keypoints else ((), None)
     if desc is None or not described:
         return Features(np.zeros((0, DESC_BYTES), np.uint8), np.zeros((0, 2), np.uint8), w, h)
-    frac = np.array([kp.pt for kp in described], np.float32) / factor / np.array([w, h], np.float32)
+    frac = np.asarray(cv2.KeyPoint.convert(described), np.float32) / factor / np.array([w, h], np.float32)
     xy_q = np.clip(np.rint(frac * _Q), 0, _Q).astype(np.uint8)
     return Features(np.ascontiguousarray(desc[:, :DESC_BYTES]), xy_q, w, h)
 
 
 def extract(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS, work_px: int = WORK_PX, levels: int = LEVELS,
-            scale_factor: float = SCALE_FACTOR, edge_px: int = EDGE_PX,
-            max_upscale: float = MAX_UPSCALE) -> Features:
+            scale_factor: float = SCALE_FACTOR, edge_px: int = EDGE_PX, max_upscale: float = MAX_UPSCALE,
+            fast_threshold: int = FAST_THRESHOLD, candidates: int = CANDIDATES) -> Features:
     """ORB features of one image ``[H, W, 3]`` (or ``[H, W]``), any dtype; see :class:`Features`.
 
     The image is resized so its longer side is ``work_px`` (enlarged by at most ``max_upscale``);
-    4 × ``max_keypoints`` candidates are detected over a ``levels``-level pyramid (8 a factor 1.2 apart by
-    default, so scales 0.5–2× between two images stay within it) up to ``edge_px`` from each level's border,
-    and ``max_keypoints`` kept, spread over the image, and described.
+    ``candidates`` × ``max_keypoints`` FAST corners of contrast ≥ ``fast_threshold`` are detected, the best by
+    the Harris score, over a ``levels``-level pyramid (8 a factor 1.2 apart by default, so scales 0.5–2×
+    between two images stay within it) up to ``edge_px`` from each level's border, and ``max_keypoints``
+    kept, spread over the image, and described.
     """
     grey, factor, size = _work_grey(rgb, work_px, max_upscale)
-    orb, keypoints = _detect(grey, factor, size, max_keypoints, levels, scale_factor, edge_px)
+    orb, keypoints = _detect(grey, factor, size, max_keypoints, levels, scale_factor, edge_px, fast_threshold,
+                             candidates)
     return _describe(orb, grey, keypoints, factor, size)
 
 
 def extract_both(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS, work_px: int = WORK_PX, levels: int = LEVELS,
-                 scale_factor: float = SCALE_FACTOR, edge_px: int = EDGE_PX,
-                 max_upscale: float = MAX_UPSCALE) -> tuple[Features, Features]:
+                 scale_factor: float = SCALE_FACTOR, edge_px: int = EDGE_PX, max_upscale: float = MAX_UPSCALE,
+                 fast_threshold: int = FAST_THRESHOLD, candidates: int = CANDIDATES) -> tuple[Features, Features]:
     """Features of the image and of its left-right mirror: with both on one side of a comparison, ORB's
     rotation invariance covers all 8 flips and rotations.
 
@@ -173,9 +185,10 @@ def extract_both(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS, work_px: i
     import cv2
 
     grey, factor, size = _work_grey(rgb, work_px, max_upscale)
-    orb, keypoints = _detect(grey, factor, size, max_keypoints, levels, scale_factor, edge_px)
+    orb, keypoints = _detect(grey, factor, size, max_keypoints, levels, scale_factor, edge_px, fast_threshold,
+                             candidates)
     feats = _describe(orb, grey, keypoints, factor, size)
     last = grey.shape[1] - 1
     mirrored = [cv2.KeyPoint(last - kp.pt[0], kp.pt[1], kp.size, (180.0 - kp.angle) % 360.0, kp.response, kp.octave,
                              kp.class_id) for kp in keypoints]
-    return feats, _describe(orb, np.ascontiguousarray(grey[:, ::-1]), mirrored, factor, size)
+    return feats, _describe(orb, cv2.flip(grey, 1), mirrored, factor, size)
