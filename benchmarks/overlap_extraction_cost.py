@@ -103,8 +103,8 @@ def time_variants(fns: dict, items: list, rounds: int) -> dict[str, float]:
 
 
 def steps_ms(tiles: list[np.ndarray], rounds: int, **settings) -> dict[str, float]:
-    """ms per tile of the extraction's steps under ``settings``: grey + stretch, ORB detection with the spread
-    of the kept keypoints, description of the tile, of its mirror (with the mirrored keypoints made)."""
+    """ms per tile of the extraction's steps under ``settings``: grey + stretch, ORB detection and description
+    with the spread of the kept keypoints, description of the mirror."""
     import cv2
 
     from rs4m.overlap import features as ft
@@ -115,18 +115,17 @@ def steps_ms(tiles: list[np.ndarray], rounds: int, **settings) -> dict[str, floa
     detected = [ft._detect(g, f, s, kp, **settings) for g, f, s in greys]
     mirrored = [(cv2.flip(g, 1), [cv2.KeyPoint(g.shape[1] - 1 - k.pt[0], k.pt[1], k.size, (180.0 - k.angle) % 360.0,
                                                k.response, k.octave, k.class_id) for k in kps])
-                for (g, _, _), (_, kps) in zip(greys, detected, strict=True)]
+                for (g, _, _), (_, kps, _) in zip(greys, detected, strict=True)]
     items = list(range(len(tiles)))
     fns = {"grey": lambda i: ft._work_grey(tiles[i], WORK_PX),
-           "detect": lambda i: ft._detect(*greys[i], kp, **settings),
-           "describe": lambda i: ft._describe(detected[i][0], greys[i][0], detected[i][1], *greys[i][1:]),
+           "detect and describe": lambda i: ft._detect(*greys[i], kp, **settings),
            "describe mirror": lambda i: ft._describe(detected[i][0], *mirrored[i], *greys[i][1:])}
     return time_variants(fns, items, rounds)  # type: ignore[arg-type]
 
 
-def quality(variants: dict[str, dict], pairs: int) -> dict[str, dict]:
+def quality(variants: dict[str, dict], pairs: int, seeds: list[int]) -> dict[str, dict]:
     """Tile–tile recall ≥ 0.5 and precision, leakage recall and precision at the build's thresholds, per
-    variant, on one overlap_quality pool."""
+    variant, on overlap_quality's pool of each seed (figures of all the pools' reports together)."""
     import overlap_quality as oq
 
     from rs4m.overlap import candidates as cand
@@ -134,19 +133,29 @@ def quality(variants: dict[str, dict], pairs: int) -> dict[str, dict]:
     from rs4m.overlap.store import KEYPOINTS, WORK_PX
 
     params = {"tables": cand.TABLES, "bits": cand.BITS, "min_votes": cand.MIN_VOTES, "max_bucket": cand.MAX_BUCKET}
-    pool = oq.build_pool(pairs)
     pair_at, leak_at = oq.build_thresholds()
-    out = {}
-    for name, settings in variants.items():
-        both = [extract_both(im.pixels, KEYPOINTS, WORK_PX, **settings) for im in pool.images]  # as the build
-        feats, mirrors = [f for f, _ in both], [m for _, m in both]
-        _, _, pair_sweep = oq.tile_tile(pool, feats, mirrors, params)
-        _, _, leak_sweep = oq.leakage(pool, feats, mirrors, params)
-        pair, leak = oq.at_thresholds(pair_sweep, pair_at), oq.at_thresholds(leak_sweep, leak_at)
-        out[name] = {"recall": pair["recall_50"], "precision": pair["precision"], "leak_recall": leak["recall_25"],
-                     "leak_precision": leak["precision"]}
-        print(name or "default", out[name], file=sys.stderr)
-    return out
+    sums: dict[str, dict[str, float]] = {name: {} for name in variants}
+    for seed in seeds:
+        pool = oq.build_pool(pairs, seed)
+        big = sum(t >= 0.5 for _, _, _, t in pool.designed)
+        rows = np.arange(len(pool.images))
+        leaking = sum(s >= 0.25 for s in oq.leak_truth(pool, rows[0::2], rows[1::2]).values())
+        for name, settings in variants.items():
+            both = [extract_both(im.pixels, KEYPOINTS, WORK_PX, **settings) for im in pool.images]  # as the build
+            feats, mirrors = [f for f, _ in both], [m for _, m in both]
+            _, _, pair_sweep = oq.tile_tile(pool, feats, mirrors, params)
+            _, _, leak_sweep = oq.leakage(pool, feats, mirrors, params)
+            pair, leak = oq.at_thresholds(pair_sweep, pair_at), oq.at_thresholds(leak_sweep, leak_at)
+            counts = {"found": pair["recall_50"] * big, "big": big, "reported": pair["reported"],
+                      "false": pair["false"], "leak_found": leak["recall_25"] * leaking, "leaking": leaking,
+                      "flagged": leak["flagged"], "leak_false": leak["false"]}
+            for key, value in counts.items():
+                sums[name][key] = sums[name].get(key, 0) + value
+            print(f"seed {seed}", name or "default", counts, file=sys.stderr)
+    return {name: {"recall": c["found"] / c["big"], "precision": 1 - c["false"] / max(c["reported"], 1),
+                   "false": c["false"], "leak_recall": c["leak_found"] / c["leaking"],
+                   "leak_precision": 1 - c["leak_false"] / max(c["flagged"], 1), "leak_false": c["leak_false"]}
+            for name, c in sums.items()}
 
 
 def report(ms: dict[str, float], identical: dict[str, int], kept: dict[str, float], n_tiles: int, rounds: int,
@@ -166,8 +175,8 @@ def report(ms: dict[str, float], identical: dict[str, int], kept: dict[str, floa
     for name, value in ms.items():
         label = {"baseline": "baseline (the other tree's default)", "": "this tree's default"}.get(name, name)
         q = qual.get(name)
-        cells = (f"{q['recall']:.3f} ({q['precision']:.3f}) | {q['leak_recall']:.3f} ({q['leak_precision']:.3f})"
-                 if q else "- | -")
+        cells = (f"{q['recall']:.3f} ({q['precision']:.3f}, {q['false']:.0f} false) | {q['leak_recall']:.3f} "
+                 f"({q['leak_precision']:.3f}, {q['leak_false']:.0f} false)" if q else "- | -")
         same_cell = f"{identical[name]}/{n_tiles}" if has_base else "-"
         lines.append(f"| {label} | {value:.2f} | {value / ref:.2f} | {value / per_off:.0%} | {same_cell} | "
                      f"{kept[name]:.1f} | {cells} |")
@@ -192,6 +201,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quality", action="store_true", help="recall and precision of each variant too")
     parser.add_argument("--pairs", type=int, default=1, help="with --quality: overlap_quality's --pairs")
+    parser.add_argument("--seed", type=int, nargs="+", default=[0], help="with --quality: the pools' seeds")
     parser.add_argument("--section", default="overlap_extraction_cost", help="RESULTS.md section for --write")
     parser.add_argument("--write", action="store_true", help="write the figures into benchmarks/RESULTS.md")
     args = parser.parse_args()
@@ -210,7 +220,7 @@ def main() -> None:
     ms = time_variants(fns, tiles, args.rounds)
     steps = steps_ms(tiles, args.rounds)
     stage = tile_stage(3)
-    qual = quality(variants, args.pairs) if args.quality else {}
+    qual = quality(variants, args.pairs, args.seed) if args.quality else {}
     body = report(ms, identical, kept, len(tiles), args.rounds, stage, steps, qual, (load_start, os.getloadavg()[0]))
     print(body)
     if args.write:

@@ -485,12 +485,13 @@ def main() -> None:
                         help="FAST corners of lower contrast are not detection candidates")
     parser.add_argument("--candidates", type=int, default=CANDIDATES,
                         help="detection candidates (the Harris-best FAST corners) per kept keypoint")
+    parser.add_argument("--seed", type=int, default=0, help="another seed draws another pool (crops, transforms)")
     parser.add_argument("--mirrored-only", action="store_true", help="skip the section without mirrored features")
     parser.add_argument("--section", default="overlap_quality", help="RESULTS.md section written with --write")
     parser.add_argument("--write", action="store_true", help="write the figures into benchmarks/RESULTS.md")
     args = parser.parse_args()
     params = {"tables": cand.TABLES, "bits": cand.BITS, "min_votes": cand.MIN_VOTES, "max_bucket": cand.MAX_BUCKET}
-    pool = build_pool(args.pairs)
+    pool = build_pool(args.pairs, args.seed)
     print(f"pool: {len(pool.images)} images", file=sys.stderr)
     start = time.perf_counter()
     def work_px(im) -> int:

@@ -126,33 +126,43 @@ def _work_grey(rgb: np.ndarray, work_px: int,
 def _detect(grey: np.ndarray, factor: float, size: tuple[int, int], max_keypoints: int, levels: int = LEVELS,
             scale_factor: float = SCALE_FACTOR, edge_px: int = EDGE_PX, fast_threshold: int = FAST_THRESHOLD,
             candidates: int = CANDIDATES):
-    """The ORB detector and ``≤ max_keypoints`` of its keypoints (of ``candidates × max_keypoints`` detected),
-    spread over the image (:func:`_spread`)."""
+    """The ORB detector, ``≤ max_keypoints`` of its keypoints (of ``candidates × max_keypoints`` detected),
+    spread over the image (:func:`_spread`), and their descriptors ``uint8 [K, 32]`` (or None).
+
+    Detection and description share one pass over one pyramid (describing the kept keypoints afterwards
+    builds and blurs it again, which costs more than describing every candidate now). The keypoints come in
+    the order ORB's description returns them, by pyramid level, so that both ways give the same features."""
     import cv2
 
     orb = cv2.ORB.create(nfeatures=candidates * max_keypoints, scaleFactor=scale_factor, nlevels=levels,
                          edgeThreshold=edge_px, patchSize=31, fastThreshold=fast_threshold)
-    keypoints = orb.detect(grey, None)
-    if not keypoints:
-        return orb, []
+    keypoints, desc = orb.detectAndCompute(grey, None)
+    if not keypoints or desc is None:
+        return orb, [], None
     pts = np.asarray(cv2.KeyPoint.convert(keypoints), np.float32) / factor
-    keep = _spread(pts, np.array([kp.response for kp in keypoints], np.float32),
-                   np.array([kp.octave for kp in keypoints], np.int64), size, max_keypoints)
-    return orb, [keypoints[k] for k in keep.tolist()]
+    octave = np.array([kp.octave for kp in keypoints], np.int64)
+    keep = _spread(pts, np.array([kp.response for kp in keypoints], np.float32), octave, size, max_keypoints)
+    keep = keep[np.argsort(octave[keep], kind="stable")]
+    return orb, [keypoints[k] for k in keep.tolist()], desc[keep]
 
 
-def _describe(orb, grey: np.ndarray, keypoints: list, factor: float, size: tuple[int, int]) -> Features:
-    """Descriptors of ``keypoints`` (only those: describing every detected candidate costs 4×) → Features;
-    OpenCV drops keypoints it cannot describe, so positions come from what it returns."""
+def _features(described, desc: np.ndarray | None, factor: float, size: tuple[int, int]) -> Features:
+    """Features of described keypoints (positions in the working pixels) and their ORB descriptors."""
     import cv2
 
     w, h = size
-    described, desc = orb.compute(grey, keypoints) if keypoints else ((), None)
     if desc is None or not described:
         return Features(np.zeros((0, DESC_BYTES), np.uint8), np.zeros((0, 2), np.uint8), w, h)
     frac = np.asarray(cv2.KeyPoint.convert(described), np.float32) / factor / np.array([w, h], np.float32)
     xy_q = np.clip(np.rint(frac * _Q), 0, _Q).astype(np.uint8)
     return Features(np.ascontiguousarray(desc[:, :DESC_BYTES]), xy_q, w, h)
+
+
+def _describe(orb, grey: np.ndarray, keypoints: list, factor: float, size: tuple[int, int]) -> Features:
+    """Features of ``keypoints`` described on ``grey``; OpenCV drops keypoints it cannot describe, so
+    positions come from what it returns."""
+    described, desc = orb.compute(grey, keypoints) if keypoints else ((), None)
+    return _features(described, desc, factor, size)
 
 
 def extract(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS, work_px: int = WORK_PX, levels: int = LEVELS,
@@ -167,9 +177,9 @@ def extract(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS, work_px: int = 
     kept, spread over the image, and described.
     """
     grey, factor, size = _work_grey(rgb, work_px, max_upscale)
-    orb, keypoints = _detect(grey, factor, size, max_keypoints, levels, scale_factor, edge_px, fast_threshold,
-                             candidates)
-    return _describe(orb, grey, keypoints, factor, size)
+    _, keypoints, desc = _detect(grey, factor, size, max_keypoints, levels, scale_factor, edge_px, fast_threshold,
+                                 candidates)
+    return _features(keypoints, desc, factor, size)
 
 
 def extract_both(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS, work_px: int = WORK_PX, levels: int = LEVELS,
@@ -185,9 +195,9 @@ def extract_both(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS, work_px: i
     import cv2
 
     grey, factor, size = _work_grey(rgb, work_px, max_upscale)
-    orb, keypoints = _detect(grey, factor, size, max_keypoints, levels, scale_factor, edge_px, fast_threshold,
-                             candidates)
-    feats = _describe(orb, grey, keypoints, factor, size)
+    orb, keypoints, desc = _detect(grey, factor, size, max_keypoints, levels, scale_factor, edge_px,
+                                   fast_threshold, candidates)
+    feats = _features(keypoints, desc, factor, size)
     last = grey.shape[1] - 1
     mirrored = [cv2.KeyPoint(last - kp.pt[0], kp.pt[1], kp.size, (180.0 - kp.angle) % 360.0, kp.response, kp.octave,
                              kp.class_id) for kp in keypoints]
