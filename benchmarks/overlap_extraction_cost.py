@@ -123,7 +123,7 @@ def steps_ms(tiles: list[np.ndarray], rounds: int, **settings) -> dict[str, floa
     return time_variants(fns, items, rounds)  # type: ignore[arg-type]
 
 
-def quality(variants: dict[str, dict], pairs: int, seeds: list[int]) -> dict[str, dict]:
+def quality(variants: dict[str, dict], pairs: int, seeds: list[int], tile_px: int | None) -> dict[str, dict]:
     """Tile–tile recall ≥ 0.5 and precision, leakage recall and precision at the build's thresholds, per
     variant, on overlap_quality's pool of each seed (figures of all the pools' reports together)."""
     import overlap_quality as oq
@@ -136,7 +136,7 @@ def quality(variants: dict[str, dict], pairs: int, seeds: list[int]) -> dict[str
     pair_at, leak_at = oq.build_thresholds()
     sums: dict[str, dict[str, float]] = {name: {} for name in variants}
     for seed in seeds:
-        pool = oq.build_pool(pairs, seed)
+        pool = oq.build_pool(pairs, seed, tile_px)
         big = sum(t >= 0.5 for _, _, _, t in pool.designed)
         rows = np.arange(len(pool.images))
         leaking = sum(s >= 0.25 for s in oq.leak_truth(pool, rows[0::2], rows[1::2]).values())
@@ -202,6 +202,7 @@ def main() -> None:
     parser.add_argument("--quality", action="store_true", help="recall and precision of each variant too")
     parser.add_argument("--pairs", type=int, default=1, help="with --quality: overlap_quality's --pairs")
     parser.add_argument("--seed", type=int, nargs="+", default=[0], help="with --quality: the pools' seeds")
+    parser.add_argument("--tile-px", type=int, default=None, help="with --quality: overlap_quality's --tile-px")
     parser.add_argument("--section", default="overlap_extraction_cost", help="RESULTS.md section for --write")
     parser.add_argument("--write", action="store_true", help="write the figures into benchmarks/RESULTS.md")
     args = parser.parse_args()
@@ -220,7 +221,7 @@ def main() -> None:
     ms = time_variants(fns, tiles, args.rounds)
     steps = steps_ms(tiles, args.rounds)
     stage = tile_stage(3)
-    qual = quality(variants, args.pairs, args.seed) if args.quality else {}
+    qual = quality(variants, args.pairs, args.seed, args.tile_px) if args.quality else {}
     body = report(ms, identical, kept, len(tiles), args.rounds, stage, steps, qual, (load_start, os.getloadavg()[0]))
     print(body)
     if args.write:

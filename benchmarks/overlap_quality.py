@@ -165,9 +165,10 @@ def _scale(kind: str, rng: np.random.Generator) -> float:
     return float(np.exp(rng.uniform(np.log(0.5), np.log(2.0)))) if kind in ("scale", "combined", "adjacent") else 1.0
 
 
-def build_pool(pairs_per_bin: int, seed: int = 0) -> Pool:
+def build_pool(pairs_per_bin: int, seed: int = 0, tile_px: int | None = None) -> Pool:
     """Designed pairs (every transform × overlap bin × scene, ``pairs_per_bin`` each), adjacent negatives and
-    texture look-alikes from other scenes, in one pool."""
+    texture look-alikes from other scenes, in one pool; crops of 384 px (``tile_px`` when given) from scenes of
+    ≥ 900 px, else 256 px, look-alikes of 256 px (``tile_px``)."""
     global SYNTHETIC_FROM
     rng = np.random.default_rng(seed)
     all_scenes = scenes()
@@ -175,7 +176,7 @@ def build_pool(pairs_per_bin: int, seed: int = 0) -> Pool:
     images: list[Image_] = []
     designed = []
     for s, (_, scene) in enumerate(all_scenes):
-        tile = 384 if min(scene.shape[:2]) >= 900 else 256
+        tile = (tile_px or 384) if min(scene.shape[:2]) >= 900 else 256
         jobs = [(kind, bin_) for kind in TRANSFORMS for bin_ in BINS] * pairs_per_bin + [("adjacent", None)] * 4
         for kind, bin_ in jobs:
             side_b = round(tile * _scale(kind, rng))
@@ -186,7 +187,7 @@ def build_pool(pairs_per_bin: int, seed: int = 0) -> Pool:
             images += [Image_(_crop(scene, ws[0]), s, ws[0], 0, "a"), Image_(b, s, ws[1], k, kind)]
             if bin_ is not None:
                 designed.append((len(images) - 2, len(images) - 1, kind, max(true_overlap(*ws))))
-    images += texture_lookalikes(all_scenes, 256, 6, rng)
+    images += texture_lookalikes(all_scenes, tile_px or 256, 6, rng)
     return Pool(images, designed)
 
 
@@ -461,6 +462,7 @@ def main() -> None:
     from rs4m.overlap.features import (
         CANDIDATES,
         EDGE_PX,
+        ENLARGED_FAST_THRESHOLD,
         FAST_THRESHOLD,
         LEVELS,
         MAX_UPSCALE,
@@ -481,17 +483,21 @@ def main() -> None:
     parser.add_argument("--edge-px", type=int, default=EDGE_PX, help="keypoints detected up to this from the border")
     parser.add_argument("--max-upscale", type=float, default=MAX_UPSCALE,
                         help="an image smaller than --work-px is enlarged by at most this before detection")
-    parser.add_argument("--fast-threshold", type=int, default=FAST_THRESHOLD,
-                        help="FAST corners of lower contrast are not detection candidates")
+    parser.add_argument("--fast-threshold", type=int, default=None,
+                        help=f"FAST corners of lower contrast are not detection candidates (default {FAST_THRESHOLD}, "
+                             f"{ENLARGED_FAST_THRESHOLD} in an enlarged image)")
     parser.add_argument("--candidates", type=int, default=CANDIDATES,
                         help="detection candidates (the Harris-best FAST corners) per kept keypoint")
     parser.add_argument("--seed", type=int, default=0, help="another seed draws another pool (crops, transforms)")
+    parser.add_argument("--tile-px", type=int, default=None,
+                        help="crops of this side from the scenes of ≥ 900 px and look-alikes (default 384, 256 px: "
+                             "all enlarged to --work-px; 512: the build's 512² tiles, not enlarged)")
     parser.add_argument("--mirrored-only", action="store_true", help="skip the section without mirrored features")
     parser.add_argument("--section", default="overlap_quality", help="RESULTS.md section written with --write")
     parser.add_argument("--write", action="store_true", help="write the figures into benchmarks/RESULTS.md")
     args = parser.parse_args()
     params = {"tables": cand.TABLES, "bits": cand.BITS, "min_votes": cand.MIN_VOTES, "max_bucket": cand.MAX_BUCKET}
-    pool = build_pool(args.pairs, args.seed)
+    pool = build_pool(args.pairs, args.seed, args.tile_px)
     print(f"pool: {len(pool.images)} images", file=sys.stderr)
     start = time.perf_counter()
     def work_px(im) -> int:
@@ -502,11 +508,13 @@ def main() -> None:
     feats, mirrors = [f for f, _ in both], [m for _, m in both]
     extract_ms = (time.perf_counter() - start) / len(pool.images) * 1e3
     sizes = np.array([f.nbytes for f in feats])
+    threshold = (f"{FAST_THRESHOLD} ({ENLARGED_FAST_THRESHOLD} in an enlarged image)" if args.fast_threshold is None
+                 else args.fast_threshold)
     where = (f"{args.work_px} px (enlarged ≤ {args.max_upscale:g}×)" if args.work_frac is None
              else f"{args.work_frac:g} of each image's side")
     body = [(f"Features: ORB, {args.keypoints} keypoints per orientation, detected at {where} over "
              f"{args.levels} pyramid levels {args.scale_factor:g}× apart to {args.edge_px} px of their border, "
-             f"the Harris-best {args.candidates}× as many FAST corners of contrast ≥ {args.fast_threshold} detected; "
+             f"the Harris-best {args.candidates}× as many FAST corners of contrast ≥ {threshold} detected; "
              f"{sizes.mean():.0f} bytes per image and orientation on average (max {sizes.max()}), "
              f"{extract_ms:.1f} ms per image for both orientations (256–384 px). Candidate search: {params}."), ""]
     sections = [("Tile–tile, each tile's features and its mirror's indexed", mirrors),

@@ -77,6 +77,12 @@ def test_detection_settings_change_the_candidates(scene):
     positions = {k: {kp.pt for kp in kps} for k, kps in tested.items()}
     assert positions[(10, 4)] != positions[(40, 4)] and positions[(10, 4)] != positions[(10, 1)]
     assert len(tested[(10, 1)]) <= 112 and len(tested[(10, 4)]) == 112
+    # a tile at its own scale is detected at FAST threshold 20, an enlarged one (smoother) at 10
+    small = np.ascontiguousarray(scene[:256, :256])
+    for image, threshold in ((scene[:512, :512], ft.FAST_THRESHOLD), (small, ft.ENLARGED_FAST_THRESHOLD)):
+        assert np.array_equal(extract(image, 112).desc, extract(image, 112, fast_threshold=threshold).desc)
+    smooth = np.ascontiguousarray(_synthetic()[:256, :256])  # where the two thresholds detect differently
+    assert not np.array_equal(extract(smooth, 112).desc, extract(smooth, 112, fast_threshold=ft.FAST_THRESHOLD).desc)
 
 
 def test_rescaled_rotated_crop_is_found_with_its_transform(scene):

@@ -39,8 +39,14 @@ EDGE_PX = 19
 #: the detection pyramid: 8 levels a factor 1.2 apart span 3.6×, so scales 0.5–2× between two images stay in it
 LEVELS = 8
 SCALE_FACTOR = 1.2
-#: FAST corners of lower contrast (intensity steps out of 255) are not detection candidates
-FAST_THRESHOLD = 10
+#: FAST corners of lower contrast (intensity steps out of 255) are not detection candidates. FAST's cost grows
+#: with the corners it finds, and on a tile at its own scale the Harris-best candidates are all of contrast
+#: ≥ 20 anyway (the same features as at 10 on 169 of 169 real 512² tiles, in 0.8× the time); an enlarged image
+#: is smoother, and there the weaker corners are among the best (benchmarks/RESULTS.md,
+#: ``## overlap_extraction_cost``)
+FAST_THRESHOLD = 20
+#: the FAST threshold of an image enlarged to ``work_px``
+ENLARGED_FAST_THRESHOLD = 10
 #: detection candidates per kept keypoint: the Harris-best ``CANDIDATES × max_keypoints`` of the FAST corners
 #: are detected, then ``max_keypoints`` of them kept, spread over the image (:func:`_spread`)
 CANDIDATES = 4
@@ -124,16 +130,20 @@ def _work_grey(rgb: np.ndarray, work_px: int,
 
 
 def _detect(grey: np.ndarray, factor: float, size: tuple[int, int], max_keypoints: int, levels: int = LEVELS,
-            scale_factor: float = SCALE_FACTOR, edge_px: int = EDGE_PX, fast_threshold: int = FAST_THRESHOLD,
+            scale_factor: float = SCALE_FACTOR, edge_px: int = EDGE_PX, fast_threshold: int | None = None,
             candidates: int = CANDIDATES):
     """The ORB detector, ``≤ max_keypoints`` of its keypoints (of ``candidates × max_keypoints`` detected),
-    spread over the image (:func:`_spread`), and their descriptors ``uint8 [K, 32]`` (or None).
+    spread over the image (:func:`_spread`), and their descriptors ``uint8 [K, 32]`` (or None). FAST corners of
+    contrast ≥ ``fast_threshold`` are candidates (by default :data:`FAST_THRESHOLD`, or
+    :data:`ENLARGED_FAST_THRESHOLD` for an enlarged image, ``factor > 1``).
 
     Detection and description share one pass over one pyramid (describing the kept keypoints afterwards
     builds and blurs it again, which costs more than describing every candidate now). The keypoints come in
     the order ORB's description returns them, by pyramid level, so that both ways give the same features."""
     import cv2
 
+    if fast_threshold is None:
+        fast_threshold = ENLARGED_FAST_THRESHOLD if factor > 1.0 else FAST_THRESHOLD
     orb = cv2.ORB.create(nfeatures=candidates * max_keypoints, scaleFactor=scale_factor, nlevels=levels,
                          edgeThreshold=edge_px, patchSize=31, fastThreshold=fast_threshold)
     keypoints, desc = orb.detectAndCompute(grey, None)
@@ -167,14 +177,14 @@ def _describe(orb, grey: np.ndarray, keypoints: list, factor: float, size: tuple
 
 def extract(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS, work_px: int = WORK_PX, levels: int = LEVELS,
             scale_factor: float = SCALE_FACTOR, edge_px: int = EDGE_PX, max_upscale: float = MAX_UPSCALE,
-            fast_threshold: int = FAST_THRESHOLD, candidates: int = CANDIDATES) -> Features:
+            fast_threshold: int | None = None, candidates: int = CANDIDATES) -> Features:
     """ORB features of one image ``[H, W, 3]`` (or ``[H, W]``), any dtype; see :class:`Features`.
 
     The image is resized so its longer side is ``work_px`` (enlarged by at most ``max_upscale``);
-    ``candidates`` × ``max_keypoints`` FAST corners of contrast ≥ ``fast_threshold`` are detected, the best by
-    the Harris score, over a ``levels``-level pyramid (8 a factor 1.2 apart by default, so scales 0.5–2×
-    between two images stay within it) up to ``edge_px`` from each level's border, and ``max_keypoints``
-    kept, spread over the image, and described.
+    ``candidates`` × ``max_keypoints`` FAST corners of contrast ≥ ``fast_threshold`` (by default 20, 10 in an
+    enlarged image) are detected, the best by the Harris score, over a ``levels``-level pyramid (8 a factor
+    1.2 apart by default, so scales 0.5–2× between two images stay within it) up to ``edge_px`` from each
+    level's border, and ``max_keypoints`` kept, spread over the image, and described.
     """
     grey, factor, size = _work_grey(rgb, work_px, max_upscale)
     _, keypoints, desc = _detect(grey, factor, size, max_keypoints, levels, scale_factor, edge_px, fast_threshold,
@@ -184,7 +194,7 @@ def extract(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS, work_px: int = 
 
 def extract_both(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS, work_px: int = WORK_PX, levels: int = LEVELS,
                  scale_factor: float = SCALE_FACTOR, edge_px: int = EDGE_PX, max_upscale: float = MAX_UPSCALE,
-                 fast_threshold: int = FAST_THRESHOLD, candidates: int = CANDIDATES) -> tuple[Features, Features]:
+                 fast_threshold: int | None = None, candidates: int = CANDIDATES) -> tuple[Features, Features]:
     """Features of the image and of its left-right mirror: with both on one side of a comparison, ORB's
     rotation invariance covers all 8 flips and rotations.
 
