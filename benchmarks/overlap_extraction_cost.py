@@ -7,7 +7,8 @@ extracts both orientations of every tile (:func:`rs4m.overlap.extract_both`, as 
 OpenCV thread, the variants taking turns on each tile, each tile's fastest of ``--rounds`` calls. A variant
 is a set of ``extract_both`` keyword arguments (``fast_threshold=20,candidates=2``); ``--baseline`` times the
 ``extract_both`` of another tree's ``rs4m/overlap/features.py`` too (``git archive main rs4m | tar -x -C
-/tmp/base``) and counts the tiles whose features each variant reproduces exactly. The tile stage per tile:
+/tmp/base``) and counts the tiles whose features each variant reproduces exactly (every textured 512²
+tile of those scenes at stride 128, and with ``--quality`` the quality pools' images). The tile stage per tile:
 overlap_speed's end-to-end figure (in-process, overlap off and on with this tree's default), same run.
 
     python benchmarks/overlap_extraction_cost.py [--variant K=V,K=V ...] [--baseline FEATURES_PY] [--rounds 5]
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -123,9 +125,11 @@ def steps_ms(tiles: list[np.ndarray], rounds: int, **settings) -> dict[str, floa
     return time_variants(fns, items, rounds)  # type: ignore[arg-type]
 
 
-def quality(variants: dict[str, dict], pairs: int, seeds: list[int], tile_px: int | None) -> dict[str, dict]:
+def quality(variants: dict[str, dict], pairs: int, seeds: list[int], tile_px: int | None,
+            baseline=None) -> dict[str, dict]:
     """Tile–tile recall ≥ 0.5 and precision, leakage recall and precision at the build's thresholds, per
-    variant, on overlap_quality's pool of each seed (figures of all the pools' reports together)."""
+    variant, on overlap_quality's pool of each seed (figures of all the pools' reports together); with
+    ``baseline`` (an ``extract_both``), the pools' images whose features each variant reproduces exactly."""
     import overlap_quality as oq
 
     from rs4m.overlap import candidates as cand
@@ -140,6 +144,7 @@ def quality(variants: dict[str, dict], pairs: int, seeds: list[int], tile_px: in
         big = sum(t >= 0.5 for _, _, _, t in pool.designed)
         rows = np.arange(len(pool.images))
         leaking = sum(s >= 0.25 for s in oq.leak_truth(pool, rows[0::2], rows[1::2]).values())
+        base = [baseline(im.pixels, KEYPOINTS, WORK_PX) for im in pool.images] if baseline else None
         for name, settings in variants.items():
             both = [extract_both(im.pixels, KEYPOINTS, WORK_PX, **settings) for im in pool.images]  # as the build
             feats, mirrors = [f for f, _ in both], [m for _, m in both]
@@ -148,17 +153,19 @@ def quality(variants: dict[str, dict], pairs: int, seeds: list[int], tile_px: in
             pair, leak = oq.at_thresholds(pair_sweep, pair_at), oq.at_thresholds(leak_sweep, leak_at)
             counts = {"found": pair["recall_50"] * big, "big": big, "reported": pair["reported"],
                       "false": pair["false"], "leak_found": leak["recall_25"] * leaking, "leaking": leaking,
-                      "flagged": leak["flagged"], "leak_false": leak["false"]}
+                      "flagged": leak["flagged"], "leak_false": leak["false"], "images": len(both),
+                      "same": sum(map(same, both, base)) if base else 0}
             for key, value in counts.items():
                 sums[name][key] = sums[name].get(key, 0) + value
             print(f"seed {seed}", name or "default", counts, file=sys.stderr)
     return {name: {"recall": c["found"] / c["big"], "precision": 1 - c["false"] / max(c["reported"], 1),
                    "false": c["false"], "leak_recall": c["leak_found"] / c["leaking"],
-                   "leak_precision": 1 - c["leak_false"] / max(c["flagged"], 1), "leak_false": c["leak_false"]}
+                   "leak_precision": 1 - c["leak_false"] / max(c["flagged"], 1), "leak_false": c["leak_false"],
+                   "same": c["same"], "images": c["images"]}
             for name, c in sums.items()}
 
 
-def report(ms: dict[str, float], identical: dict[str, int], kept: dict[str, float], n_tiles: int, rounds: int,
+def report(ms: dict[str, float], identical: dict[str, int], n_same: int, n_tiles: int, rounds: int,
            stage: dict, steps: dict[str, float], qual: dict[str, dict], load: tuple[float, float]) -> str:
     per_off = stage["off_s"] / stage["tiles"] * 1e3
     per_on = stage["on_s"] / stage["tiles"] * 1e3
@@ -169,17 +176,19 @@ def report(ms: dict[str, float], identical: dict[str, int], kept: dict[str, floa
               f"{load[1]:.2f} at the end (2 cores, shared). Tile stage end to end ({stage['tiles']} stored tiles, "
               f"overlap_speed): {per_off:.1f} ms a tile with overlap off, {per_on:.1f} ms on (this tree's default "
               "extraction)."), "",
-             "| extraction | ms per tile | × baseline | % of the tile stage (off) | same features as the baseline |"
-             " keypoints per orientation | tile–tile recall ≥ 0.5 (precision) | leakage recall (precision) |",
+             ("| extraction | ms per tile | × baseline | % of the tile stage (off) | same features as the baseline: "
+              f"{n_same} real tiles | and the quality pools' images | tile–tile recall ≥ 0.5 (precision) | "
+              "leakage recall (precision) |"),
              "|---|---|---|---|---|---|---|---|"]
     for name, value in ms.items():
         label = {"baseline": "baseline (the other tree's default)", "": "this tree's default"}.get(name, name)
         q = qual.get(name)
         cells = (f"{q['recall']:.3f} ({q['precision']:.3f}, {q['false']:.0f} false) | {q['leak_recall']:.3f} "
                  f"({q['leak_precision']:.3f}, {q['leak_false']:.0f} false)" if q else "- | -")
-        same_cell = f"{identical[name]}/{n_tiles}" if has_base else "-"
+        same_cell = f"{identical[name]}" if has_base else "-"
+        pool_cell = f"{q['same']}/{q['images']}" if q and has_base else "-"
         lines.append(f"| {label} | {value:.2f} | {value / ref:.2f} | {value / per_off:.0%} | {same_cell} | "
-                     f"{kept[name]:.1f} | {cells} |")
+                     f"{pool_cell} | {cells} |")
     total = sum(steps.values())
     lines += ["", "Steps of this tree's default extraction, ms per tile (timed alike): "
               + ", ".join(f"{k} {v:.2f}" for k, v in steps.items()) + f"; sum {total:.2f}."]
@@ -215,19 +224,21 @@ def main() -> None:
     base = load_baseline(args.baseline) if args.baseline else None
     if base is not None:
         fns = {"baseline": lambda t: base.extract_both(t, KEYPOINTS, WORK_PX), **fns}
-    results = {name: [fn(t) for t in tiles] for name, fn in fns.items()}  # first calls stay out of the timing
+    checked = real_tiles(10_000, stride_px=128)  # every textured tile at stride 128, for the same-features count
+    results = {name: [fn(t) for t in checked] for name, fn in fns.items()}  # first calls stay out of the timing
     identical = {name: sum(map(same, got, results["baseline"])) if base else 0 for name, got in results.items()}
-    kept = {name: float(np.mean([len(f.desc) for f, _ in got])) for name, got in results.items()}
     ms = time_variants(fns, tiles, args.rounds)
     steps = steps_ms(tiles, args.rounds)
     stage = tile_stage(3)
-    qual = quality(variants, args.pairs, args.seed, args.tile_px) if args.quality else {}
-    body = report(ms, identical, kept, len(tiles), args.rounds, stage, steps, qual, (load_start, os.getloadavg()[0]))
+    qual = quality(variants, args.pairs, args.seed, args.tile_px, base.extract_both if base else None) \
+        if args.quality else {}
+    load = (load_start, os.getloadavg()[0])
+    body = report(ms, identical, len(checked), len(tiles), args.rounds, stage, steps, qual, load)
     print(body)
     if args.write:
         from results import write_section
 
-        write_section(args.section, "python benchmarks/overlap_extraction_cost.py " + " ".join(sys.argv[1:]), body)
+        write_section(args.section, "python benchmarks/overlap_extraction_cost.py " + shlex.join(sys.argv[1:]), body)
 
 
 if __name__ == "__main__":
