@@ -16,14 +16,17 @@ every pair of the pool can be a false positive; the truth of any pair is the sha
 (zero across scenes).
 
     python benchmarks/overlap_quality.py [--pairs 60] [--keypoints K] [--work-px PX] [--edge-px PX]
-        [--max-upscale F] [--mirrored-only] [--write]
+        [--max-upscale F] [--fast-threshold T] [--candidates C] [--mirrored-only] [--section NAME] [--write]
 
 ``--keypoints``, ``--work-px``, ``--edge-px`` and ``--max-upscale`` set the extraction (keypoints kept per
 orientation, the side the image is brought to before detection, how near each pyramid level's border
 keypoints are detected, how much a smaller image may be enlarged) so that other features can be checked
 side by side (``--edge-px 31 --max-upscale 1``: the extraction before the rescaled-pair fix);
-``--mirrored-only`` skips the section without mirrored features (what the build stores: both orientations
-of every tile).
+``--fast-threshold`` and ``--candidates`` set the detection (the FAST contrast threshold, and detection
+candidates per kept keypoint, the Harris-best of the FAST corners), which decide most of the extraction's
+cost (benchmarks/overlap_extraction_cost.py); ``--mirrored-only`` skips the section without mirrored
+features (what the build stores: both orientations of every tile). The last line gives recall and precision
+at the build's thresholds.
 """
 
 from __future__ import annotations
@@ -162,9 +165,10 @@ def _scale(kind: str, rng: np.random.Generator) -> float:
     return float(np.exp(rng.uniform(np.log(0.5), np.log(2.0)))) if kind in ("scale", "combined", "adjacent") else 1.0
 
 
-def build_pool(pairs_per_bin: int, seed: int = 0) -> Pool:
+def build_pool(pairs_per_bin: int, seed: int = 0, tile_px: int | None = None) -> Pool:
     """Designed pairs (every transform × overlap bin × scene, ``pairs_per_bin`` each), adjacent negatives and
-    texture look-alikes from other scenes, in one pool."""
+    texture look-alikes from other scenes, in one pool; crops of 384 px (``tile_px`` when given) from scenes of
+    ≥ 900 px, else 256 px, look-alikes of 256 px (``tile_px``)."""
     global SYNTHETIC_FROM
     rng = np.random.default_rng(seed)
     all_scenes = scenes()
@@ -172,7 +176,7 @@ def build_pool(pairs_per_bin: int, seed: int = 0) -> Pool:
     images: list[Image_] = []
     designed = []
     for s, (_, scene) in enumerate(all_scenes):
-        tile = 384 if min(scene.shape[:2]) >= 900 else 256
+        tile = (tile_px or 384) if min(scene.shape[:2]) >= 900 else 256
         jobs = [(kind, bin_) for kind in TRANSFORMS for bin_ in BINS] * pairs_per_bin + [("adjacent", None)] * 4
         for kind, bin_ in jobs:
             side_b = round(tile * _scale(kind, rng))
@@ -183,7 +187,7 @@ def build_pool(pairs_per_bin: int, seed: int = 0) -> Pool:
             images += [Image_(_crop(scene, ws[0]), s, ws[0], 0, "a"), Image_(b, s, ws[1], k, kind)]
             if bin_ is not None:
                 designed.append((len(images) - 2, len(images) - 1, kind, max(true_overlap(*ws))))
-    images += texture_lookalikes(all_scenes, 256, 6, rng)
+    images += texture_lookalikes(all_scenes, tile_px or 256, 6, rng)
     return Pool(images, designed)
 
 
@@ -386,8 +390,9 @@ def _table(rows: list[dict], keys: list[str]) -> list[str]:
     return out
 
 
-def tile_tile(pool: Pool, feats: list, mirrors: list | None, params: dict) -> tuple[list[str], dict]:
-    """Search the whole pool as a corpus of tiles; the sweep table, the breakdown and the default."""
+def tile_tile(pool: Pool, feats: list, mirrors: list | None, params: dict) -> tuple[list[str], dict, list[dict]]:
+    """Search the whole pool as a corpus of tiles; the sweep table, the breakdown, the default and the sweep's
+    rows."""
     start = time.perf_counter()
     rows = np.arange(len(pool.images))
     i, j = search(feats, mirrors, rows, None, params)
@@ -409,12 +414,12 @@ def tile_tile(pool: Pool, feats: list, mirrors: list | None, params: dict) -> tu
              f"{default['min_inliers']}, min_spread {default['min_spread']}, overlap_frac {default['overlap_frac']}. "
              "At the default:"), "",
              *pair_breakdown(pool, found, default)]
-    return lines, default
+    return lines, default, sweep
 
 
-def leakage(pool: Pool, feats: list, mirrors: list, params: dict) -> tuple[list[str], dict]:
+def leakage(pool: Pool, feats: list, mirrors: list, params: dict) -> tuple[list[str], dict, list[dict]]:
     """Benchmark images (odd rows: the transformed side) against tiles (even rows), both orientations of the
-    benchmark image in the index."""
+    benchmark image in the index; the lines, the sweep's default and its rows."""
     tiles, queries = np.arange(0, len(pool.images), 2), np.arange(1, len(pool.images), 2)
     i, j = search(feats, mirrors, tiles, queries, params)
     found = verify_all(pool, feats, mirrors, i, j)
@@ -427,12 +432,43 @@ def leakage(pool: Pool, feats: list, mirrors: list, params: dict) -> tuple[list[
               f"min_spread {default['min_spread']}, "
              f"leak_overlap {default['leak_overlap']}. At the default:"), "",
              *leak_breakdown(pool, found, share, default)]
-    return lines, default
+    return lines, default, sweep
+
+
+def build_thresholds() -> tuple[dict, dict]:
+    """The build's verification thresholds, as keys of the tile–tile and the leakage sweep rows."""
+    from rs4m.config import DedupConfig
+    from rs4m.overlap.search import MIN_INLIERS, MIN_SPREAD
+
+    config = DedupConfig()
+    return ({"min_inliers": MIN_INLIERS, "min_spread": MIN_SPREAD, "overlap_frac": config.overlap_frac},
+            {"min_inliers": MIN_INLIERS, "min_spread": MIN_SPREAD, "leak_overlap": config.leak_overlap})
+
+
+def at_thresholds(sweep: list[dict], thresholds: dict) -> dict:
+    """The sweep's row at ``thresholds``."""
+    return next(r for r in sweep if all(np.isclose(r[k], v) for k, v in thresholds.items()))
+
+
+def extraction_settings(args: argparse.Namespace) -> dict:
+    """``extract_both``'s keyword arguments from the flags (all but the working size, which is per image)."""
+    return {"max_keypoints": args.keypoints, "levels": args.levels, "scale_factor": args.scale_factor,
+            "edge_px": args.edge_px, "max_upscale": args.max_upscale, "fast_threshold": args.fast_threshold,
+            "candidates": args.candidates}
 
 
 def main() -> None:
     from rs4m.overlap import candidates as cand
-    from rs4m.overlap.features import EDGE_PX, LEVELS, MAX_UPSCALE, SCALE_FACTOR, extract_both
+    from rs4m.overlap.features import (
+        CANDIDATES,
+        EDGE_PX,
+        ENLARGED_FAST_THRESHOLD,
+        FAST_THRESHOLD,
+        LEVELS,
+        MAX_UPSCALE,
+        SCALE_FACTOR,
+        extract_both,
+    )
     from rs4m.overlap.store import KEYPOINTS, WORK_PX
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -447,36 +483,55 @@ def main() -> None:
     parser.add_argument("--edge-px", type=int, default=EDGE_PX, help="keypoints detected up to this from the border")
     parser.add_argument("--max-upscale", type=float, default=MAX_UPSCALE,
                         help="an image smaller than --work-px is enlarged by at most this before detection")
+    parser.add_argument("--fast-threshold", type=int, default=None,
+                        help=f"FAST corners of lower contrast are not detection candidates (default {FAST_THRESHOLD}, "
+                             f"{ENLARGED_FAST_THRESHOLD} in an enlarged image)")
+    parser.add_argument("--candidates", type=int, default=CANDIDATES,
+                        help="detection candidates (the Harris-best FAST corners) per kept keypoint")
+    parser.add_argument("--seed", type=int, default=0, help="another seed draws another pool (crops, transforms)")
+    parser.add_argument("--tile-px", type=int, default=None,
+                        help="crops of this side from the scenes of ≥ 900 px and look-alikes (default 384, 256 px: "
+                             "all enlarged to --work-px; 512: the build's 512² tiles, not enlarged)")
     parser.add_argument("--mirrored-only", action="store_true", help="skip the section without mirrored features")
     parser.add_argument("--section", default="overlap_quality", help="RESULTS.md section written with --write")
     parser.add_argument("--write", action="store_true", help="write the figures into benchmarks/RESULTS.md")
     args = parser.parse_args()
     params = {"tables": cand.TABLES, "bits": cand.BITS, "min_votes": cand.MIN_VOTES, "max_bucket": cand.MAX_BUCKET}
-    pool = build_pool(args.pairs)
+    pool = build_pool(args.pairs, args.seed, args.tile_px)
     print(f"pool: {len(pool.images)} images", file=sys.stderr)
     start = time.perf_counter()
     def work_px(im) -> int:
         return args.work_px if args.work_frac is None else max(1, round(max(im.pixels.shape[:2]) * args.work_frac))
 
-    both = [extract_both(im.pixels, args.keypoints, work_px(im), args.levels, args.scale_factor,  # as the build
-                         args.edge_px, args.max_upscale)
-            for im in pool.images]
+    settings = extraction_settings(args)
+    both = [extract_both(im.pixels, work_px=work_px(im), **settings) for im in pool.images]  # as the build
     feats, mirrors = [f for f, _ in both], [m for _, m in both]
     extract_ms = (time.perf_counter() - start) / len(pool.images) * 1e3
     sizes = np.array([f.nbytes for f in feats])
+    threshold = (f"{FAST_THRESHOLD} ({ENLARGED_FAST_THRESHOLD} in an enlarged image)" if args.fast_threshold is None
+                 else args.fast_threshold)
     where = (f"{args.work_px} px (enlarged ≤ {args.max_upscale:g}×)" if args.work_frac is None
              else f"{args.work_frac:g} of each image's side")
     body = [(f"Features: ORB, {args.keypoints} keypoints per orientation, detected at {where} over "
-             f"{args.levels} pyramid levels {args.scale_factor:g}× apart to {args.edge_px} px of their border; "
+             f"{args.levels} pyramid levels {args.scale_factor:g}× apart to {args.edge_px} px of their border, "
+             f"the Harris-best {args.candidates}× as many FAST corners of contrast ≥ {threshold} detected; "
              f"{sizes.mean():.0f} bytes per image and orientation on average (max {sizes.max()}), "
              f"{extract_ms:.1f} ms per image for both orientations (256–384 px). Candidate search: {params}."), ""]
     sections = [("Tile–tile, each tile's features and its mirror's indexed", mirrors),
                 ("Tile–tile, original features only", None)]
+    pair_at, leak_at = build_thresholds()
+    summary = []
     for title, mir in sections[:1] if args.mirrored_only else sections:
-        lines, _ = tile_tile(pool, feats, mir, params)
+        lines, _, sweep = tile_tile(pool, feats, mir, params)
         body += [f"### {title}", "", *lines, ""]
-    lines, _ = leakage(pool, feats, mirrors, params)
+        row = at_thresholds(sweep, pair_at)
+        summary.append(f"{title.lower()}: recall ≥ 0.5 {row['recall_50']:.3f} (precision {row['precision']:.3f})")
+    lines, _, sweep = leakage(pool, feats, mirrors, params)
     body += ["### Benchmark-image leakage (both orientations of the benchmark image)", "", *lines]
+    row = at_thresholds(sweep, leak_at)
+    summary.append(f"leakage: recall {row['recall_25']:.3f} (precision {row['precision']:.3f})")
+    body += ["", (f"At the build's thresholds ({pair_at}, leak_overlap {leak_at['leak_overlap']}): "
+                  + "; ".join(summary) + ".")]
     text = "\n".join(body)
     print(text)
     if args.write:

@@ -154,8 +154,9 @@ class DedupConfig:
     scale, any flip or rotation; :mod:`rs4m.overlap`): the tile stage stores local features of every tile and
     dedup groups tiles of different scenes sharing at least ``overlap_frac`` of the smaller one's ground;
     leakage reports benchmark images sharing at least ``leak_overlap`` of their area with a tile. Off by
-    default: extracting the features costs more than the rest of the tile stage (``benchmarks/RESULTS.md``,
-    overlap_speed). The thresholds are the defaults chosen on ``benchmarks/overlap_quality.py``.
+    default: extracting the features costs almost as much as the rest of the tile stage
+    (``benchmarks/RESULTS.md``, overlap_speed, overlap_extraction_cost). The thresholds are the defaults
+    chosen on ``benchmarks/overlap_quality.py``.
     """
 
     radius_bits: int = 5

@@ -57,6 +57,34 @@ def test_features_fit_in_4_kb(scene):
     assert (f.xy() >= 0).all() and (f.xy() <= 512).all() and (f.width, f.height) == (512, 512)
 
 
+def test_one_pass_detection_and_description_gives_the_features_a_later_description_gives(scene):
+    from rs4m.overlap import features as ft
+
+    grey, factor, size = ft._work_grey(scene[:512, :512], 512)
+    orb, keypoints, desc = ft._detect(grey, factor, size, 112)
+    one_pass, described = ft._features(keypoints, desc, factor, size), ft._describe(orb, grey, keypoints, factor, size)
+    assert len(one_pass.desc) == 112
+    assert np.array_equal(one_pass.desc, described.desc) and np.array_equal(one_pass.xy_q, described.xy_q)
+    assert np.array_equal(extract_both(scene[:512, :512], 112, 512)[0].desc, extract(scene[:512, :512], 112).desc)
+
+
+def test_detection_settings_change_the_candidates(scene):
+    from rs4m.overlap import features as ft
+
+    grey, factor, size = ft._work_grey(scene[:512, :512], 512)
+    tested = {(t, c): ft._detect(grey, factor, size, 112, fast_threshold=t, candidates=c)[1]
+              for t, c in ((10, 4), (40, 4), (10, 1))}
+    positions = {k: {kp.pt for kp in kps} for k, kps in tested.items()}
+    assert positions[(10, 4)] != positions[(40, 4)] and positions[(10, 4)] != positions[(10, 1)]
+    assert len(tested[(10, 1)]) <= 112 and len(tested[(10, 4)]) == 112
+    # a tile at its own scale is detected at FAST threshold 20, an enlarged one (smoother) at 10
+    small = np.ascontiguousarray(scene[:256, :256])
+    for image, threshold in ((scene[:512, :512], ft.FAST_THRESHOLD), (small, ft.ENLARGED_FAST_THRESHOLD)):
+        assert np.array_equal(extract(image, 112).desc, extract(image, 112, fast_threshold=threshold).desc)
+    smooth = np.ascontiguousarray(_synthetic()[:256, :256])  # where the two thresholds detect differently
+    assert not np.array_equal(extract(smooth, 112).desc, extract(smooth, 112, fast_threshold=ft.FAST_THRESHOLD).desc)
+
+
 def test_rescaled_rotated_crop_is_found_with_its_transform(scene):
     a = np.ascontiguousarray(scene[100:420, 100:420])  # 320² at the scene's scale
     b = np.ascontiguousarray(np.rot90(_crop(scene, 200, 180, 400, 320)))  # 1.25× coarser, rotated by 90°

@@ -39,6 +39,17 @@ EDGE_PX = 19
 #: the detection pyramid: 8 levels a factor 1.2 apart span 3.6×, so scales 0.5–2× between two images stay in it
 LEVELS = 8
 SCALE_FACTOR = 1.2
+#: FAST corners of lower contrast (intensity steps out of 255) are not detection candidates. FAST's cost grows
+#: with the corners it finds, and on a tile of real imagery at its own scale the candidates ORB keeps are of
+#: contrast ≥ 20 anyway (the same features as at 10 in 169 of 169 real 512² tiles, in 0.8× the time; smooth
+#: synthetic scenes change, recall and precision stay within a few reports); an enlarged image is smoother,
+#: and there the weaker corners are among the best (benchmarks/RESULTS.md, ``## overlap_extraction_cost``)
+FAST_THRESHOLD = 20
+#: the FAST threshold of an image enlarged to ``work_px``
+ENLARGED_FAST_THRESHOLD = 10
+#: detection candidates per kept keypoint: the Harris-best ``CANDIDATES × max_keypoints`` of the FAST corners
+#: are detected, then ``max_keypoints`` of them kept, spread over the image (:func:`_spread`)
+CANDIDATES = 4
 _Q = 255
 
 
@@ -66,7 +77,8 @@ def _stretch_u8(grey: np.ndarray) -> np.ndarray:
     """``uint8`` grey stretched so its 1st–99th percentiles span 0–255 (a histogram and a lookup table)."""
     import cv2
 
-    cdf = np.cumsum(np.bincount(grey.ravel(), minlength=256)) / max(grey.size, 1)
+    counts = cv2.calcHist([grey], [0], None, [256], [0, 256]).ravel().astype(np.int64)  # 3× np.bincount
+    cdf = np.cumsum(counts) / max(grey.size, 1)
     lo, hi = float(np.searchsorted(cdf, 0.01)), float(np.searchsorted(cdf, 0.99))
     lut = np.clip((np.arange(256, dtype=np.float32) - lo) * (255.0 / max(hi - lo, 1e-6)), 0, 255)
     return cv2.LUT(grey, lut.astype(np.uint8))
@@ -118,51 +130,71 @@ def _work_grey(rgb: np.ndarray, work_px: int,
 
 
 def _detect(grey: np.ndarray, factor: float, size: tuple[int, int], max_keypoints: int, levels: int = LEVELS,
-            scale_factor: float = SCALE_FACTOR, edge_px: int = EDGE_PX):
-    """The ORB detector and ``≤ max_keypoints`` of its keypoints, spread over the image (:func:`_spread`)."""
+            scale_factor: float = SCALE_FACTOR, edge_px: int = EDGE_PX, fast_threshold: int | None = None,
+            candidates: int = CANDIDATES):
+    """The ORB detector, ``≤ max_keypoints`` of its keypoints (of ``candidates × max_keypoints`` detected),
+    spread over the image (:func:`_spread`), and their descriptors ``uint8 [K, 32]`` (or None). FAST corners of
+    contrast ≥ ``fast_threshold`` are candidates (by default :data:`FAST_THRESHOLD`, or
+    :data:`ENLARGED_FAST_THRESHOLD` for an enlarged image, ``factor > 1``).
+
+    Detection and description share one pass over one pyramid (describing the kept keypoints afterwards
+    builds and blurs it again, which costs more than describing every candidate now). The keypoints come in
+    the order ORB's description returns them, by pyramid level, so that both ways give the same features."""
     import cv2
 
-    orb = cv2.ORB.create(nfeatures=4 * max_keypoints, scaleFactor=scale_factor, nlevels=levels,
-                         edgeThreshold=edge_px, patchSize=31, fastThreshold=10)
-    keypoints = orb.detect(grey, None)
-    if not keypoints:
-        return orb, []
-    pts = np.array([kp.pt for kp in keypoints], np.float32) / factor
-    keep = _spread(pts, np.array([kp.response for kp in keypoints], np.float32),
-                   np.array([kp.octave for kp in keypoints], np.int64), size, max_keypoints)
-    return orb, [keypoints[k] for k in keep.tolist()]
+    if fast_threshold is None:
+        fast_threshold = ENLARGED_FAST_THRESHOLD if factor > 1.0 else FAST_THRESHOLD
+    orb = cv2.ORB.create(nfeatures=candidates * max_keypoints, scaleFactor=scale_factor, nlevels=levels,
+                         edgeThreshold=edge_px, patchSize=31, fastThreshold=fast_threshold)
+    keypoints, desc = orb.detectAndCompute(grey, None)
+    if not keypoints or desc is None:
+        return orb, [], None
+    pts = np.asarray(cv2.KeyPoint.convert(keypoints), np.float32) / factor
+    octave = np.array([kp.octave for kp in keypoints], np.int64)
+    keep = _spread(pts, np.array([kp.response for kp in keypoints], np.float32), octave, size, max_keypoints)
+    keep = keep[np.argsort(octave[keep], kind="stable")]
+    return orb, [keypoints[k] for k in keep.tolist()], desc[keep]
 
 
-def _describe(orb, grey: np.ndarray, keypoints: list, factor: float, size: tuple[int, int]) -> Features:
-    """Descriptors of ``keypoints`` (only those: describing every detected candidate costs 4×) → Features;
-    OpenCV drops keypoints it cannot describe, so positions come from what it returns."""
+def _features(described, desc: np.ndarray | None, factor: float, size: tuple[int, int]) -> Features:
+    """Features of described keypoints (positions in the working pixels) and their ORB descriptors."""
+    import cv2
+
     w, h = size
-    described, desc = orb.compute(grey, keypoints) if keypoints else ((), None)
     if desc is None or not described:
         return Features(np.zeros((0, DESC_BYTES), np.uint8), np.zeros((0, 2), np.uint8), w, h)
-    frac = np.array([kp.pt for kp in described], np.float32) / factor / np.array([w, h], np.float32)
+    frac = np.asarray(cv2.KeyPoint.convert(described), np.float32) / factor / np.array([w, h], np.float32)
     xy_q = np.clip(np.rint(frac * _Q), 0, _Q).astype(np.uint8)
     return Features(np.ascontiguousarray(desc[:, :DESC_BYTES]), xy_q, w, h)
 
 
+def _describe(orb, grey: np.ndarray, keypoints: list, factor: float, size: tuple[int, int]) -> Features:
+    """Features of ``keypoints`` described on ``grey``; OpenCV drops keypoints it cannot describe, so
+    positions come from what it returns."""
+    described, desc = orb.compute(grey, keypoints) if keypoints else ((), None)
+    return _features(described, desc, factor, size)
+
+
 def extract(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS, work_px: int = WORK_PX, levels: int = LEVELS,
-            scale_factor: float = SCALE_FACTOR, edge_px: int = EDGE_PX,
-            max_upscale: float = MAX_UPSCALE) -> Features:
+            scale_factor: float = SCALE_FACTOR, edge_px: int = EDGE_PX, max_upscale: float = MAX_UPSCALE,
+            fast_threshold: int | None = None, candidates: int = CANDIDATES) -> Features:
     """ORB features of one image ``[H, W, 3]`` (or ``[H, W]``), any dtype; see :class:`Features`.
 
     The image is resized so its longer side is ``work_px`` (enlarged by at most ``max_upscale``);
-    4 × ``max_keypoints`` candidates are detected over a ``levels``-level pyramid (8 a factor 1.2 apart by
-    default, so scales 0.5–2× between two images stay within it) up to ``edge_px`` from each level's border,
-    and ``max_keypoints`` kept, spread over the image, and described.
+    ``candidates`` × ``max_keypoints`` FAST corners of contrast ≥ ``fast_threshold`` (by default 20, 10 in an
+    enlarged image) are detected, the best by the Harris score, over a ``levels``-level pyramid (8 a factor
+    1.2 apart by default, so scales 0.5–2× between two images stay within it) up to ``edge_px`` from each
+    level's border, and ``max_keypoints`` kept, spread over the image, and described.
     """
     grey, factor, size = _work_grey(rgb, work_px, max_upscale)
-    orb, keypoints = _detect(grey, factor, size, max_keypoints, levels, scale_factor, edge_px)
-    return _describe(orb, grey, keypoints, factor, size)
+    _, keypoints, desc = _detect(grey, factor, size, max_keypoints, levels, scale_factor, edge_px, fast_threshold,
+                                 candidates)
+    return _features(keypoints, desc, factor, size)
 
 
 def extract_both(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS, work_px: int = WORK_PX, levels: int = LEVELS,
-                 scale_factor: float = SCALE_FACTOR, edge_px: int = EDGE_PX,
-                 max_upscale: float = MAX_UPSCALE) -> tuple[Features, Features]:
+                 scale_factor: float = SCALE_FACTOR, edge_px: int = EDGE_PX, max_upscale: float = MAX_UPSCALE,
+                 fast_threshold: int | None = None, candidates: int = CANDIDATES) -> tuple[Features, Features]:
     """Features of the image and of its left-right mirror: with both on one side of a comparison, ORB's
     rotation invariance covers all 8 flips and rotations.
 
@@ -173,9 +205,10 @@ def extract_both(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS, work_px: i
     import cv2
 
     grey, factor, size = _work_grey(rgb, work_px, max_upscale)
-    orb, keypoints = _detect(grey, factor, size, max_keypoints, levels, scale_factor, edge_px)
-    feats = _describe(orb, grey, keypoints, factor, size)
+    orb, keypoints, desc = _detect(grey, factor, size, max_keypoints, levels, scale_factor, edge_px,
+                                   fast_threshold, candidates)
+    feats = _features(keypoints, desc, factor, size)
     last = grey.shape[1] - 1
     mirrored = [cv2.KeyPoint(last - kp.pt[0], kp.pt[1], kp.size, (180.0 - kp.angle) % 360.0, kp.response, kp.octave,
                              kp.class_id) for kp in keypoints]
-    return feats, _describe(orb, np.ascontiguousarray(grey[:, ::-1]), mirrored, factor, size)
+    return feats, _describe(orb, cv2.flip(grey, 1), mirrored, factor, size)

@@ -28,8 +28,9 @@ KEYPOINTS = 112
 #: the longer side a tile is brought to before detection (reduced, or enlarged at most 2×)
 WORK_PX = 512
 #: bumped when the stored features change meaning (extractor, descriptor bytes); 2: detection to 19 px of the
-#: border, small tiles enlarged to WORK_PX (features of version 1 are redone when a build resumes)
-FEATURES_VERSION = 2
+#: border, small tiles enlarged to WORK_PX (features of version 1 are redone when a build resumes); 3: FAST
+#: threshold 20 in tiles that are not enlarged (the same features in most tiles, not in all)
+FEATURES_VERSION = 3
 
 
 def settings() -> dict:
