@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +72,17 @@ def kill_at_first_checkpoint(run: Path, args: list[str], timeout: float = 120) -
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     return int(torch.load(run / "checkpoint.pt", weights_only=True)["step"])
+
+
+@contextlib.contextmanager
+def no_host_syncs() -> Iterator[None]:
+    """CUDA work inside raises on any device-to-host synchronisation (after a ``torch.cuda.synchronize()``, so
+    that earlier work does not count); the default mode is restored whatever happens."""
+    import torch
+
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

@@ -18,7 +18,7 @@ from pretrain.engine import TrainConfig, lr_at, resolve, resume_differences
 from pretrain.infobatch import InfoBatch, InfoBatchStream, LossBuffer
 from pretrain.train import train
 from rs4m.errors import ConfigError
-from tests.pretrain_corpus import build_corpus, kill_at_first_checkpoint, run_pretrain
+from tests.pretrain_corpus import build_corpus, kill_at_first_checkpoint, no_host_syncs, run_pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -419,13 +419,9 @@ def test_pruned_steps_do_not_synchronise_on_cuda():
     for step in range(9):  # epoch 0 (8 steps) and the first step of epoch 1, after the fold
         train_step(loop, step, meter)
     assert stream.epoch == 1 and not np.isnan(stream.pruner.scores).any()
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
+    with no_host_syncs():
         for step in range(9, 11):
             train_step(loop, step, meter)
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
     assert stream.epoch == 1 and stream.step == 3
 
 

@@ -22,7 +22,7 @@ from pretrain import data
 from pretrain.engine import NonFiniteLoss, TrainConfig, lr_at, resolve
 from pretrain.train import train
 from rs4m.errors import ConfigError, OutputError
-from tests.pretrain_corpus import build_corpus, kill_at_first_checkpoint, run_pretrain
+from tests.pretrain_corpus import build_corpus, kill_at_first_checkpoint, no_host_syncs, run_pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -488,13 +488,9 @@ def test_training_steps_do_not_synchronise_on_cuda(method, compiled):
     meter = new_meter(torch.device("cuda:0"))
     for step in range(2):  # warm-up: compilation, cuBLAS handles, optimiser state
         train_step(loop, step, meter)
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
+    with no_host_syncs():
         for step in range(2, 6):
             train_step(loop, step, meter)
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
     assert meter.steps == 6 and torch.isfinite(meter.loss_sum).item()
 
 
