@@ -85,9 +85,12 @@ def scene_windows(scene: dict, cfg: TileConfig) -> list[Window]:
     return grid_windows(width, height, cfg.tile_size, cfg.stride_px)
 
 
-def filter_reason(rgb: np.ndarray, valid: np.ndarray, richness: float | None, f: FilterConfig) -> str | None:
-    """Why a tile is dropped, in words, or None to keep it (the richness test only where ``richness`` is given)."""
-    nodata = nodata_fraction(valid)
+def filter_reason(rgb: np.ndarray, valid: np.ndarray, richness: float | None, f: FilterConfig,
+                  nodata: float | None = None) -> str | None:
+    """Why a tile is dropped, in words, or None to keep it (the richness test only where ``richness`` is given;
+    ``nodata``: :func:`nodata_fraction` of ``valid`` where the caller has it)."""
+    if nodata is None:
+        nodata = nodata_fraction(valid)
     if nodata > f.max_nodata_frac:
         return f"mostly nodata ({nodata:.0%} of the tile)"
     if f.drop_blank and (one_colour_where(rgb, valid) if nodata > 0 else one_colour(rgb)):
@@ -252,7 +255,7 @@ def tile_scene(scene: dict, task: UnitTask, writer: ShardWriter, shard: str,
             footprint = reader.window_footprint(*win)
             row["geometry"] = shapely.to_wkb(footprint) if footprint is not None else None
             row["nodata_frac"] = nodata_fraction(valid)
-            reason = filter_reason(rgb, valid, None, task.filters)
+            reason = filter_reason(rgb, valid, None, task.filters, row["nodata_frac"])
             image = None
             if reason is None:  # nodata and blank tests passed: only the richness test is left
                 image = Image.fromarray(rgb)  # one Pillow copy for the richness resize and the hashes' L image
