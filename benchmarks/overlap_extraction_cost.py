@@ -33,6 +33,7 @@ from types import ModuleType
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from overlap_quality import _read_any
 from overlap_speed import REAL, STAGE_SCENES
 
 VARIANTS = ("", "fast_threshold=15", "fast_threshold=20", "fast_threshold=30", "candidates=3", "candidates=2",
@@ -48,23 +49,12 @@ def parse_variant(text: str) -> dict:
     return out
 
 
-def _read(path: Path) -> np.ndarray:
-    if path.suffix.lower() in {".png", ".jpg"}:
-        from PIL import Image
-
-        Image.MAX_IMAGE_PIXELS = None
-        return np.asarray(Image.open(path).convert("RGB"))
-    import rasterio
-
-    with rasterio.open(path) as ds:
-        return np.ascontiguousarray(np.moveaxis(ds.read([1, 2, 3]), 0, -1))
-
-
 def real_tiles(count: int, size_px: int = 512, stride_px: int = 256) -> list[np.ndarray]:
     """Up to ``count`` textured ``uint8 [size, size, 3]`` tiles, taken in turn from each scene's grid."""
     per_scene = []
     for rel in STAGE_SCENES:
-        scene = _read(REAL / rel)
+        scene = _read_any(REAL / rel)
+        assert scene is not None, rel  # the tile stage's scenes are 8-bit RGB
         h, w = scene.shape[:2]
         grid = [np.ascontiguousarray(scene[y : y + size_px, x : x + size_px])
                 for y in range(0, h - size_px + 1, stride_px) for x in range(0, w - size_px + 1, stride_px)]
@@ -115,8 +105,7 @@ def steps_ms(tiles: list[np.ndarray], rounds: int, **settings) -> dict[str, floa
 
     greys = [ft._work_grey(t, WORK_PX) for t in tiles]
     detected = [ft._detect(g, f, s, kp, **settings) for g, f, s in greys]
-    mirrored = [(cv2.flip(g, 1), [cv2.KeyPoint(g.shape[1] - 1 - k.pt[0], k.pt[1], k.size, (180.0 - k.angle) % 360.0,
-                                               k.response, k.octave, k.class_id) for k in kps])
+    mirrored = [(cv2.flip(g, 1), ft.mirrored_keypoints(kps, g.shape[1]))
                 for (g, _, _), (_, kps, _) in zip(greys, detected, strict=True)]
     items = list(range(len(tiles)))
     fns = {"grey": lambda i: ft._work_grey(tiles[i], WORK_PX),
@@ -218,7 +207,7 @@ def main() -> None:
     cv2.setNumThreads(1)  # per-core cost: the build's workers each take a core (ORB's detection is serial anyway)
     load_start = os.getloadavg()[0]
     tiles = real_tiles(args.tiles)
-    variants = {v: parse_variant(v) for v in args.variant}
+    variants = {v: parse_variant(v) for v in [""] + [v for v in args.variant if v]}  # the default: the reference
     fns = {name: (lambda t, s=settings: extract_both(t, KEYPOINTS, WORK_PX, **s))  # as the build
            for name, settings in variants.items()}
     base = load_baseline(args.baseline) if args.baseline else None

@@ -208,7 +208,14 @@ def extract_both(rgb: np.ndarray, max_keypoints: int = MAX_KEYPOINTS, work_px: i
     orb, keypoints, desc = _detect(grey, factor, size, max_keypoints, levels, scale_factor, edge_px,
                                    fast_threshold, candidates)
     feats = _features(keypoints, desc, factor, size)
-    last = grey.shape[1] - 1
-    mirrored = [cv2.KeyPoint(last - kp.pt[0], kp.pt[1], kp.size, (180.0 - kp.angle) % 360.0, kp.response, kp.octave,
-                             kp.class_id) for kp in keypoints]
-    return feats, _describe(orb, cv2.flip(grey, 1), mirrored, factor, size)
+    return feats, _describe(orb, cv2.flip(grey, 1), mirrored_keypoints(keypoints, grey.shape[1]), factor, size)
+
+
+def mirrored_keypoints(keypoints: list, width: int) -> list:
+    """OpenCV keypoints of an image ``width`` pixels wide, as they lie in its left-right mirror image
+    (``x ↦ width − 1 − x``, angle ``θ ↦ 180° − θ``)."""
+    import cv2
+
+    last = width - 1
+    return [cv2.KeyPoint(last - kp.pt[0], kp.pt[1], kp.size, (180.0 - kp.angle) % 360.0, kp.response, kp.octave,
+                         kp.class_id) for kp in keypoints]
