@@ -91,31 +91,52 @@ def owner_dtype(n_tiles: int) -> type:
     return np.int32 if n_tiles < 2**31 else np.int64
 
 
-def _slices(key: np.ndarray, slices: int, key_bits: int = 32) -> Iterator[np.ndarray] | None:
-    """Masks of the keys of each slice of the key value range by its top bits, in order (equal keys share a
-    slice; ``slices`` rounded up to a power of two), or None when the table is kept whole (one slice, or fewer
-    than 65,536 keys)."""
+#: a table cut into more slices than this is cut in two levels: masks of this many coarse slices (one pass
+#: over the keys each), then each coarse slice sorted by its next bits, so the passes over the whole table stay
+#: this many whatever the slices (a mask per slice would be 256 passes for 256 slices)
+COARSE_SLICES = 16
+
+
+def _top(key: np.ndarray, shift: int) -> np.ndarray:
+    """``key >> shift`` as uint8 (the caller's bits fit), made in chunks (no 4-byte working copy)."""
+    top = np.empty(len(key), np.uint8)
+    for lo in range(0, len(key), KEY_CHUNK):
+        top[lo : lo + KEY_CHUNK] = key[lo : lo + KEY_CHUNK].astype(np.uint32, copy=False) >> np.uint32(shift)
+    return top
+
+
+def _slices(key: np.ndarray, owner: np.ndarray, slices: int,
+            key_bits: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The ``(keys, owners)`` of each slice of the key value range by its top bits, in order (equal keys share a
+    slice; ``slices`` rounded up to a power of two, at most 256; the whole table as one slice when it has fewer
+    than 65,536 keys). Within a slice the keypoints keep their order."""
     if slices > 256:
         raise ValueError(f"slices must be at most 256, got {slices}")
     if slices <= 1 or len(key) < 1 << 16:
-        return None
+        yield key, owner
+        return
     top_bits = min((slices - 1).bit_length(), key_bits)
-    slices = 1 << top_bits
-    shift = np.uint32(key_bits - top_bits)
-    top = np.empty(len(key), np.uint8)  # 1 byte a keypoint, not 8, made in chunks (no 4-byte working copy)
-    for lo in range(0, len(key), KEY_CHUNK):
-        top[lo : lo + KEY_CHUNK] = key[lo : lo + KEY_CHUNK].astype(np.uint32, copy=False) >> shift
-    return (top == s for s in range(slices))
+    coarse_bits = min(top_bits, (COARSE_SLICES - 1).bit_length())
+    top = _top(key, key_bits - coarse_bits)
+    for c in range(1 << coarse_bits):
+        mine = top == c
+        k, o = key[mine], owner[mine]
+        if coarse_bits == top_bits:
+            yield k, o
+            continue
+        fine = _top(k, key_bits - top_bits) & np.uint8((1 << (top_bits - coarse_bits)) - 1)
+        order = np.argsort(fine, kind="stable")  # a radix sort of one byte
+        k, o, fine = k[order], o[order], fine[order]
+        bounds = np.searchsorted(fine, np.arange((1 << (top_bits - coarse_bits)) + 1, dtype=np.int64))
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            yield k[lo:hi], o[lo:hi]
 
 
 def _table_votes(key: np.ndarray, owner: np.ndarray, n_tiles: int, max_bucket: int, slices: int = SLICES,
                  key_bits: int = 32) -> np.ndarray:
     """Pair codes ``i * n_tiles + j`` (``i < j``) of distinct tiles sharing a key of one table, one per run;
     the keys are taken a slice of their value range at a time (the same pairs, in slice order)."""
-    masks = _slices(key, slices, key_bits)
-    if masks is None:
-        return _slice_votes(key, owner, n_tiles, max_bucket)
-    return np.concatenate([_slice_votes(key[mine], owner[mine], n_tiles, max_bucket) for mine in masks])
+    return np.concatenate([_slice_votes(k, o, n_tiles, max_bucket) for k, o in _slices(key, owner, slices, key_bits)])
 
 
 @dataclass(frozen=True)
@@ -138,11 +159,9 @@ def _table_votes_on(engine: Any, key: np.ndarray, owner: np.ndarray, n_tiles: in
                     slices: int) -> np.ndarray:
     """:func:`_table_votes` with each slice of the table a unit of ``engine`` (e.g. a Ray task); the votes
     are the same, in another order (the counting sorts them)."""
-    masks = _slices(key, slices)
-    units = [VoteSlice(key, owner, n_tiles, max_bucket)] if masks is None else \
-        [VoteSlice(key[mine], owner[mine], n_tiles, max_bucket) for mine in masks]
+    units = (VoteSlice(k, o, n_tiles, max_bucket) for k, o in _slices(key, owner, slices) if len(k) >= 2)
     votes = []
-    for _unit, result in engine.map_units(slice_votes, (u for u in units if len(u.key) >= 2)):
+    for _unit, result in engine.map_units(slice_votes, units):
         if not isinstance(result, np.ndarray):
             raise RuntimeError(f"an overlap candidate search slice failed: {getattr(result, 'error', result)}")
         votes.append(result)
