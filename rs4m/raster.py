@@ -445,6 +445,10 @@ class SceneReader:
         scaled in float32 (float64 when the statistics are beyond the float32 range). Both compute
         floor(clip((v − p2) · 255 / (p98 − p2), 0, 255)); NaN → 0.
         """
+        if bands.dtype == np.uint8 and bands.strides[0] == 1 and bands.strides[2] == 3:
+            # a view of pixel-interleaved RGB (a whole decode's window): rows copied as they are, into an array
+            # of the caller's own (a window as wide as the image would otherwise be the decoded image's memory)
+            return bands.transpose(1, 2, 0).copy()
         out = np.empty((*bands.shape[1:], 3), np.uint8)  # per-channel assignment: ~6x faster than a transpose
         if bands.dtype == np.uint8:
             for k in range(3):

@@ -650,3 +650,30 @@ def test_huge_sparse_geotiff_is_never_loaded_whole(tmp_path):
         tracemalloc.stop()
     assert rgb.shape == (512, 512, 3) and rgb.max() == 255 and valid.all()
     assert peak < 100_000_000 and time.perf_counter() - start < 10
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "PNG-RGBA"])
+def test_whole_decoded_window_is_a_copy_with_the_decoded_pixels(tmp_path: Path, fmt: str) -> None:
+    """A window of a whole-decoded scene (simplejpeg's RGB, Pillow's RGB or RGBA) is the scene's pixels in
+    an array of its own: writing into it, even into a window as wide as the image, changes no later read."""
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (96, 80, 3), dtype=np.uint8)
+    name = "s.jpg" if fmt == "JPEG" else "s.png"
+    if fmt == "PNG-RGBA":
+        Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]), "RGBA").save(tmp_path / name)
+    else:
+        Image.fromarray(rgb).save(tmp_path / name, quality=95)
+    expected = np.asarray(Image.open(tmp_path / name).convert("RGB"))
+    with open_scene(tmp_path, SceneRef(name)) as r:
+        assert r.whole_decode
+        full, _ = r.read_window(0, 10, 80, 40)  # the image's whole width
+        part, _ = r.read_window(8, 16, 32, 24)
+        assert full.flags.c_contiguous and full.flags.writeable and full.shape == (40, 80, 3)
+        if fmt != "JPEG":  # Pillow's decode is the reference; simplejpeg's may round differently
+            np.testing.assert_array_equal(full, expected[10:50])
+            np.testing.assert_array_equal(part, expected[16:40, 8:40])
+        before = r.read_window(0, 0, 80, 96)[0].copy()
+        full[:] = 0
+        part[:] = 255
+        np.testing.assert_array_equal(r.read_window(0, 0, 80, 96)[0], before)
+        np.testing.assert_array_equal(r.read_window(0, 10, 80, 40)[0], before[10:50])
