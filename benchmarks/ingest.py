@@ -279,7 +279,7 @@ def notes(rows: list[dict], load: tuple[float, float], rounds: int, blank_test: 
     lines = [f"Load average {load[0]:.1f} at the start and {load[1]:.1f} at the end on {os.cpu_count()} cores; "
              f"every figure is the best of {rounds} run(s), and ratios within one run compare, absolute rates less so."]
     verdict = "reaches" if ours["ratio"] >= 0.6 else "does not reach"
-    text = (f"At {ours['tiles']} tiles the tile stage runs at {ours['ratio']:.2f}× the codec floor, which "
+    text = (f"At {ours['tiles']} tiles the tile stage runs at {ours['ratio']:.3f}× the codec floor, which "
             f"{verdict} the 0.6× target")
     for r in largest:
         if r["code"] != "rs4m":
