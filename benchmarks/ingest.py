@@ -87,7 +87,6 @@ PROVENANCE = "\nimport os as _os, rs4m as _rs4m\nprint(_os.path.dirname(_rs4m.__
 
 BREAKDOWN = """
 import time
-started = time.perf_counter()
 import hashlib, json
 from pathlib import Path
 import numpy as np
@@ -107,7 +106,6 @@ second = getattr(stage, "richness_reason", None)
 t = dict.fromkeys({steps!r} + ["resize"], 0.0)
 n = 0
 tile_richness(np.zeros((8, 8, 3), np.uint8))  # one-off tables outside the step timings
-one_off_s = time.perf_counter() - started  # imports (scipy.fft among them) and tables built on first use
 def timed(key, fn, *args):
     s = time.perf_counter(); out = fn(*args); t[key] += time.perf_counter() - s; return out
 def filters_step(rgb, valid, score):
@@ -132,7 +130,7 @@ for path in sorted(folder.iterdir()):
                 batch = []
         if batch:
             timed("hashes", hashes_with_canonical, batch)
-print(json.dumps({{"tiles": n, "one_off_s": one_off_s, **{{k: v / n * 1e3 for k, v in t.items()}}}}))
+print(json.dumps({{"tiles": n, **{{k: v / n * 1e3 for k, v in t.items()}}}}))
 """
 #: steps of the tile stage timed one by one (ms per tile); "filters" runs the default nodata and blank tests.
 #: "resize" (not a step of its own) times the part of "richness" that is Pillow's: the BILINEAR resize to 224²
@@ -149,7 +147,7 @@ def rs4m_tile(folder: Path, tile: int, code_root: Path = ROOT, drop_blank: bool 
     (its own clock), the scan's (the rest of the build), the seconds spent loading libraries, peak RSS.
 
     The floor's clock starts with rasterio, numpy and simplejpeg loaded; the build's starts with the libraries
-    it uses loaded too (pandas, pyarrow, scipy.fft among them: about 1.5 s once per process, reported apart).
+    it uses loaded too (pandas, pyarrow, scipy.fft among them: about 1 s once per process, reported apart).
     Every tile is kept whatever its nodata (the floor keeps every window too); the blank test runs as in a
     default build unless ``drop_blank`` is False."""
     code = f"""
@@ -209,7 +207,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> tuple[list[dict], dict[str, 
             print(json.dumps(rows[-1]), flush=True)
     for name, code_root in codes.items():
         runs = [breakdown(folder, args.tile, code_root) for _ in range(args.rounds)]
-        steps[name] = {k: min(run[k] for run in runs) for k in runs[0]}  # one_off_s included
+        steps[name] = {k: min(run[k] for run in runs) for k in runs[0]}
         print(json.dumps({name: steps[name]}), flush=True)
     return rows, steps
 
